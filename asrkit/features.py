@@ -33,6 +33,7 @@ class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
     win_ms: float = WIN_MS
     hop_ms: float = HOP_MS
+    gain_normalize: bool = True  # scale each recording's peak before analysis
 
     def __post_init__(self):
         if self.kind not in ("fbank", "mfcc"):

@@ -72,8 +72,8 @@ def iter_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance],
                    relative: bool = True) -> int:
-    """Write utterances atomically; return how many. Paths are stored relative to the
-    manifest's folder when ``relative`` and possible."""
+    """Write utterances atomically; return how many. Audio below the manifest's folder
+    is stored relative to it when ``relative``; other paths are stored absolute."""
     path = Path(path)
     base = path.resolve().parent
     n = 0
@@ -185,11 +185,11 @@ def _to_record(utt: Utterance, base: Path | None) -> dict:
     rec = {k: v for k, v in asdict(utt).items() if v is not None}
     if not rec.get("offset"):
         rec.pop("offset", None)
-    if base is not None:
-        try:
-            rec["audio"] = Path(os.path.relpath(Path(utt.audio).resolve(), base)).as_posix()
-        except ValueError:  # another drive on Windows
-            pass
+    audio = Path(utt.audio).resolve()
+    if base is not None and audio.is_relative_to(base):
+        # Relative only below the manifest's folder, so the folder moves as a whole;
+        # anything else stays absolute rather than climbing out with "../..".
+        rec["audio"] = audio.relative_to(base).as_posix()
     return {k: rec[k] for k in _FIELDS if k in rec}
 
 

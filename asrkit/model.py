@@ -1,0 +1,106 @@
+"""The acoustic model: waveform → features → normalisation → BiLSTM → CTC log-probs.
+
+:class:`AsrModel` holds everything needed to go from audio to symbol posteriors, so a
+saved model file describes itself (see :mod:`asrkit.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .errors import ConfigError
+from .features import FeatureConfig, FeatureExtractor, Normalizer
+from .text import Vocabulary
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: int = 3
+    hidden: int = 256  # LSTM units per direction
+    dropout: float = 0.15
+    subsample: int = 2  # stack this many feature frames into one model frame (1, 2 or 3)
+
+    def __post_init__(self):
+        if self.subsample not in (1, 2, 3):
+            raise ConfigError(f"model.subsample must be 1, 2 or 3, not {self.subsample}")
+        if self.layers < 1 or self.hidden < 1:
+            raise ConfigError("model.layers and model.hidden must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.dropout must be in [0, 1)")
+
+
+def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):
+    """Concatenate each run of ``factor`` frames: ``(batch, frames, feats)`` →
+    ``(batch, ceil(frames / factor), feats * factor)``; a short last run is zero-padded."""
+    if factor == 1:
+        return feats, lengths
+    batch, frames, dim = feats.shape
+    pad = (-frames) % factor
+    if pad:
+        feats = nn.functional.pad(feats, (0, 0, 0, pad))
+    feats = feats.reshape(batch, (frames + pad) // factor, dim * factor)
+    return feats, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+
+
+class AsrModel(nn.Module):
+    """Bidirectional-LSTM CTC recogniser with its own feature front end.
+
+    Output index 0 is the CTC blank; index ``i > 0`` is ``vocab.symbols[i - 1]``.
+    """
+
+    def __init__(self, vocab: Vocabulary, config: ModelConfig = ModelConfig(),
+                 feature_config: FeatureConfig = FeatureConfig()):
+        super().__init__()
+        self.vocab = vocab
+        self.config = config
+        self.feature_config = feature_config
+        self.features = FeatureExtractor(feature_config)
+        self.normalizer = Normalizer(feature_config.dim)
+        self.lstm = nn.LSTM(feature_config.dim * config.subsample, config.hidden,
+                            num_layers=config.layers, bidirectional=True, batch_first=True,
+                            dropout=config.dropout if config.layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(2 * config.hidden, len(vocab))
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame."""
+        return self.config.subsample / self.feature_config.frames_per_second
+
+    def output_frames(self, feature_frames: int) -> int:
+        """Output frames for an input of ``feature_frames`` feature frames."""
+        return -(-feature_frames // self.config.subsample)
+
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor | None = None):
+        """``waves (batch, samples)``, ``wave_lengths (batch,)`` →
+        ``log_probs (batch, frames, vocab)``, ``lengths (batch,)``."""
+        feats, lengths = self.features(waves, wave_lengths)
+        return self.forward_features(feats, lengths)
+
+    def forward_features(self, feats: torch.Tensor, lengths: torch.Tensor,
+                         augment=None):
+        """Un-normalised ``feats (batch, frames, feats)`` → log-probs and lengths.
+
+        ``augment`` (training only) is applied after normalisation, e.g. SpecAugment.
+        """
+        hidden, lengths = self.encode(feats, lengths, augment)
+        logits = self.output(self.dropout(hidden))
+        return logits.log_softmax(dim=-1), lengths
+
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor, augment=None):
+        """Top BiLSTM states ``(batch, frames, 2 * hidden)`` and their lengths."""
+        x = self.normalizer(feats)
+        if augment is not None:
+            x = augment(x, lengths)
+        x, lengths = stack_frames(x, lengths, self.config.subsample)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, lengths
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,323 @@
+"""Training a CTC recogniser: resumable, early-stopped, with atomic checkpoints.
+
+``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/random state + position
+in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
+with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
+``metrics.jsonl`` (one line per epoch and per checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_record, model_from_record, model_record, save_record
+from .config import ExperimentConfig, config_from_dict
+from .data import Example, Skipped, bucket_batches, load_batch, prepare_examples
+from .decoding import GreedyDecoder
+from .errors import AsrkitError, ConfigError
+from .features import RunningStats, spec_augment
+from .io import atomic_write_text
+from .manifest import Utterance
+from .metrics import char_errors, word_errors
+from .model import AsrModel
+from .text import Vocabulary
+
+log = logging.getLogger("asrkit")
+
+STATS_MAX_UTTERANCES = 2000  # normalisation statistics come from at most this many
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    epoch: int
+    step: int  # global optimiser step, from 1
+    batch: int  # batch within the epoch, from 1
+    batches: int  # batches in this epoch
+    loss: float
+    frames_per_second: float  # feature frames through the model, smoothed
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_cer: float
+    valid_wer: float
+    improved: bool
+    seconds: float
+
+
+@dataclass
+class TrainCallbacks:
+    """Optional hooks for progress display; the library itself never prints."""
+
+    on_start: Callable[[dict], None] | None = None  # summary of the run
+    on_step: Callable[[StepInfo], None] | None = None
+    on_epoch: Callable[[EpochInfo], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    best_wer: float
+    best_epoch: int
+    epochs_run: int
+    steps: int
+    skipped: tuple[Skipped, ...]
+    seconds: float
+
+
+@dataclass
+class _State:
+    """Everything that changes during training, saved in ``last.pt`` for resuming."""
+
+    epoch: int = 0
+    batch: int = 0  # batches of ``epoch`` already done
+    step: int = 0
+    best_wer: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+    stopped: bool = False
+
+
+def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
+          out_dir: str | os.PathLike, config: ExperimentConfig = ExperimentConfig(),
+          resume: bool = False, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    """Train (or, with ``resume``, continue training) a model; see the module docs."""
+    cb = callbacks or TrainCallbacks()
+    out = Path(out_dir)
+    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+    if resume and (out / "last.pt").exists():
+        record = load_record(out / "last.pt")
+        config = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
+        model = model_from_record(record)
+        state = _State(**record["training"]["state"])
+    elif resume:
+        raise AsrkitError(f"{out}: nothing to resume (no last.pt); run without --resume")
+    elif (out / "last.pt").exists():
+        raise AsrkitError(f"{out}: holds a training run already; pass --resume to continue "
+                          "it or choose another --out")
+    else:
+        record, state = None, _State()
+        vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
+        model = AsrModel(vocab, config.model, config.features)
+    train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
+    if record is None:
+        _fit_normalizer(model, train_ex, config)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config.to_yaml())
+    loop = _Loop(model, config, train_ex, valid_ex, out, state, cb)
+    if record is not None:
+        loop.restore(record["training"])
+    if cb.on_start:
+        cb.on_start({"train_utterances": len(train_ex), "valid_utterances": len(valid_ex),
+                     "train_hours": sum(e.duration for e in train_ex) / 3600,
+                     "skipped": len(skipped), "parameters": model.num_parameters(),
+                     "vocabulary": len(model.vocab), "resumed_at_step": state.step,
+                     "batches_per_epoch": loop.batches_per_epoch})
+    loop.run()
+    return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
+                       tuple(skipped), state.seconds)
+
+
+def _examples(model, config, train_utts, valid_utts):
+    max_speed = max(config.augment.speed_factors) if config.train.speed_perturb else 1.0
+    fps = model.feature_config.frames_per_second
+
+    def out_frames(duration: float, speed: float = 1.0) -> int:
+        return model.output_frames(int(duration / speed * fps))
+
+    train_ex, skipped = prepare_examples(train_utts, model.vocab,
+                                         lambda d: out_frames(d, max_speed))
+    valid_ex, skipped_valid = prepare_examples(valid_utts, model.vocab, out_frames)
+    for s in skipped + skipped_valid:
+        log.warning("excluded %s: %s", s.id, s.reason)
+    if not train_ex:
+        raise AsrkitError("no usable training utterances (all were excluded; see the log)")
+    if not valid_ex:
+        raise AsrkitError("no usable validation utterances (all were excluded; see the log)")
+    return train_ex, valid_ex, skipped + skipped_valid
+
+
+def _fit_normalizer(model: AsrModel, examples: Sequence[Example], config) -> None:
+    stats = RunningStats(model.feature_config.dim)
+    step = max(1, len(examples) // STATS_MAX_UTTERANCES)
+    chosen = examples[::step]
+    for i in range(0, len(chosen), 32):
+        batch, _ = load_batch(chosen[i:i + 32], model.feature_config.gain_normalize)
+        if batch is None:
+            continue
+        feats, lengths = model.features(batch.waves, batch.wave_lengths)
+        for f, n in zip(feats, lengths):
+            stats.update(f[:n])
+    model.normalizer.fit(stats)
+
+
+class _Loop:
+    """The training loop proper. Its state is small and fully checkpointed."""
+
+    def __init__(self, model, config: ExperimentConfig, train_ex, valid_ex, out: Path,
+                 state: _State, cb: TrainCallbacks):
+        self.model, self.config, self.cfg = model, config, config.train
+        self.train_ex, self.valid_ex, self.out, self.state, self.cb = \
+            train_ex, valid_ex, out, state, cb
+        self.durations = [e.duration for e in train_ex]
+        self.batches_per_epoch = len(bucket_batches(self.durations, self.cfg.batch_seconds,
+                                                    0, self.cfg.seed))
+        self.total_steps = max(1, self.batches_per_epoch * self.cfg.epochs)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        if state.step == 0:
+            torch.manual_seed(self.cfg.seed)
+        self._fps = 0.0
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to ``final_lr_ratio``."""
+        if step < self.cfg.warmup_steps:
+            return (step + 1) / self.cfg.warmup_steps
+        progress = min(1.0, (step - self.cfg.warmup_steps) /
+                       max(1, self.total_steps - self.cfg.warmup_steps))
+        r = self.cfg.final_lr_ratio
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def restore(self, training: dict) -> None:
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.generator.set_state(training["generator"])
+        torch.set_rng_state(training["torch_rng"])
+
+    def run(self) -> None:
+        s = self.state
+        t0 = time.monotonic() - s.seconds
+        while s.epoch < self.cfg.epochs and not s.stopped:
+            batches = bucket_batches(self.durations, self.cfg.batch_seconds, s.epoch,
+                                     self.cfg.seed)
+            losses = []
+            while s.batch < len(batches):
+                losses.append(self._step(batches[s.batch], len(batches)))
+                s.batch += 1
+                s.step += 1
+                s.seconds = time.monotonic() - t0
+                if self.cfg.max_steps and s.step >= self.cfg.max_steps:
+                    self._save()
+                    return
+                if s.step % self.cfg.checkpoint_every == 0:
+                    self._save()
+            self._end_epoch(losses, time.monotonic() - t0)
+
+    def _step(self, indices: list[int], n_batches: int) -> float:
+        s, cfg = self.state, self.cfg
+        examples = [self.train_ex[i] for i in indices]
+        factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
+        picks = torch.randint(len(factors), (len(examples),), generator=self.generator)
+        batch, skipped = load_batch(examples, self.model.feature_config.gain_normalize,
+                                    [factors[int(p)] for p in picks])
+        for sk in skipped:
+            log.warning("skipped %s: %s", sk.id, sk.reason)
+        if batch is None:
+            return float("nan")
+        t = time.monotonic()
+        self.model.train()
+        feats, lengths = self.model.features(batch.waves, batch.wave_lengths)
+        augment = (lambda x, n: spec_augment(x, n, self.config.augment, self.generator)) \
+            if cfg.spec_augment else None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            log_probs, out_lengths = self.model.forward_features(feats, lengths, augment)
+        loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch.targets, out_lengths,
+                          batch.target_lengths, blank=0, reduction="mean")
+        if not torch.isfinite(loss):
+            raise AsrkitError(f"training diverged at step {s.step + 1} (loss {loss.item()}); "
+                              "lower train.lr or resume from the last checkpoint")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        fps = float(lengths.sum()) / max(time.monotonic() - t, 1e-9)
+        self._fps = fps if self._fps == 0 else 0.9 * self._fps + 0.1 * fps
+        if self.cb.on_step:
+            self.cb.on_step(StepInfo(s.epoch + 1, s.step + 1, s.batch + 1, n_batches,
+                                     loss.item(), self._fps, self.scheduler.get_last_lr()[0]))
+        return loss.item()
+
+    def _end_epoch(self, losses: list[float], elapsed: float) -> None:
+        s = self.state
+        valid_loss, cer, wer = validate(self.model, self.valid_ex, self.cfg.batch_seconds)
+        improved = wer < s.best_wer - 1e-9
+        finite = [x for x in losses if math.isfinite(x)]
+        info = EpochInfo(s.epoch + 1, sum(finite) / max(len(finite), 1), valid_loss, cer,
+                         wer, improved, elapsed)
+        s.history.append({"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
+                          "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
+                          "seconds": round(elapsed, 1)})
+        if improved:
+            s.best_wer, s.best_epoch, s.bad_epochs = wer, info.epoch, 0
+            save_record(self.out / "best.pt", model_record(self.model, self._info()))
+        else:
+            s.bad_epochs += 1
+        s.epoch += 1
+        s.batch = 0
+        s.stopped = s.bad_epochs >= self.cfg.patience
+        self._save()
+        if self.cb.on_epoch:
+            self.cb.on_epoch(info)
+
+    def _info(self) -> dict:
+        s = self.state
+        return {"trained_steps": s.step, "epochs": s.epoch + 1,
+                "train_hours": round(sum(self.durations) / 3600, 3),
+                "train_utterances": len(self.train_ex), "valid_wer": s.best_wer,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _save(self) -> None:
+        record = model_record(self.model, self._info())
+        record["training"] = {
+            "config": self.config.to_dict(), "state": vars(self.state).copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+        save_record(self.out / "last.pt", record)
+        lines = "".join(json.dumps(h) + "\n" for h in self.state.history)
+        atomic_write_text(self.out / "metrics.jsonl", lines)
+
+
+@torch.inference_mode()
+def validate(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
+             ) -> tuple[float, float, float]:
+    """Mean CTC loss, CER and WER (greedy decoding) over ``examples``."""
+    model.eval()
+    decoder = GreedyDecoder(model.vocab, model.frame_seconds)
+    order = sorted(range(len(examples)), key=lambda i: examples[i].duration)
+    refs, hyps, total, count = [], [], 0.0, 0
+    for idx in bucket_batches([examples[i].duration for i in order], batch_seconds, 0, 0,
+                              shuffle=False):
+        chunk = [examples[order[i]] for i in idx]
+        batch, _ = load_batch(chunk, model.feature_config.gain_normalize)
+        if batch is None:
+            continue
+        log_probs, lengths = model(batch.waves, batch.wave_lengths)
+        loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, lengths,
+                          batch.target_lengths, blank=0, reduction="sum")
+        total += loss.item()
+        count += len(batch.ids)
+        by_id = {e.utt.id: e for e in chunk}
+        refs += [model.vocab.normalize(by_id[i].utt.text) for i in batch.ids]
+        hyps += [h.text for h in decoder.decode(log_probs, lengths)]
+    return total / max(count, 1), char_errors(refs, hyps).rate, word_errors(refs, hyps).rate

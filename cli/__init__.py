@@ -1,0 +1,1 @@
+"""The `asrkit` command line: a thin Typer layer over the library."""

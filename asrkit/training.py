@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_record, model_from_record, model_record, save_record
 from .config import ExperimentConfig, config_from_dict
-from .data import Example, Skipped, bucket_batches, load_batch, prepare_examples
+from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples
 from .decoding import GreedyDecoder
 from .errors import AsrkitError, ConfigError
 from .features import RunningStats, spec_augment

@@ -50,6 +50,12 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
     @property
+    def n_fft(self) -> int:
+        """FFT size: the window length rounded up to a power of two. Without centre
+        padding each frame spans ``n_fft`` samples, so this sets the frame count."""
+        return 2 ** math.ceil(math.log2(self.win_length))
+
+    @property
     def dim(self) -> int:
         """Feature dimension per frame."""
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
@@ -61,8 +67,8 @@ class FeatureConfig:
     def num_frames(self, samples: int | torch.Tensor):
         """Frames produced from ``samples`` samples (at least one: short input is padded)."""
         if isinstance(samples, torch.Tensor):
-            return torch.clamp((samples - self.win_length) // self.hop_length + 1, min=1)
-        return max((samples - self.win_length) // self.hop_length + 1, 1)
+            return torch.clamp((samples - self.n_fft) // self.hop_length + 1, min=1)
+        return max((samples - self.n_fft) // self.hop_length + 1, 1)
 
 
 class FeatureExtractor(nn.Module):
@@ -71,9 +77,8 @@ class FeatureExtractor(nn.Module):
     def __init__(self, config: FeatureConfig = FeatureConfig()):
         super().__init__()
         self.config = config
-        n_fft = 2 ** math.ceil(math.log2(config.win_length))
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate, n_fft=n_fft, win_length=config.win_length,
+            sample_rate=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
             hop_length=config.hop_length, n_mels=config.n_mels, center=False, power=2.0)
         if config.kind == "mfcc":
             dct = torchaudio.functional.create_dct(config.n_mfcc, config.n_mels, "ortho")

@@ -6,6 +6,7 @@ Everything downstream works on 16 kHz mono waveforms of shape ``(samples,)``.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,9 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"{path}: not a readable audio file ({_reason(e)}); "
                          "convert it to WAV or FLAC, or remove it from the input") from e
+    if info.format == "WAV" and (missing := _wav_missing_bytes(path)):
+        raise AudioError(f"{path}: truncated WAV file ({missing} bytes of audio data are "
+                         "missing); re-export the file or remove it from the input")
     return AudioInfo(str(path), int(info.samplerate), int(info.frames),
                      int(info.channels), str(info.subtype))
 
@@ -136,6 +140,29 @@ def _finish(data: np.ndarray, rate: int, sample_rate: int, normalize: bool, path
                          "re-export the file or remove it from the input")
     wave = resample(np.ascontiguousarray(wave, dtype=np.float32), rate, sample_rate)
     return normalize_gain(wave) if normalize else wave
+
+
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes the RIFF ``data`` chunk declares but the file lacks (0 if complete).
+
+    libsndfile silently shortens a cut-off WAV to the samples present, so a
+    half-copied file would otherwise pass as a shorter recording.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0  # RIFX / RF64 / other containers: trust libsndfile
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                if length in (0, 0xFFFFFFFF):  # length unknown (written to a pipe)
+                    return 0
+                return max(length - (size - pos - 8), 0)
+            pos += 8 + length + (length & 1)  # chunks are padded to even sizes
+    return 0
 
 
 def _check_exists(path) -> Path:

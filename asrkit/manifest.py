@@ -12,6 +12,7 @@ manifest's own folder, so a corpus folder can be moved as a whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -55,11 +56,11 @@ def iter_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     base = path.resolve().parent
     root_dir = Path(root).resolve() if root is not None else None
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:  # decoded line by line so a bad byte names its line
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
-            utt = _parse_line(line, path, lineno, base)
+            utt = _parse_line(_decode(raw, path, lineno), path, lineno, base)
             if utt.id in seen:
                 raise ManifestError(f"{where(path, lineno)}: duplicate id {utt.id!r}; "
                                     "ids must be unique within a manifest")
@@ -172,13 +173,22 @@ def _parse_line(line: str, path: Path, lineno: int, base: Path) -> Utterance:
     offset = rec.get("offset", 0.0) or 0.0
     duration = rec.get("duration")
     for key, value in (("offset", offset), ("duration", duration)):
-        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value) or value < 0):
             raise ManifestError(f"{loc}: {key!r} must be a non-negative number of seconds")
     speaker = rec.get("speaker")
     utt = Utterance(rec["id"], rec["audio"], text, float(offset),
                     None if duration is None else float(duration),
                     None if speaker is None else str(speaker))
     return with_audio_root(utt, base)
+
+
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the manifest "
+                            "as UTF-8") from None
 
 
 def _to_record(utt: Utterance, base: Path | None) -> dict:

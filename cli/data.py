@@ -1,0 +1,179 @@
+"""`asrkit data ...`: prepare, import and check data.
+
+Subcommands: ``validate``, ``import kaldi``, ``import folder``, ``prepare an4``.
+Commands written elsewhere join this group where the top-level app is assembled, e.g.
+``data.app.command("synth")(synth.synth)``; this file imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import progress, user_errors
+
+app = typer.Typer(help="Prepare, import and check data.", no_args_is_help=True)
+import_app = typer.Typer(help="Convert another corpus layout into a manifest.",
+                         no_args_is_help=True)
+prepare_app = typer.Typer(help="Download and prepare a standard corpus.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(prepare_app, name="prepare")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (JSON Lines).")]
+
+
+@app.command()
+def validate(
+    manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest to check.")],
+    model: Annotated[Optional[str], typer.Option(
+        help="Check transcripts against this model's vocabulary and frame rate "
+             "(model file, training folder or bundled name).")] = None,
+    case: Annotated[str, typer.Option(
+        help="Case policy for the character inventory without --model: upper, lower, keep."
+    )] = "upper",
+    headers_only: Annotated[bool, typer.Option(
+        "--headers-only", help="Read only audio headers (fast; misses truncated files "
+                               "and NaN samples).")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
+    limit: Annotated[int, typer.Option(help="List at most this many problems and "
+                                            "warnings each (--json lists all).")] = 50,
+    as_json: JsonOpt = False,
+):
+    """Check a manifest: audio readable, durations, sample rates, characters, CTC lengths.
+
+    Exits with 1 when a problem is found (with --strict, also on warnings).
+    """
+    with user_errors():
+        from asrkit.validation import validate_manifest
+        if case not in ("upper", "lower", "keep"):
+            raise typer.BadParameter("choose upper, lower or keep", param_hint="--case")
+        asr = None
+        if model is not None:
+            from asrkit.checkpoint import load_model
+            asr = load_model(model)
+        with progress(desc="checking", unit="utt") as bar:
+            report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,
+                                       progress=lambda done, total: _advance(bar, done, total))
+        typer.echo(report.to_json() if as_json else _summary(report, limit))
+        if report.problems or (strict and report.warnings):
+            raise typer.Exit(1)
+
+
+@import_app.command("kaldi")
+def import_kaldi(
+    data_dir: Annotated[Path, typer.Argument(
+        help="Kaldi data folder: wav.scp, text, optional segments and utt2spk.")],
+    out: OutOpt,
+    as_json: JsonOpt = False,
+):
+    """Convert a Kaldi data directory into a manifest (piped wav.scp entries are refused)."""
+    with user_errors():
+        from asrkit.manifest import import_kaldi as read_kaldi
+        _write_and_report(read_kaldi(data_dir), out, as_json)
+
+
+@import_app.command("folder")
+def import_folder(
+    folder: Annotated[Path, typer.Argument(
+        help="Folder of audio files, each with its transcript beside it (a/b.wav + a/b.txt).")],
+    out: OutOpt,
+    allow_missing_text: Annotated[bool, typer.Option(
+        "--allow-missing-text", help="Keep audio without a .txt (for transcription only).")]
+        = False,
+    as_json: JsonOpt = False,
+):
+    """Turn a folder of audio files and .txt transcripts into a manifest."""
+    with user_errors():
+        from asrkit.manifest import import_folder as read_folder
+        _write_and_report(read_folder(folder, require_text=not allow_missing_text), out,
+                          as_json)
+
+
+@prepare_app.command("an4")
+def prepare_an4(
+    data_dir: Annotated[Path, typer.Option(
+        help="AN4 corpus folder (holding etc/ and wav/); the download goes here.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for train.jsonl, valid.jsonl and test.jsonl.")],
+    download: Annotated[bool, typer.Option(
+        help="Fetch the corpus into --data-dir first (needs git and internet; skipped if "
+             "it is already there).")] = False,
+    valid_speakers: Annotated[int, typer.Option(
+        help="Training speakers held out whole for validation.")] = 6,
+    seed: Annotated[int, typer.Option(help="Chooses the validation speakers.")] = 0,
+    as_json: JsonOpt = False,
+):
+    """Write AN4 train/valid/test manifests (safe to re-run)."""
+    with user_errors():
+        from asrkit.corpora.an4 import download_an4
+        from asrkit.corpora.an4 import prepare_an4 as prepare
+        from asrkit.manifest import read_manifest
+        if download:
+            download_an4(data_dir)
+        paths = prepare(data_dir, out, valid_speakers=valid_speakers, seed=seed)
+        splits = {}
+        for name, path in paths.items():
+            utts = read_manifest(path)
+            splits[name] = {"manifest": str(path), "utterances": len(utts),
+                            "speakers": len({u.speaker for u in utts})}
+        if as_json:
+            typer.echo(json.dumps({"corpus": str(data_dir), "splits": splits}, indent=2))
+            return
+        for name, s in splits.items():
+            typer.echo(f"{name:5s} {s['utterances']:5d} utterances {s['speakers']:3d} "
+                       f"speakers → {s['manifest']}")
+        typer.echo(f"next: asrkit data validate {paths['train']}")
+
+
+def _write_and_report(utts, out: Path, as_json: bool) -> None:
+    from asrkit.manifest import write_manifest
+    n = write_manifest(out, utts)
+    summary = {"manifest": str(out), "utterances": n,
+               "with_text": sum(u.text is not None for u in utts),
+               "speakers": len({u.speaker for u in utts if u.speaker is not None})}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{n} utterances ({summary['with_text']} with transcripts, "
+               f"{summary['speakers']} speakers) → {out}")
+
+
+def _advance(bar, done: int, total: int) -> None:
+    if bar.total != total:
+        bar.total = total
+    bar.update(done - bar.n)
+
+
+def _summary(report, limit: int) -> str:
+    """The human-readable validation report."""
+    lines = [f"{report.manifest}: {report.utterances} utterances on {report.lines} lines, "
+             f"{report.audio_files} audio files"]
+    d = report.durations
+    if d is not None:
+        lines.append(f"  duration      {d.total_hours:.3f} h in {d.count} utterances; min "
+                     f"{d.min:.2f} s, median {d.median:.2f} s, max {d.max:.2f} s")
+    if report.sample_rates:
+        lines.append("  sample rates  " + ", ".join(f"{rate} Hz ({n})"
+                                                   for rate, n in report.sample_rates))
+    chars = "".join(c for c, _ in sorted(report.characters))
+    lines.append(f"  characters    {len(report.characters)}: {chars!r}")
+    if report.vocabulary is not None:
+        lines.append(f"  vocabulary    the model's {len(report.vocabulary)} symbols")
+    lines.append(f"  CTC lengths   checked at subsample {report.subsample}")
+    for title, issues in (("problem", report.problems), ("warning", report.warnings)):
+        if issues:
+            lines.append(f"{len(issues)} {title}{'s' if len(issues) > 1 else ''}:")
+            lines += [_issue(i) for i in issues[:limit]]
+            if len(issues) > limit:
+                lines.append(f"  ... and {len(issues) - limit} more (--json lists all)")
+    lines.append("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    return "\n".join(lines)
+
+
+def _issue(issue) -> str:
+    who = f" [{issue.id}]" if issue.id is not None else ""
+    return f"  {issue.location}{who}: {issue.problem}\n      fix: {issue.fix}"

@@ -187,11 +187,11 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, config: AugmentConf
         return int(torch.randint(0, max(high, 0) + 1, (1,), generator=generator))
 
     for b in range(batch):
+        n = int(lengths[b])
         for _ in range(config.freq_masks):
             w = draw(min(config.freq_mask_width, dim))
             f0 = draw(dim - w)
-            out[b, :, f0:f0 + w] = fill
-        n = int(lengths[b])
+            out[b, :n, f0:f0 + w] = fill  # padding stays as it was
         max_w = min(config.time_mask_width, int(n * config.time_mask_max_ratio))
         for _ in range(config.time_masks):
             w = draw(max_w)

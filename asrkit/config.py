@@ -28,7 +28,7 @@ from .model import ModelConfig
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 40
-    batch_seconds: float = 320.0  # padded audio per batch
+    batch_seconds: float = 120.0  # padded audio per batch
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-2
     warmup_steps: int = 300

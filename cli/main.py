@@ -1,11 +1,17 @@
-"""Entry point of the `asrkit` command."""
+"""Entry point of the `asrkit` command: one file per command or command group."""
 
 import typer
 
 from asrkit import __version__
 
+from . import evaluate, models, train, transcribe
+
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app.command()(train.train)
+app.command()(transcribe.transcribe)
+app.command()(evaluate.evaluate)
+app.command()(models.models)
 
 
 def _version(value: bool):

@@ -1,0 +1,51 @@
+"""What every command shares: error reporting, logging and progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator
+
+import typer
+
+from asrkit.errors import AsrkitError
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn asrkit errors into one line on stderr and a non-zero exit, no traceback."""
+    try:
+        yield
+    except AsrkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished outputs are kept", err=True)
+        raise typer.Exit(130) from None
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Library warnings (e.g. excluded utterances) go to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("asrkit")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwargs):
+    """A tqdm bar on stderr; silent when stderr is not a terminal unless forced."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=None, **kwargs)
+
+
+def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:
+    """List skipped items at the end of a batch job."""
+    if not skipped:
+        return
+    typer.echo(f"skipped {len(skipped)} {what}(s):", err=True)
+    for name, reason in skipped:
+        typer.echo(f"  {name}: {reason}", err=True)

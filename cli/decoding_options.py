@@ -1,0 +1,37 @@
+"""Decoder options shared by `transcribe` and `evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DecoderOpt = Annotated[str, typer.Option("--decoder", help="greedy or beam.")]
+BeamSizeOpt = Annotated[Optional[int], typer.Option("--beam-size", help="Beam width (beam decoder).")]
+LmOpt = Annotated[Optional[Path], typer.Option("--lm", help="Word n-gram LM: ARPA file or KenLM binary.")]
+AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LM weight.")]
+BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="Word insertion bonus.")]
+LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Word list / lexicon restricting the output words.")]
+HotwordsOpt = Annotated[Optional[list[str]], typer.Option("--hotwords", help="Word or phrase to boost (repeatable).")]
+DecodingConfigOpt = Annotated[Optional[Path], typer.Option("--decoding-config", help="Decoder settings written by `asrkit lm tune`.")]
+
+
+def build_decoder(model, decoder: str, beam_size=None, lm=None, alpha=None, beta=None,
+                  lexicon=None, hotwords=None, decoding_config=None):
+    """Make the decoder the flags ask for; unset flags keep the decoder's defaults."""
+    from asrkit.decoding import make_decoder
+
+    options = {}
+    if decoding_config is not None:
+        from asrkit.beam import load_decoding_config
+        options = dict(load_decoding_config(decoding_config))
+        decoder = options.pop("decoder", "beam")
+    given = {"beam_size": beam_size, "lm": lm, "alpha": alpha, "beta": beta,
+             "lexicon": lexicon, "hotwords": hotwords}
+    options.update({k: v for k, v in given.items() if v not in (None, [], ())})
+    if "lm" in options:
+        options["lm"] = str(options["lm"])
+    if "lexicon" in options:
+        options["lexicon"] = str(options["lexicon"])
+    return make_decoder(decoder, model.vocab, model.frame_seconds, **options)

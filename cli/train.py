@@ -1,0 +1,66 @@
+"""`asrkit train`: train a BiLSTM-CTC recogniser on JSON Lines manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import progress, setup_logging, user_errors
+
+
+def train(
+    train_manifest: Annotated[Path, typer.Option("--train", help="Training manifest (JSON Lines).")],
+    valid_manifest: Annotated[Path, typer.Option("--valid", help="Validation manifest, for early stopping.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, config and metrics.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (sections model/features/augment/train).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=0.001 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+):
+    """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png."""
+    setup_logging(verbose)
+    with user_errors():
+        from asrkit.config import load_config
+        from asrkit.manifest import read_manifest
+        from asrkit.plots import plot_training_curve
+        from asrkit.training import TrainCallbacks, train as run_training
+
+        cfg = load_config(config, overrides or [])
+        train_utts, valid_utts = read_manifest(train_manifest), read_manifest(valid_manifest)
+        bar = None
+
+        def on_start(info: dict) -> None:
+            nonlocal bar
+            typer.echo(f"training on {info['train_utterances']} utterances "
+                       f"({info['train_hours']:.2f} h), validating on "
+                       f"{info['valid_utterances']}; {info['parameters'] / 1e6:.1f} M "
+                       f"parameters; {info['skipped']} excluded", err=True)
+            bar = progress(desc="epoch", unit="batch")
+
+        def on_step(s) -> None:
+            if bar.total != s.batches or s.batch == 1:
+                bar.reset(total=s.batches)
+                bar.set_description(f"epoch {s.epoch}")
+            bar.n = s.batch
+            bar.set_postfix(loss=f"{s.loss:.3f}", fps=f"{s.frames_per_second:,.0f}",
+                            lr=f"{s.lr:.2e}", refresh=False)
+            bar.refresh()
+
+        def on_epoch(e) -> None:
+            bar.write(f"epoch {e.epoch}: train loss {e.train_loss:.3f}, valid loss "
+                      f"{e.valid_loss:.3f}, CER {100 * e.valid_cer:.2f}%, WER "
+                      f"{100 * e.valid_wer:.2f}%{'  (best)' if e.improved else ''}")
+
+        result = run_training(train_utts, valid_utts, out, cfg, resume=resume,
+                              callbacks=TrainCallbacks(on_start, on_step, on_epoch))
+        if bar is not None:
+            bar.close()
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        if history:
+            plot_training_curve(history, out / "curve.png")
+        typer.echo(f"best validation WER {100 * result.best_wer:.2f}% at epoch "
+                   f"{result.best_epoch}; {result.steps} steps in {result.seconds / 60:.1f} min; "
+                   f"model: {out / 'best.pt'}")

@@ -14,17 +14,22 @@ is asked between frames for the words the kernel could not score.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import torch
 from numba import njit
 
 from .decoding import Decoder, Hypothesis, check_log_probs, make_hypothesis
-from .errors import DecodingError
+from .errors import ConfigError, DecodingError
+from .io import atomic_write_json
 from .lexicon import HotwordAutomaton, WordTrie, read_lexicon
 from .lm import BOS, EOS, UNK, KenLMModel, NgramLM, hash_find, hash_insert, load_lm, lm_score
 from .text import BLANK, Vocabulary
@@ -381,6 +386,16 @@ class BeamSearchDecoder(Decoder):
         self._trie = (trie.start, trie.label, trie.child, word, smear.astype(np.float64))
         self._lm_arrays = lm.arrays if self._lm_mode == 1 else _NO_LM
 
+    def reweighted(self, alpha: float, beta: float) -> "BeamSearchDecoder":
+        """The same decoder (sharing LM, lexicon, hotwords) with other LM weights."""
+        _check_options(self.beam_size, self.nbest, alpha, beta, self._hot_weight, 1.0, None)
+        other = copy.copy(self)
+        other.alpha, other.beta = float(alpha), float(beta)
+        other._fp = self._fp.copy()
+        other._fp[0], other._fp[1] = other.alpha, other.beta
+        other._fp[5] = other._slack()
+        return other
+
     def _slack(self) -> float:
         """Upper bound of the bonus a non-separator label can add to a prefix: one
         more hotword character, or a look-ahead score rising along the trie."""
@@ -519,7 +534,136 @@ def _check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, bea
     for name, v in (("alpha", alpha), ("beta", beta), ("hotword_weight", hotword_weight)):
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise DecodingError(f"{name} must be a finite number, got {v!r}")
+    if alpha < 0 or hotword_weight < 0:
+        raise DecodingError("alpha and hotword_weight must not be negative")
     if not threshold > 0:
         raise DecodingError(f"beam_threshold must be positive, got {threshold!r}")
     if beam_size_token is not None and beam_size_token < 1:
         raise DecodingError(f"beam_size_token must be positive, got {beam_size_token!r}")
+
+
+# ------------------------------------------------------------ LM weight tuning
+
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+DEFAULT_BETAS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0)
+CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwords",
+               "hotword_weight", "nbest", "beam_size_token", "beam_threshold"}
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    alpha: float
+    beta: float
+    wer: float  # dev-set word error rate at (alpha, beta)
+    trials: tuple[tuple[float, float, float], ...]  # every (alpha, beta, wer) decoded
+
+
+def tune_lm(log_probs: Sequence, references: Sequence[str], decoder: BeamSearchDecoder,
+            alphas: Sequence[float] = DEFAULT_ALPHAS, betas: Sequence[float] = DEFAULT_BETAS,
+            method: str = "grid", progress: Callable[[float, float, float], None] | None = None,
+            ) -> TuningResult:
+    """Find the LM weight and word bonus with the lowest WER on a dev set.
+
+    ``log_probs`` holds one ``(frames, vocab)`` array per utterance, computed once;
+    ``decoder`` (with its LM) decodes them at each setting. ``method="grid"`` tries
+    every pair; ``"coordinate"`` alternates line searches over alphas and betas from
+    the middle of both, until neither moves (far fewer decodes). ``progress(alpha,
+    beta, wer)`` is called after each decode. Ties go to the smaller weights.
+    """
+    from .metrics import word_errors  # noqa: PLC0415 (jiwer only when tuning)
+
+    if decoder.lm is None:
+        raise DecodingError("tuning alpha and beta needs a decoder with a language model")
+    if len(log_probs) != len(references) or not references:
+        raise DecodingError(f"{len(log_probs)} log-prob arrays for {len(references)} "
+                            "references; need one per utterance, at least one")
+    if method not in ("grid", "coordinate") or not alphas or not betas:
+        raise DecodingError(f"unknown tuning method {method!r} or empty grid")
+    batch, lengths = _pad(log_probs)
+    refs = [decoder.vocab.normalize(r) for r in references]
+    tried: dict[tuple[float, float], float] = {}
+
+    def evaluate(alpha, beta):
+        if (alpha, beta) not in tried:
+            hyps = decoder.reweighted(alpha, beta).decode(batch, lengths)
+            tried[alpha, beta] = word_errors(refs, [h.text for h in hyps]).rate
+            if progress:
+                progress(alpha, beta, tried[alpha, beta])
+        return tried[alpha, beta]
+
+    def key(ab):
+        return tried[ab], abs(ab[0]), abs(ab[1])
+
+    if method == "grid":
+        for a in alphas:
+            for b in betas:
+                evaluate(a, b)
+    else:
+        a, b = sorted(alphas)[len(alphas) // 2], sorted(betas)[len(betas) // 2]
+        while True:
+            a = min(alphas, key=lambda x: (evaluate(x, b), abs(x), abs(b)))
+            new_b = min(betas, key=lambda y: (evaluate(a, y), abs(a), abs(y)))
+            if new_b == b:
+                break
+            b = new_b
+    a, b = min(tried, key=key)
+    return TuningResult(a, b, tried[a, b], tuple((x, y, w) for (x, y), w in tried.items()))
+
+
+def _pad(arrays: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arrays ``(frames_i, vocab)`` → ``(batch, max_frames, vocab)``, ``lengths (batch,)``."""
+    tensors = [torch.as_tensor(x, dtype=torch.float32) for x in arrays]
+    for i, x in enumerate(tensors):
+        if x.dim() != 2:
+            raise DecodingError(f"log-probs of utterance {i} must be (frames, vocab), "
+                                f"got shape {tuple(x.shape)}")
+    lengths = torch.tensor([len(x) for x in tensors])
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), lengths
+
+
+def save_decoding_config(path: str | Path, options: dict, tuning: dict | None = None) -> None:
+    """Write decoder options (``decoder`` plus :func:`make_decoder` options) as JSON,
+    atomically; file paths are stored relative to the config's folder when inside it."""
+    path = Path(path)
+    out = {}
+    for k, v in options.items():
+        if k not in CONFIG_KEYS:
+            raise ConfigError(f"{k!r} is not a decoding option")
+        if k in ("lm", "lexicon") and v is not None:
+            v = _relative(Path(v), path.parent)
+        out[k] = list(v) if isinstance(v, tuple) else v
+    if tuning is not None:
+        out["tuning"] = tuning
+    atomic_write_json(path, out)
+
+
+def load_decoding_config(path: str | Path) -> dict:
+    """Options from a decoding config JSON: ``decoder`` ("greedy"/"beam") and the
+    :func:`~asrkit.decoding.make_decoder` options. File paths are resolved against
+    the config's folder; the ``tuning`` record is left out."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: decoding config not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a decoding config JSON file ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a decoding config is a JSON object")
+    raw.pop("tuning", None)
+    unknown = set(raw) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown decoding option(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(CONFIG_KEYS))}")
+    for k in ("lm", "lexicon"):
+        if raw.get(k) is not None:
+            raw[k] = str((path.parent / raw[k]).resolve())
+    raw.setdefault("decoder", "beam")
+    return raw
+
+
+def _relative(p: Path, folder: Path) -> str:
+    try:
+        return p.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return str(p.resolve())

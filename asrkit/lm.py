@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,6 +427,7 @@ class KenLMModel:
         self.order = self.model.order
         self._states: list = []
         self._state_ids: dict = {}
+        self._lock = threading.Lock()  # decoder threads intern states concurrently
         begin = kenlm.State()
         self.model.BeginSentenceWrite(begin)
         self._bos_state = self._intern(begin)
@@ -434,11 +436,12 @@ class KenLMModel:
         self._null_state = self._intern(null)
 
     def _intern(self, state) -> int:
-        sid = self._state_ids.get(state)
-        if sid is None:
-            sid = self._state_ids[state] = len(self._states)
-            self._states.append(state)
-        return sid
+        with self._lock:
+            sid = self._state_ids.get(state)
+            if sid is None:
+                sid = self._state_ids[state] = len(self._states)
+                self._states.append(state)
+            return sid
 
     def begin_state(self) -> int:
         return self._bos_state

@@ -1,0 +1,127 @@
+"""`asrkit lm`: build word n-gram language models and tune their decoding weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import progress, report_skipped, setup_logging, user_errors
+
+app = typer.Typer(help="Word n-gram language models for beam-search decoding.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def build(
+    text: Annotated[Path, typer.Argument(help="Training text, one sentence per line.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ARPA file to write.")],
+    order: Annotated[int, typer.Option("--order", "-n", min=1, max=9, help="N-gram order.")] = 3,
+    case: Annotated[str, typer.Option("--case", help="upper, lower or keep: match the model's vocabulary.")] = "upper",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the n-gram counts as JSON.")] = False,
+):
+    """Estimate a modified Kneser–Ney n-gram model from text and write it as ARPA."""
+    setup_logging()
+    if case not in ("upper", "lower", "keep"):
+        raise typer.BadParameter("choose upper, lower or keep", param_hint="--case")
+    with user_errors():
+        from asrkit.lm import estimate_kneser_ney, read_sentences, write_arpa
+        from asrkit.text import normalize_text
+
+        sentences = read_sentences(text, lambda line: normalize_text(line, case))
+        model = estimate_kneser_ney(sentences, order)
+        write_arpa(out, model)
+        counts = {f"{k}-grams": len(t) for k, t in enumerate(model.ngrams, 1)}
+        if as_json:
+            typer.echo(json.dumps({"lm": str(out), "order": order, **counts}))
+        else:
+            typer.echo(f"wrote {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+def _floats(text: Optional[str], default: tuple[float, ...], name: str) -> tuple[float, ...]:
+    if text is None:
+        return default
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter("give comma-separated numbers, e.g. 0,0.5,1", param_hint=name) from None
+    if not values:
+        raise typer.BadParameter("give at least one value", param_hint=name)
+    return values
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="Model file, training folder or bundled model name.")],
+    dev_manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with reference text.")],
+    lm: Annotated[Path, typer.Option("--lm", help="ARPA file or KenLM binary.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Decoding config to write.")] = Path("decoding.json"),
+    beam_size: Annotated[int, typer.Option("--beam-size", min=1)] = 50,
+    alphas: Annotated[Optional[str], typer.Option("--alphas", help="LM weights to try, comma-separated.")] = None,
+    betas: Annotated[Optional[str], typer.Option("--betas", help="Word bonuses to try, comma-separated.")] = None,
+    method: Annotated[str, typer.Option("--method", help="grid (every pair) or coordinate (line searches).")] = "grid",
+    lexicon: Annotated[Optional[Path], typer.Option("--lexicon", help="Word list restricting the output.")] = None,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+):
+    """Pick the LM weight (alpha) and word bonus (beta) with the lowest dev-set WER and
+    write a decoding config for `transcribe`/`evaluate --decoding-config`."""
+    setup_logging()
+    from asrkit.beam import DEFAULT_ALPHAS, DEFAULT_BETAS
+    grid_a = _floats(alphas, DEFAULT_ALPHAS, "--alphas")
+    grid_b = _floats(betas, DEFAULT_BETAS, "--betas")
+    if method not in ("grid", "coordinate"):
+        raise typer.BadParameter("choose grid or coordinate", param_hint="--method")
+    with user_errors():
+        result, summary = _tune(model, dev_manifest, lm, out, beam_size, grid_a, grid_b, method,
+                                lexicon, batch_seconds)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            typer.echo(f"alpha {result.alpha:g}  beta {result.beta:g}  dev WER "
+                       f"{100 * result.wer:.2f}% (greedy {100 * summary['greedy_wer']:.2f}%, "
+                       f"{len(result.trials)} settings tried)\nwrote {out}")
+        report_skipped(summary["skipped"], "utterance")
+
+
+def _tune(model, dev_manifest, lm, out, beam_size, alphas, betas, method, lexicon,
+          batch_seconds):
+    from asrkit.beam import BeamSearchDecoder, save_decoding_config, tune_lm
+    from asrkit.checkpoint import load_model
+    from asrkit.decoding import GreedyDecoder
+    from asrkit.errors import ManifestError
+    from asrkit.manifest import read_manifest
+    from asrkit.metrics import wer
+    from asrkit.transcription import compute_log_probs
+
+    asr = load_model(model)
+    decoder = BeamSearchDecoder(asr.vocab, asr.frame_seconds, beam_size=beam_size, lm=lm,
+                                lexicon=lexicon)
+    utts = read_manifest(dev_manifest)
+    if not any(u.text for u in utts):
+        raise ManifestError(f"{dev_manifest}: no utterance has reference text")
+    skipped, arrays, refs = [], [], []
+    with progress(total=len(utts), desc="log-probs", unit="utt") as bar:
+        for utt, lp in compute_log_probs(asr, utts, batch_seconds,
+                                         on_skip=lambda u, why: skipped.append((u.id, why))):
+            arrays.append(lp.float().cpu().numpy())
+            refs.append(utt.text or "")
+            bar.update(1)
+    total = len(alphas) * len(betas) if method == "grid" else None
+    with progress(total=total, desc="tuning", unit="setting") as bar:
+        result = tune_lm(arrays, refs, decoder, alphas, betas, method,
+                         progress=lambda a, b, w: (bar.update(1), bar.set_postfix(wer=f"{w:.4f}")))
+    greedy = GreedyDecoder(asr.vocab, asr.frame_seconds)
+    greedy_wer = wer([asr.vocab.normalize(r) for r in refs],
+                     [greedy.decode(x[None])[0].text for x in arrays])
+    summary = {"alpha": result.alpha, "beta": result.beta, "wer": result.wer,
+               "greedy_wer": greedy_wer, "utterances": len(arrays), "method": method,
+               "trials": [{"alpha": a, "beta": b, "wer": w} for a, b, w in result.trials]}
+    options = {"decoder": "beam", "beam_size": beam_size, "lm": str(lm), "alpha": result.alpha,
+               "beta": result.beta}
+    if lexicon is not None:
+        options["lexicon"] = str(lexicon)
+    save_decoding_config(out, options, {"dev_manifest": str(dev_manifest), **summary})
+    return result, {**summary, "config": str(out), "skipped": skipped}

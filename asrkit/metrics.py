@@ -37,7 +37,11 @@ class ErrorCounts:
 
 def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
     """Word-level S/D/I counts over a corpus (words split on white space)."""
-    return _counts(references, hypotheses, jiwer.process_words, lambda s: len(s.split()))
+    # jiwer splits on single spaces only: fold tabs and newlines first, or "A\tB"
+    # counts as one word to jiwer but two in the reference length.
+    refs = [" ".join(r.split()) for r in references]
+    hyps = [" ".join(h.split()) for h in hypotheses]
+    return _counts(refs, hyps, jiwer.process_words, lambda s: len(s.split()))
 
 
 def char_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:

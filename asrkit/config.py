@@ -14,6 +14,7 @@ Unknown keys are errors (a typo must never be silently ignored). Values given wi
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -90,9 +91,14 @@ def _build(default, values: dict, where: str):
     for key in values:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key; known keys: {', '.join(known)}")
+    hints = typing.get_type_hints(type(default))
     clean = {}
     for key, value in values.items():
         current = getattr(default, key)
+        choices = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is Literal else ()
+        if choices and value not in choices:  # e.g. precision=fp64 must not mean fp32
+            raise ConfigError(f"{where}.{key}: expected one of {', '.join(map(str, choices))}, "
+                              f"got {value!r}")
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         elif isinstance(current, bool) and not isinstance(value, bool):

@@ -1,0 +1,169 @@
+"""Candidate segments for query-by-example search: speech regions, then windows.
+
+An energy detector finds speech regions in a waveform; inside each region, windows of
+several durations slide with a fixed hop. Every window is one candidate "word" that
+the embedder turns into a vector. Times are seconds from the start of the waveform.
+
+The detector is deliberately simple (frame energy against an adaptive threshold):
+it only has to drop long silences, because the windows do the fine placement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import ConfigError
+
+VAD_WIN_MS = 25  # energy analysis window, milliseconds
+VAD_HOP_MS = 10  # energy frame shift, milliseconds
+ENERGY_FLOOR_DB = -100.0  # digital silence is clamped here, so it stays finite
+NOISE_PERCENTILE = 10  # the quietest frames estimate the noise floor
+PEAK_PERCENTILE = 99  # the loudest frames (ignoring clicks) estimate the speech level
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How speech regions are found and cut into candidate windows."""
+
+    durations: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9, 1.2, 1.5)  # window lengths, seconds
+    hop: float = 0.1  # seconds between window starts
+    snr_db: float = 12.0  # speech must be this far above the noise floor...
+    range_db: float = 40.0  # ...and no further than this below the speech peak
+    min_level_db: float = -70.0  # frames quieter than this (dBFS) are never speech
+    min_speech: float = 0.1  # seconds; shorter bursts are dropped as clicks
+    min_silence: float = 0.25  # seconds; shorter pauses are bridged (stops inside words)
+    pad: float = 0.05  # seconds added at both ends of every region
+    sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self):
+        durations = tuple(float(d) for d in self.durations)
+        object.__setattr__(self, "durations", tuple(sorted(set(durations))))
+        if not durations or min(durations) <= 0:
+            raise ConfigError("segments.durations must be a non-empty list of positive seconds")
+        for name in ("hop", "min_speech"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"segments.{name} must be positive, not {getattr(self, name)}")
+        for name in ("min_silence", "pad", "snr_db", "range_db"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"segments.{name} must not be negative")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SegmentConfig":
+        d = dict(d)
+        if "durations" in d:
+            d["durations"] = tuple(d["durations"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a waveform, in seconds."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def frame_energy_db(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Log energy (dBFS) of ``wave (samples,)`` per 10 ms frame → ``(frames,)``."""
+    win = int(sample_rate * VAD_WIN_MS / 1000)
+    hop = int(sample_rate * VAD_HOP_MS / 1000)
+    if len(wave) < win:
+        wave = np.pad(wave, (0, win - len(wave)))
+    frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
+    power = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    return np.maximum(10 * np.log10(power + 1e-20), ENERGY_FLOOR_DB)
+
+
+def detect_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
+    """Speech regions of ``wave (samples,)``, sorted, non-overlapping, padded.
+
+    A frame is speech when it is ``snr_db`` above the noise floor, within ``range_db``
+    of the peak and above ``min_level_db``. A recording with no quiet part (e.g. an
+    already trimmed word) has no usable noise floor; then only the range test applies.
+    """
+    if len(wave) == 0:
+        return []
+    energy = frame_energy_db(wave, config.sample_rate)
+    noise, peak = np.percentile(energy, [NOISE_PERCENTILE, PEAK_PERCENTILE])
+    threshold = max(noise + config.snr_db, peak - config.range_db, config.min_level_db)
+    if threshold > peak:  # no frame stands out from the floor: all speech or all silence
+        threshold = max(peak - config.range_db, config.min_level_db)
+    mask = energy >= threshold
+    frame_s = VAD_HOP_MS / 1000
+    runs = _bridge(_runs(mask), int(round(config.min_silence / frame_s)))
+    min_frames = int(round(config.min_speech / frame_s))
+    total = len(wave) / config.sample_rate
+    spans = [Span(max(0.0, a * frame_s - config.pad),
+                  min(total, (b * frame_s + VAD_WIN_MS / 1000) + config.pad))
+             for a, b in runs if b - a >= min_frames]
+    return _merge_overlapping(spans)
+
+
+def trim_silence(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> np.ndarray:
+    """``wave (samples,)`` cut to the first..last speech region (unchanged if none found)."""
+    spans = detect_speech(wave, config)
+    if not spans:
+        return wave
+    a = int(spans[0].start * config.sample_rate)
+    b = int(np.ceil(spans[-1].end * config.sample_rate))
+    return wave[a:b]
+
+
+def windows_in(region: Span, config: SegmentConfig = SegmentConfig()) -> list[Span]:
+    """Candidate windows inside one speech region, ordered by start then duration.
+
+    Each duration slides with ``hop``; the last window of each duration is aligned to the
+    region's end so no speech is left uncovered. A region shorter than the longest
+    duration is also a candidate itself: an isolated word is its own best window.
+    """
+    out = set()
+    length = region.duration
+    for d in config.durations:
+        if d > length + 1e-9:
+            continue
+        starts = np.arange(0.0, length - d + 1e-9, config.hop)
+        for s in np.append(starts, length - d):
+            out.add((round(region.start + s, 3), round(region.start + s + d, 3)))
+    if length <= config.durations[-1]:
+        out.add((round(region.start, 3), round(region.end, 3)))
+    return [Span(a, b) for a, b in sorted(out)]
+
+
+def candidate_segments(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
+    """All candidate windows of ``wave (samples,)``: :func:`windows_in` every speech region."""
+    return [w for region in detect_speech(wave, config) for w in windows_in(region, config)]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open [start, end) index runs where ``mask`` is true."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _bridge(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Join runs separated by at most ``max_gap`` frames (plosive closures, short pauses)."""
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        if out and a - out[-1][1] <= max_gap:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _merge_overlapping(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for s in spans:
+        if out and s.start <= out[-1].end:
+            out[-1] = Span(out[-1].start, max(out[-1].end, s.end))
+        else:
+            out.append(s)
+    return out

@@ -71,7 +71,7 @@ def test_configs_are_frozen():
     (["train.lr=fast"], r"train\.lr: expected float"),
     (["train.speed_perturb=1"], "expected true or false"),
     (["train.speed_perturb=yes please"], "expected true or false"),
-    (["features.kind=1"], r"features\.kind: expected str"),
+    (["features.kind=1"], r"features\.kind: expected one of fbank, mfcc, got 1"),
     (["model.subsample=4"], "subsample must be 1, 2 or 3"),
     (["model.dropout=1.5"], "dropout"),
     (["features.kind=spectrogram"], "fbank"),

@@ -34,10 +34,15 @@ class ModelConfig:
 
 def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):
     """Concatenate each run of ``factor`` frames: ``(batch, frames, feats)`` →
-    ``(batch, ceil(frames / factor), feats * factor)``; a short last run is zero-padded."""
+    ``(batch, ceil(frames / factor), feats * factor)``; a short last run (of each
+    utterance, by ``lengths (batch,)``) is zero-padded."""
     if factor == 1:
         return feats, lengths
     batch, frames, dim = feats.shape
+    # Frames past each length are zeroed, so an utterance's last run is padded the same
+    # way alone or in a batch (where padding frames hold features of silence).
+    valid = torch.arange(frames, device=feats.device) < lengths.to(feats.device)[:, None]
+    feats = feats.masked_fill(~valid[:, :, None], 0.0)
     pad = (-frames) % factor
     if pad:
         feats = nn.functional.pad(feats, (0, 0, 0, pad))

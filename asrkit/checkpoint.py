@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .errors import ModelFileError
+from .errors import AsrkitError, ModelFileError
 from .features import FeatureConfig
 from .io import atomic_open
 from .model import AsrModel, ModelConfig
@@ -66,7 +66,8 @@ def load_record(path: str | os.PathLike) -> dict:
         raise ModelFileError(f"{path}: refused: the file holds Python objects that would run "
                              "code when loaded; only plain asrkit model files are accepted "
                              f"({str(e).splitlines()[0][:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - any parse failure of an untrusted file
+        # (torch raises KeyError, IndexError, zipfile errors... on garbage input)
         raise ModelFileError(f"{path}: not a readable model file ({str(e)[:160]}); "
                              "it may be truncated — use another copy") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -83,7 +84,7 @@ def model_from_record(record: dict, path: str | os.PathLike = "<model>") -> AsrM
                          ModelConfig(**record["model_config"]),
                          FeatureConfig(**record["feature_config"]))
         model.load_state_dict(record["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, AsrkitError) as e:  # AsrkitError: bad config
         raise ModelFileError(f"{path}: model file is inconsistent ({str(e)[:200]})") from None
     model.eval()
     return model

@@ -42,7 +42,7 @@ LMSCORE, HOTDONE, BONUS, WSSCORE = range(4)
 NEED_LM = 1  # kernel status: some words need scores from an external LM
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lae(a, b):
     """log(exp(a) + exp(b)) without overflow."""
     if a == NEG_INF:
@@ -106,7 +106,7 @@ def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
     return bonus, wn, wlen, state, lms, nw, hs, hd
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode, trie_mode, use_hot,
                   t_start, t_label, t_child, t_smear, h_goto, h_credit, h_reward):
     """The bonus :func:`_extend` gives prefix ``n`` + a letter ``c`` (not the word
@@ -152,17 +152,23 @@ def _tokens(row, k, out):
         for c in range(1, V):
             out[c - 1] = c
         return V - 1
-    order = np.argsort(-row[1:])
-    for i in range(k):
-        out[i] = order[i] + 1
+    n = 0
+    for c in range(1, V):  # insertion into the sorted top k (k and V are small)
+        if n == k and row[c] <= row[out[k - 1]]:
+            continue
+        i = min(n, k - 1)
+        while i > 0 and row[out[i - 1]] < row[c]:
+            out[i] = out[i - 1]
+            i -= 1
+        out[i] = c
+        n = min(n + 1, k)
     return k
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _heap_replace(heap, value):
-    """Replace the minimum of the min-heap ``heap`` by ``value`` (sift down)."""
+@njit(cache=True, nogil=True)
+def _sift_down(heap, i, value):
+    """Put ``value`` at ``i`` of the min-heap ``heap`` and sift it down."""
     n = heap.shape[0]
-    i = 0
     while True:
         child = 2 * i + 1
         if child >= n:
@@ -177,11 +183,38 @@ def _heap_replace(heap, value):
 
 
 @njit(cache=True, nogil=True)
-def _select(scores, m, beam, idx):
+def _kth_largest(a, m, k):
+    """The ``k``-th largest of ``a[:m]`` (1-based), reordering ``a`` (quickselect)."""
+    lo, hi, want = 0, m - 1, k - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if want <= j:
+            hi = j
+        elif want >= i:
+            lo = i
+        else:
+            break
+    return a[want]
+
+
+@njit(cache=True, nogil=True)
+def _select(scores, m, beam, idx, work):
     """Move the indices of the ``beam`` best of ``scores[:m]`` to the front of ``idx``."""
     if m <= beam:
         return m
-    kth = np.partition(scores[:m].copy(), m - beam)[m - beam]
+    for i in range(m):
+        work[i] = scores[i]
+    kth = _kth_largest(work, m, beam)
     k = 0
     for i in range(m):  # strictly better first, then ties up to the beam
         if scores[i] > kth:
@@ -210,11 +243,14 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
     lm_mode, trie_mode, use_hot = ip[3], ip[4], ip[5]
     t_start, t_label, t_child, t_smear = trie[0], trie[1], trie[2], trie[4]
     h_goto, h_credit, h_reward = hot
-    pos = np.full(ni.shape[0], -1, np.int32)  # node -> beam slot
-    merge = np.full(B * V, -1, np.int32)  # (slot, label) -> slot of that extension
+    pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot
+    pos.fill(-1)
+    merge = np.empty(B * V, np.int32)  # (slot, label) -> slot of that extension
+    merge.fill(-1)
     new_pb, new_nb, stay, heap = np.empty(B), np.empty(B), np.empty(B), np.empty(B)
     c_slot, c_tok = np.empty(B * V, np.int32), np.empty(B * V, np.int32)
-    c_nb, c_sc, scores = np.empty(B * V), np.empty(B * V), np.empty(B * V + B)
+    c_nb, c_sc = np.empty(B * V), np.empty(B * V)
+    scores, work = np.empty(B * V + B), np.empty(B * V + B)
     idx = np.empty(B * V + B, np.int32)
     t_node, t_pb, t_nb = np.empty(B, np.int32), np.empty(B), np.empty(B)
     toks = np.empty(V, np.int32)
@@ -238,8 +274,10 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
                 merge[pos[p] * V + ni[bnode[j], TOKEN]] = j
         # `heap` holds the B best scores seen so far (merges only raise the stays'), so
         # an extension below its minimum cannot make the beam
-        heap[nb_:] = NEG_INF
-        heap.sort()  # a sorted array is a valid min-heap
+        for j in range(nb_, B):
+            heap[j] = NEG_INF
+        for j in range(B // 2 - 1, -1, -1):  # heapify
+            _sift_down(heap, j, heap[j])
         cutoff = max(best - thr, heap[0])
         nc, nmiss = 0, 0
         for i in range(nb_):
@@ -271,7 +309,7 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
                     continue
                 c_slot[nc], c_tok[nc], c_nb[nc], c_sc[nc] = i, c, a, a + bonus
                 nc += 1
-                _heap_replace(heap, a + bonus)
+                _sift_down(heap, 0, a + bonus)  # replaces the minimum
                 best = max(best, a + bonus)
                 cutoff = max(best - thr, heap[0])
         k = 0
@@ -290,7 +328,7 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
                 if c_sc[q] >= best - thr:
                     scores[m], idx[m] = c_sc[q], B + q
                     m += 1
-            k = _select(scores, m, B, idx)
+            k = _select(scores, m, B, idx, work)
             for r in range(k):
                 q = idx[r]
                 if q < B:
@@ -310,7 +348,8 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
         if nmiss > 0:
             st[3] = nmiss
             return NEED_LM
-        bnode[:k], bpb[:k], bnb[:k] = t_node[:k], t_pb[:k], t_nb[:k]
+        for r in range(k):
+            bnode[r], bpb[r], bnb[r] = t_node[r], t_pb[r], t_nb[r]
         st[2] = k
         t += 1
         st[0] = t

@@ -11,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ..errors import AsrkitError, ManifestError, where
+from ..errors import AsrkitError, ConfigError, ManifestError, where
 from ..manifest import Utterance, write_manifest
 
 REPOSITORY = "https://github.com/cmusphinx/an4"
@@ -45,6 +45,9 @@ def prepare_an4(corpus: str | Path, out_dir: str | Path, valid_speakers: int = 6
     train = read_an4_split(corpus, "train")
     test = read_an4_split(corpus, "test")
     speakers = sorted({u.speaker for u in train})
+    if not 0 <= valid_speakers < len(speakers):
+        raise ConfigError(f"valid_speakers must be between 0 and {len(speakers) - 1} "
+                          f"(AN4 training has {len(speakers)} speakers), not {valid_speakers}")
     held = set(random.Random(seed).sample(speakers, valid_speakers))
     splits = {"train": [u for u in train if u.speaker not in held],
               "valid": [u for u in train if u.speaker in held], "test": test}

@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from asrkit.errors import AsrkitError, ConfigError
+from asrkit.errors import ConfigError
+
+from .common import progress, user_errors
 
 
 def synth(
@@ -48,7 +50,7 @@ def synth(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Generate a labelled synthetic speech corpus, split by voice into train/valid/test."""
-    try:
+    with user_errors():
         if list_voices:
             _print_voices(as_json)
             return
@@ -63,8 +65,6 @@ def synth(
             valid_fraction=valid_fraction, test_fraction=test_fraction,
             snrs=_parse_snrs(snr), reverb_probability=reverb, seed=seed)
         _run_corpus(out, config, workers, as_json)
-    except AsrkitError as e:
-        _fail(e)
 
 
 def synth_archive(
@@ -85,7 +85,7 @@ def synth_archive(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Build a search archive: long recordings of words with exactly known time spans."""
-    try:
+    with user_errors():
         from asrkit.synth import builtin_words, synth_archive as make_archive, text_source
         from asrkit.synth.texts import WORD_SETS
         if words is None and texts not in WORD_SETS:
@@ -103,8 +103,6 @@ def synth_archive(
         typer.echo(json.dumps(summary, indent=2) if as_json else
                    f"{len(spans)} words in {files} recordings → {out / 'words.jsonl'} "
                    f"({summary['seconds']} s)")
-    except AsrkitError as e:
-        _fail(e)
 
 
 def _run_corpus(out: Path, config, workers: Optional[int], as_json: bool) -> None:
@@ -166,15 +164,15 @@ def _parse_snrs(value: str) -> tuple[float | None, ...]:
 
 
 class _Bar:
-    """A tqdm bar on stderr fed by the library's ``progress(done, total)`` callback."""
+    """A progress bar on stderr fed by the library's ``progress(done, total)`` callback;
+    made on the first call, when the total is known."""
 
     def __init__(self, unit: str):
         self.unit, self.bar = unit, None
 
     def update(self, done: int, total: int) -> None:
-        from tqdm import tqdm
         if self.bar is None:
-            self.bar = tqdm(total=total, initial=done, unit=f" {self.unit}", dynamic_ncols=True)
+            self.bar = progress(total=total, unit=self.unit, initial=done)
         self.bar.update(done - self.bar.n)
 
     def __enter__(self):
@@ -183,8 +181,3 @@ class _Bar:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.close()
-
-
-def _fail(e: AsrkitError):
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(e.exit_code)

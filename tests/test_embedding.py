@@ -1,0 +1,156 @@
+import numpy as np
+import pytest
+import torch
+
+from asrkit.embedder_training import (TrainConfig, checkpoint_path,
+                                      supervised_contrastive_loss, train_embedder)
+from asrkit.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
+                              save_embedder)
+from asrkit.errors import ConfigError, ModelFileError
+from asrkit.features import AugmentConfig
+from asrkit.manifest import Utterance
+from asrkit.audio import write_audio
+from asrkit.search_eval import evaluate_embeddings, load_word_segments
+
+from _speech import VOICES, synth_word
+
+TINY = EmbedderConfig(autoencoder=AutoencoderConfig(hidden=24, layers=1, dim=16,
+                                                    decoder_hidden=24))
+
+
+def tiny_embedder(seed=0):
+    torch.manual_seed(seed)
+    return Embedder(TINY).eval()
+
+
+def word_files(tmp_path, words, voices):
+    utts = []
+    for w in words:
+        for v in voices:
+            path = tmp_path / f"{w}_{v.replace('+', '_')}.wav"
+            write_audio(path, synth_word(w, v))
+            utts.append(Utterance(path.stem, str(path), w, speaker=v))
+    return utts
+
+
+def test_embeddings_are_unit_vectors_of_the_configured_size():
+    emb = tiny_embedder()
+    seqs = [torch.randn(n, 40) for n in (7, 30, 64)]
+    out = emb.embed_frames(seqs)
+    assert out.shape == (3, 16) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_batched_equals_one_by_one():
+    emb = tiny_embedder()
+    seqs = [torch.randn(n, 40) for n in (5, 17, 33, 80, 41)]
+    together = emb.embed_frames(seqs)
+    alone = np.concatenate([emb.embed_frames([s]) for s in seqs])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_spans_cut_the_recording_features():
+    emb = tiny_embedder()
+    wave = synth_word("tomorrow")
+    feats = emb.features(wave)
+    spans = [(0.0, 0.3), (0.1, 0.5)]
+    direct = emb.embed_frames([feats[0:30], feats[10:50]])
+    assert np.allclose(emb.embed_spans(feats, spans), direct, atol=1e-6)
+
+
+def test_save_load_round_trip(tmp_path):
+    emb = tiny_embedder()
+    path = tmp_path / "e.pt"
+    save_embedder(path, emb, {"note": "test"})
+    payload = torch.load(path, weights_only=True)  # no pickled code inside
+    assert payload["format"] == "asrkit-embedder" and payload["info"] == {"note": "test"}
+    back = load_embedder(path)
+    assert back.config == emb.config and back.fingerprint() == emb.fingerprint()
+    seqs = [torch.randn(20, 40)]
+    assert np.allclose(back.embed_frames(seqs), emb.embed_frames(seqs))
+
+
+def test_fingerprint_changes_with_the_weights():
+    assert tiny_embedder(0).fingerprint() != tiny_embedder(1).fingerprint()
+
+
+def test_bad_embedder_files_are_refused(tmp_path):
+    with pytest.raises(ModelFileError):
+        load_embedder(tmp_path / "missing.pt")
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(ModelFileError):
+        load_embedder(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError):
+        load_embedder(tmp_path / "other.pt")
+    path = tmp_path / "e.pt"
+    save_embedder(path, tiny_embedder())
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(ModelFileError):
+        load_embedder(tmp_path / "future.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ModelFileError):
+        load_embedder(truncated)
+
+
+def test_mismatched_sizes_are_a_config_error():
+    with pytest.raises(ConfigError):
+        Embedder(EmbedderConfig(autoencoder=AutoencoderConfig(input_dim=13)))
+
+
+def test_contrastive_loss_prefers_grouped_embeddings():
+    groups = torch.tensor([0, 1, 2, 0, 1, 2])
+    base = torch.eye(3, 8)
+    grouped = torch.cat([base, base + 0.01])
+    mixed = torch.cat([base, base[[1, 2, 0]]])
+    assert (supervised_contrastive_loss(grouped, groups, 0.1)
+            < supervised_contrastive_loss(mixed, groups, 0.1))
+
+
+FAST = TrainConfig(epochs=2, batch_size=8, windows_per_epoch=16, learning_rate=3e-3,
+                   speed_factors=(0.9, 1.0, 1.1), augment=AugmentConfig(
+                       freq_masks=1, freq_mask_width=4, time_masks=0, speed_factors=()))
+
+
+def test_resume_equals_uninterrupted_training(tmp_path):
+    utts = word_files(tmp_path, ["garden", "pocket"], VOICES[:2])
+    full = train_embedder(utts, tmp_path / "full.pt", FAST, TINY)
+    one = train_embedder(utts, tmp_path / "part.pt", TrainConfig(**{
+        **FAST.__dict__, "epochs": 1}), TINY)
+    assert checkpoint_path(tmp_path / "part.pt").exists()
+    resumed = train_embedder(utts, tmp_path / "part.pt", FAST, TINY, resume=True)
+    assert one.fingerprint() != full.fingerprint()
+    assert resumed.fingerprint() == full.fingerprint()
+    assert len(resumed.info["history"]) == 2
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    utts = word_files(tmp_path, ["garden"], VOICES[:1])
+    train_embedder(utts, tmp_path / "e.pt", FAST, TINY)
+    with pytest.raises(ConfigError):
+        train_embedder(utts, tmp_path / "e.pt", TrainConfig(**{**FAST.__dict__,
+                                                             "learning_rate": 1e-2}),
+                       TINY, resume=True)
+
+
+@pytest.mark.slow
+def test_tiny_labelled_model_learns_to_tell_words_apart(tmp_path):
+    """Four words in three voices: after a short training the words of a fourth,
+    unseen voice are retrieved far better than by an untrained model."""
+    words = ["umbrella", "basket", "window", "yellow"]
+    train = word_files(tmp_path, words, VOICES[:3])
+    test = load_word_segments(word_files(tmp_path / "test", words, VOICES[3:5]))
+    config = TrainConfig(epochs=12, batch_size=12, windows_per_epoch=48, learning_rate=5e-3,
+                         speed_factors=(0.9, 1.0, 1.1), reconstruction_weight=0.2,
+                         augment=FAST.augment)
+    model_config = EmbedderConfig(autoencoder=AutoencoderConfig(hidden=48, layers=1,
+                                                                dim=32, decoder_hidden=48))
+    torch.manual_seed(0)
+    before = evaluate_embeddings(Embedder(model_config), test).mean_average_precision
+    trained = train_embedder(train, tmp_path / "e.pt", config, model_config, labelled=True)
+    after = evaluate_embeddings(trained, test).mean_average_precision
+    history = trained.info["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert after > max(before, 0.6)

@@ -291,6 +291,8 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
                     continue
                 j = merge[i * V + c]
                 if j >= 0:
+                    if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
+                        ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
                     new_nb[j] = _lae(new_nb[j], a)
                     continue
                 if c != space:

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -103,7 +103,8 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
     torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
     if resume and (out / "last.pt").exists():
         record = load_record(out / "last.pt")
-        config = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
+        stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
+        config = _resume_config(stored, config)
         model = model_from_record(record)
         state = _State(**record["training"]["state"])
     elif resume:
@@ -113,6 +114,7 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
                           "it or choose another --out")
     else:
         record, state = None, _State()
+        torch.manual_seed(config.train.seed)  # weight initialisation and dropout
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
         model = AsrModel(vocab, config.model, config.features)
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
@@ -132,6 +134,22 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
     loop.run()
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
                        tuple(skipped), state.seconds)
+
+
+RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "checkpoint_every", "threads")
+
+
+def _resume_config(stored: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
+    """The stored config, with the run-length settings of ``given``. Any other
+    difference would make the resumed run a different experiment, so it is an error."""
+    changes = {k: getattr(given.train, k) for k in RESUMABLE_CHANGES}
+    merged = replace(stored, train=replace(stored.train, **changes))
+    if merged != given:
+        a, b = merged.to_dict(), given.to_dict()
+        diff = [f"{sec}.{k}" for sec in a for k in a[sec] if a[sec][k] != b[sec][k]]
+        raise ConfigError(f"cannot resume with a different configuration ({', '.join(diff)}); "
+                          f"only train.{{{','.join(RESUMABLE_CHANGES)}}} may change")
+    return merged
 
 
 def _examples(model, config, train_utts, valid_utts):
@@ -182,9 +200,7 @@ class _Loop:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        if state.step == 0:
-            torch.manual_seed(self.cfg.seed)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)  # augmentation
         self._fps = 0.0
 
     def _lr_factor(self, step: int) -> float:

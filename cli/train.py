@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, setup_logging, user_errors
+from .common import progress, report_skipped, setup_logging, user_errors
 
 
 def train(
@@ -28,6 +28,8 @@ def train(
         from asrkit.plots import plot_training_curve
         from asrkit.training import TrainCallbacks, train as run_training
 
+        if resume and config is None and (out / "config.yaml").is_file():
+            config = out / "config.yaml"  # the run's own settings, plus any --set
         cfg = load_config(config, overrides or [])
         train_utts, valid_utts = read_manifest(train_manifest), read_manifest(valid_manifest)
         bar = None
@@ -61,6 +63,11 @@ def train(
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         if history:
             plot_training_curve(history, out / "curve.png")
+        report_skipped([(s.id, s.reason) for s in result.skipped], "utterance")
+        if result.best_epoch < 0:
+            typer.echo(f"stopped after {result.steps} steps, before the first validation; "
+                       f"continue with --resume (checkpoint: {out / 'last.pt'})")
+            return
         typer.echo(f"best validation WER {100 * result.best_wer:.2f}% at epoch "
                    f"{result.best_epoch}; {result.steps} steps in {result.seconds / 60:.1f} min; "
                    f"model: {out / 'best.pt'}")

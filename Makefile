@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine:
+#   make demo   synthesise a small corpus, train, evaluate and transcribe (~10 min)
+#   make test   run the test suite
+# Both install what they need on first use (Debian packages, .venv, Python packages).
+
+VENV   ?= .venv
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash recipes/synth/run.sh
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/train_throughput.py
+	$(VENV)/bin/python bench/transcribe_rtf.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

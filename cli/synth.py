@@ -38,8 +38,8 @@ def synth(
     test_fraction: Annotated[float, typer.Option(
         help="Share of utterances (and of speakers) held out for testing.")] = 0.1,
     snr: Annotated[str, typer.Option(
-        help="Comma-separated SNRs in dB to draw from; 'clean' = no noise.")]
-        = "clean,30,20,15,10",
+        help="Comma-separated SNRs in dB to draw from; 'clean' = no noise at all.")]
+        = "40,30,20,15,10",
     reverb: Annotated[float, typer.Option(
         help="Probability that an utterance is put in a synthetic room.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Same seed, same corpus, byte for byte.")] = 0,

@@ -55,7 +55,9 @@ class SynthConfig:
     rate_range: tuple[float, float] = (0.85, 1.25)  # speaking-rate factor
     pitch_range: tuple[float, float] = (-3.0, 3.0)  # semitones
     speed_range: tuple[float, float] = (0.92, 1.08)  # speed perturbation factor
-    snrs: tuple[float | None, ...] = (None, 30.0, 20.0, 15.0, 10.0)  # dB; None = clean
+    # dB; None = no noise at all. The quietest default still adds a noise floor: real
+    # recordings never fall to digital silence, and a model should not learn that they do.
+    snrs: tuple[float | None, ...] = (40.0, 30.0, 20.0, 15.0, 10.0)
     noise_color_range: tuple[float, float] = (0.0, 2.0)  # 0 white, 1 pink, 2 brown
     reverb_probability: float = 0.3
     rt60_range: tuple[float, float] = (0.15, 0.6)  # seconds

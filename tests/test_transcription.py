@@ -1,0 +1,53 @@
+"""Transcription: inputs collected from files/folders/manifests; long files in chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import asrkit.transcription as T
+from asrkit.errors import AudioError
+from asrkit.manifest import Utterance
+from asrkit.model import AsrModel, ModelConfig
+from asrkit.text import Vocabulary
+from tones import make_tone_corpus
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return AsrModel(Vocabulary(tuple(" ABCD")), ModelConfig(layers=1, hidden=16)).eval()
+
+
+def test_collect_inputs_files_folders_manifests(tmp_path):
+    manifest = make_tone_corpus(tmp_path / "c", 3)
+    utts = T.collect_inputs([tmp_path / "c", manifest, tmp_path / "c" / "utt0001.wav"])
+    assert [u.id for u in utts] == ["utt0000", "utt0001", "utt0002"] * 2 + ["utt0001"]
+    with pytest.raises(AudioError, match="no such file or folder"):
+        T.collect_inputs([tmp_path / "nope.wav"])
+
+
+def test_long_recordings_are_chunked_and_stitched(model, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(16_000 * 9)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", wave, 16_000, subtype="FLOAT")
+    utt = Utterance("long", str(tmp_path / "long.wav"))
+    [(_, whole)] = list(T.compute_log_probs(model, [utt]))
+    monkeypatch.setattr(T, "CHUNK_SECONDS", 2.0)
+    monkeypatch.setattr(T, "CONTEXT_SECONDS", 1.0)
+    [(_, chunked)] = list(T.compute_log_probs(model, [utt]))
+    # Same frames, and with a second of context either side the BiLSTM barely notices.
+    assert abs(chunked.shape[0] - whole.shape[0]) <= 1
+    n = min(len(chunked), len(whole))
+    assert (chunked[:n].exp() - whole[:n].exp()).abs().max() < 0.02
+
+
+def test_batched_transcription_equals_one_by_one(model, tmp_path):
+    manifest = make_tone_corpus(tmp_path / "c", 6)
+    utts = T.collect_inputs([manifest])
+    batched = dict((u.id, lp) for u, lp in T.compute_log_probs(model, utts, batch_seconds=60))
+    for u in utts:
+        [(_, single)] = list(T.compute_log_probs(model, [u]))
+        torch.testing.assert_close(batched[u.id], single, atol=1e-5, rtol=1e-4)

@@ -264,7 +264,8 @@ def test_added_noise_has_the_requested_snr(tmp_path):
                   voices=TINY_VOICES[:2], reverb_probability=0.5)
     clean = make_corpus(tmp_path / "clean", tiny_config(snrs=(None,), **common))
     noisy = make_corpus(tmp_path / "noisy", tiny_config(snrs=(10.0,), **common))
-    for c, n in zip(read_manifest(clean.manifests["train"]), read_manifest(noisy.manifests["train"])):
+    pairs = zip(read_manifest(clean.manifests["train"]), read_manifest(noisy.manifests["train"]))
+    for c, n in pairs:
         x, y = load_audio(c.audio).astype(np.float64), load_audio(n.audio).astype(np.float64)
         assert len(x) == len(y)
         speech = np.flatnonzero(x)  # the padding of the clean file is digital silence

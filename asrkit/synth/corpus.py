@@ -165,8 +165,9 @@ def split_speakers(voices: Sequence[Voice], valid_fraction: float, test_fraction
         splits["train"] += names[n_test + n_valid:]
     for split, fraction in (("valid", valid_fraction), ("test", test_fraction)):
         if fraction > 0 and not splits[split]:
+            have = sum(map(len, kinds.values()))
             raise ConfigError(f"the chosen voices have too few speakers to hold some out for "
-                              f"{split} (need 3 of one kind, have {sum(map(len, kinds.values()))}); "
+                              f"{split} (need 3 of one kind, have {have}); "
                               f"choose more voices or set the {split} fraction to 0")
     return {s: sorted(names) for s, names in splits.items()}
 

@@ -231,8 +231,9 @@ def _festival_script(voice: Voice, items, paths) -> str:
         else:
             lines.append(f"(Parameter.set 'Duration_Stretch {1.0 / prosody.rate:.4f})")
         if f0 is not None:
-            lines.append(f"(set! int_lr_params '((target_f0_mean {f0 * 2 ** (prosody.pitch / 12):.2f})"
-                         " (target_f0_std 14) (model_f0_mean 170) (model_f0_std 34)))")
+            target = f0 * 2 ** (prosody.pitch / 12)
+            lines.append(f"(set! int_lr_params '((target_f0_mean {target:.2f}) (target_f0_std 14)"
+                         " (model_f0_mean 170) (model_f0_std 34)))")
         lines.append(f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) "
                      f"{_scheme_string(str(path))} 'riff)")
     return "\n".join(lines) + "\n"

@@ -55,7 +55,22 @@ def _lae(a, b):
 
 
 @njit(cache=True, nogil=True)
-def _trie_step(start, labels, child, node, label):
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
+def _trie_step(start, labels, child, mask, node, label):
+    """Child of trie ``node`` by ``label``, or -1."""
+    if label < 64:  # bit mask of the node's labels: rank of `label` indexes its edges
+        bits = mask[node]
+        if not (bits >> np.uint64(label)) & np.uint64(1):
+            return -1
+        below = bits & ((np.uint64(1) << np.uint64(label)) - np.uint64(1))
+        return child[start[node] + _popcount(below)]
     for e in range(start[node], start[node + 1]):
         if labels[e] == label:
             return child[e]
@@ -91,7 +106,7 @@ def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
             wn = 0 if trie_mode > 0 else -1
     else:
         if trie_mode > 0 and wn >= 0:
-            wn = _trie_step(trie[0], trie[1], trie[2], wn, c)
+            wn = _trie_step(trie[0], trie[1], trie[2], trie[5], wn, c)
         if trie_mode == 2 and wn < 0:
             return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
         wlen += 1
@@ -106,14 +121,14 @@ def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
     return bonus, wn, wlen, state, lms, nw, hs, hd
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode, trie_mode, use_hot,
-                  t_start, t_label, t_child, t_smear, h_goto, h_credit, h_reward):
+                  t_start, t_label, t_child, t_mask, t_smear, h_goto, h_credit, h_reward):
     """The bonus :func:`_extend` gives prefix ``n`` + a letter ``c`` (not the word
     separator), in scalar arguments: the kernel's hot path."""
     wn = ni[n, WNODE]
     if trie_mode > 0 and wn >= 0:
-        wn = _trie_step(t_start, t_label, t_child, wn, c)
+        wn = _trie_step(t_start, t_label, t_child, t_mask, wn, c)
     if trie_mode == 2 and wn < 0:
         return NEG_INF
     hs, hd = ni[n, HOT], nf[n, HOTDONE]
@@ -142,6 +157,22 @@ def _child_node(p, c, t, ni, nf, hk, hv, st, fp, ip, lm, trie, hot):
         nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS] = lms, hd, bonus
     ni[m, FRAME] = t  # (re)entering the beam now
     return m
+
+
+@njit(cache=True, nogil=True)
+def _lexicon_labels(wn, t_start, t_label, space, tok_ok, tried, out):
+    """Labels that keep a prefix in the lexicon: its trie node's children (among the
+    labels tried at this frame: ``tok_ok[c] == tried``), and the word separator."""
+    n = 0
+    if wn >= 0:
+        for e in range(t_start[wn], t_start[wn + 1]):
+            if tok_ok[t_label[e]] == tried:
+                out[n] = t_label[e]
+                n += 1
+    if space >= 0 and tok_ok[space] == tried:
+        out[n] = space
+        n += 1
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -241,7 +272,7 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
     B, thr, slack, space = ip[0], fp[3], fp[5], ip[2]
     alpha, beta, hot_w, unk_smear = fp[0], fp[1], fp[2], fp[4]
     lm_mode, trie_mode, use_hot = ip[3], ip[4], ip[5]
-    t_start, t_label, t_child, t_smear = trie[0], trie[1], trie[2], trie[4]
+    t_start, t_label, t_child, t_smear, t_mask = trie[0], trie[1], trie[2], trie[4], trie[5]
     h_goto, h_credit, h_reward = hot
     pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot
     pos.fill(-1)
@@ -253,12 +284,15 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
     scores, work = np.empty(B * V + B), np.empty(B * V + B)
     idx = np.empty(B * V + B, np.int32)
     t_node, t_pb, t_nb = np.empty(B, np.int32), np.empty(B), np.empty(B)
-    toks = np.empty(V, np.int32)
+    toks, labs = np.empty(V, np.int32), np.empty(V, np.int32)
+    tok_ok = np.zeros(V, np.int64)
     t = st[0]
     while t < T:
         row = lp[t]
         nb_ = st[2]
         ntok = _tokens(row, ip[1], toks)
+        for q in range(ntok):
+            tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
         best = NEG_INF
         for j in range(nb_):  # the prefix stays: blank, or its last label repeated
             n = bnode[j]
@@ -284,8 +318,12 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
             n = bnode[i]
             tot = _lae(bpb[i], bnb[i])
             last = ni[n, TOKEN]
-            for q in range(ntok):
-                c = toks[q]
+            nlab = ntok
+            if trie_mode == 2:  # only the lexicon's next letters (and the separator)
+                nlab = _lexicon_labels(ni[n, WNODE], t_start, t_label, space, tok_ok, t + 1,
+                                       labs)
+            for q in range(nlab):
+                c = toks[q] if trie_mode != 2 else labs[q]
                 a = row[c] + (bpb[i] if c == last else tot)
                 if a == NEG_INF:
                     continue
@@ -300,7 +338,7 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
                         continue  # even the largest possible word-level gain would not do
                     bonus = _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode,
                                           trie_mode, use_hot, t_start, t_label, t_child,
-                                          t_smear, h_goto, h_credit, h_reward)
+                                          t_mask, t_smear, h_goto, h_credit, h_reward)
                 else:
                     bonus = _extend(n, c, ni, nf, fp, ip, lm, trie, hot)[0]
                 if math.isnan(bonus):
@@ -424,7 +462,8 @@ class BeamSearchDecoder(Decoder):
             scores = np.array([lm.unigram(w) for w in trie.words])
         smear = trie.smear(scores) if self._lm_mode else np.zeros(len(trie))
         self.trie = trie
-        self._trie = (trie.start, trie.label, trie.child, word, smear.astype(np.float64))
+        self._trie = (trie.start, trie.label, trie.child, word, smear.astype(np.float64),
+                      trie.mask)
         self._lm_arrays = lm.arrays if self._lm_mode == 1 else _NO_LM
 
     def reweighted(self, alpha: float, beta: float) -> "BeamSearchDecoder":

@@ -44,14 +44,16 @@ class WordTrie:
     """Character trie of words; node 0 is the root (the empty word).
 
     Children of node ``n`` are ``child[start[n]:start[n + 1]]`` reached by the labels
-    ``label[start[n]:start[n + 1]]``. ``word[n]`` is the index in ``words`` of the
-    word ending at ``n``, or -1.
+    ``label[start[n]:start[n + 1]]`` (ascending). ``word[n]`` is the index in ``words``
+    of the word ending at ``n``, or -1. ``mask[n]`` has bit ``c`` set when label ``c``
+    (< 64) leads to a child, so a child is found by counting the bits below ``c``.
     """
 
     start: np.ndarray  # (nodes + 1,) int32
     label: np.ndarray  # (edges,) int32 vocabulary ids
     child: np.ndarray  # (edges,) int32
     word: np.ndarray  # (nodes,) int32
+    mask: np.ndarray  # (nodes,) uint64
     words: tuple[str, ...]
 
     @classmethod
@@ -88,7 +90,8 @@ class WordTrie:
         word = np.full(len(children), -1, np.int32)
         for node, w in ends.items():
             word[node] = w
-        return cls(start, label, child, word, words)
+        mask = np.array([sum(1 << k for k in c if k < 64) for c in children], np.uint64)
+        return cls(start, label, child, word, mask, words)
 
     def __len__(self) -> int:
         return len(self.word)

@@ -4,7 +4,7 @@ import typer
 
 from asrkit import __version__
 
-from . import evaluate, models, train, transcribe
+from . import data, evaluate, models, synth, train, transcribe
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -12,6 +12,9 @@ app.command()(train.train)
 app.command()(transcribe.transcribe)
 app.command()(evaluate.evaluate)
 app.command()(models.models)
+app.add_typer(data.app, name="data")
+data.app.command("synth")(synth.synth)
+data.app.command("synth-archive")(synth.synth_archive)
 
 
 def _version(value: bool):

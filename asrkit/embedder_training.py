@@ -58,6 +58,7 @@ class TrainConfig:
         speed_factors=()))
     reconstruction_weight: float = 1.0
     contrastive_weight: float = 1.0  # 0 = plain (denoising) autoencoder
+    word_share: float = 0.5  # share of each batch from labelled words, when mixed
     temperature: float = 0.1
     seed: int = 0
 
@@ -109,45 +110,47 @@ class Window:
 
 
 class TrainingMaterial:
-    """Frontend frames of every source at every speed, plus the windows to sample."""
+    """Frontend frames of every recording at every speed, plus the windows to sample.
 
-    def __init__(self, embedder: Embedder, sources: Sequence[Utterance], config: TrainConfig,
-                 segment_config: SegmentConfig, labelled: bool,
-                 on_skip: Callable[[str, str], None] | None = None,
-                 on_source: Callable[[], None] | None = None):
+    ``recordings`` are cut into candidate windows (each its own group); ``words`` are
+    single-word recordings whose ``text`` is the word (one group per word)."""
+
+    def __init__(self, embedder: Embedder, recordings: Sequence[Utterance],
+                 words: Sequence[Utterance], config: TrainConfig,
+                 segment_config: SegmentConfig,
+                 on_skip: Callable[[str, str], None] | None = None):
         self.fps = embedder.frames_per_second
         self.speeds = config.speed_factors
-        self.feats: list[list[torch.Tensor]] = []  # [source][speed] → (frames, feats)
+        self.feats: list[list[torch.Tensor]] = []  # [recording][speed] → (frames, feats)
         self.windows: list[Window] = []
         labels: dict[str, int] = {}
-        for utt in sources:
+        for utt, labelled in [(u, False) for u in recordings] + [(u, True) for u in words]:
+            group = labels.setdefault(_label(utt), len(labels)) if labelled else -1
             try:
                 wave = load_audio(utt.audio, offset=utt.offset, duration=utt.duration)
             except AudioError as e:
                 if on_skip:
                     on_skip(utt.id, str(e))
                 continue
-            if labelled:
-                wave = trim_silence(wave, segment_config)
+            wave = trim_silence(wave, segment_config) if labelled else wave
             index = len(self.feats)
             self.feats.append([embedder.features(change_speed(wave, f)) for f in self.speeds])
-            duration = len(wave) / segment_config.sample_rate
             if labelled:
-                group = labels.setdefault(_label(utt), len(labels))
+                duration = len(wave) / segment_config.sample_rate
                 self.windows.append(Window(index, 0.0, duration, group))
             else:
-                for span in candidate_segments(wave, segment_config):
-                    self.windows.append(Window(index, span.start, span.end, -1))
-            if on_source:
-                on_source()
+                self.windows += [Window(index, span.start, span.end, -1)
+                                 for span in candidate_segments(wave, segment_config)]
         if not self.windows:
-            raise ConfigError("no usable training audio: every source was skipped or silent")
-        # Unlabelled windows each form their own group, numbered after the labels.
+            raise ConfigError("no usable training audio: every recording was skipped or silent")
+        # Unlabelled windows each form their own group, numbered after the words.
         self.windows = [w if w.group >= 0 else replace(w, group=len(labels) + i)
                         for i, w in enumerate(self.windows)]
         self.by_group: dict[int, list[int]] = {}
         for i, w in enumerate(self.windows):
             self.by_group.setdefault(w.group, []).append(i)
+        self.word_windows = [i for i, w in enumerate(self.windows) if w.group < len(labels)]
+        self.other_windows = [i for i, w in enumerate(self.windows) if w.group >= len(labels)]
 
     def feature_stats(self) -> RunningStats:
         """Statistics of segment-mean-removed frames at normal speed (for the normaliser)."""
@@ -179,23 +182,23 @@ class TrainingMaterial:
 
 
 def train_embedder(
-    sources: Sequence[Utterance], out: str | os.PathLike,
-    config: TrainConfig = TrainConfig(),
+    out: str | os.PathLike, recordings: Sequence[Utterance] = (),
+    words: Sequence[Utterance] = (), config: TrainConfig = TrainConfig(),
     embedder_config: EmbedderConfig = EmbedderConfig(),
-    segment_config: SegmentConfig = SegmentConfig(),
-    labelled: bool = False, resume: bool = False,
+    segment_config: SegmentConfig = SegmentConfig(), resume: bool = False,
     progress: Callable[[TrainProgress], None] | None = None,
     on_skip: Callable[[str, str], None] | None = None,
 ) -> Embedder:
-    """Train an embedder on ``sources`` and write it to ``out``.
+    """Train an embedder and write it to ``out``.
 
-    ``labelled``: every source is one word and ``text`` is that word. A checkpoint is
-    written atomically to ``<out>.ckpt`` after every epoch; ``resume`` continues from it.
-    Audio that cannot be read is skipped and reported through ``on_skip(id, reason)``.
+    ``recordings`` (unlabelled) are cut into candidate windows; ``words`` are single-word
+    recordings with the word as ``text``. Either may be empty, not both. A checkpoint
+    is written atomically to ``<out>.ckpt`` after every epoch; ``resume`` continues
+    from it. Unreadable audio is skipped and reported through ``on_skip(id, reason)``.
     """
     torch.manual_seed(config.seed)
     embedder = Embedder(embedder_config)
-    material = TrainingMaterial(embedder, sources, config, segment_config, labelled, on_skip)
+    material = TrainingMaterial(embedder, recordings, words, config, segment_config, on_skip)
     embedder.autoencoder.normalizer.fit(material.feature_stats())
     optimizer = torch.optim.Adam(embedder.parameters(), lr=config.learning_rate)
     checkpoint = checkpoint_path(out)
@@ -209,8 +212,8 @@ def train_embedder(
         history.append({"epoch": epoch, **stats})
         _save_checkpoint(checkpoint, embedder, optimizer, config, epoch, history)
     info = {"train_config": config.to_dict(), "segment_config": asdict(segment_config),
-            "sources": len(material.feats), "windows": len(material.windows),
-            "labelled": labelled, "history": history}
+            "recordings": len(recordings), "words": len(words),
+            "windows": len(material.windows), "history": history}
     embedder.info = info
     save_embedder(out, embedder)
     return embedder.eval()
@@ -227,9 +230,7 @@ def _train_epoch(embedder: Embedder, material: TrainingMaterial, optimizer, conf
                  epoch: int, progress) -> dict:
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     embedder.train()
-    n = len(material.windows)
-    draws = torch.randperm(n, generator=gen).repeat(math.ceil(config.windows_per_epoch / n))
-    draws = draws[:config.windows_per_epoch].tolist()
+    draws = _epoch_draws(material, config, gen)
     steps = len(draws) // config.batch_size
     totals = np.zeros(3)
     for step in range(steps):
@@ -243,6 +244,29 @@ def _train_epoch(embedder: Embedder, material: TrainingMaterial, optimizer, conf
     mean = totals / max(steps, 1)
     return {"loss": float(mean[0]), "reconstruction": float(mean[1]),
             "contrastive": float(mean[2])}
+
+
+def _epoch_draws(material: TrainingMaterial, config: TrainConfig, gen: torch.Generator,
+                 ) -> list[int]:
+    """Window indices for one epoch; each batch holds ``word_share`` labelled words
+    when there are both words and recordings."""
+    words, other = material.word_windows, material.other_windows
+    per_batch = config.batch_size
+    n_words = per_batch if not other else 0 if not words else round(per_batch * config.word_share)
+    steps = config.windows_per_epoch // per_batch
+
+    def stream(pool: list[int], count: int) -> list[int]:
+        if count == 0:
+            return []
+        order = torch.randperm(len(pool), generator=gen).repeat(math.ceil(count / len(pool)))
+        return [pool[i] for i in order[:count].tolist()]
+
+    w, o = stream(words, steps * n_words), stream(other, steps * (per_batch - n_words))
+    draws = []
+    for b in range(steps):
+        draws += w[b * n_words:(b + 1) * n_words]
+        draws += o[b * (per_batch - n_words):(b + 1) * (per_batch - n_words)]
+    return draws
 
 
 def _train_step(embedder: Embedder, material: TrainingMaterial, optimizer, config: TrainConfig,

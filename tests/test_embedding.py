@@ -116,11 +116,12 @@ FAST = TrainConfig(epochs=2, batch_size=8, windows_per_epoch=16, learning_rate=3
 
 def test_resume_equals_uninterrupted_training(tmp_path):
     utts = word_files(tmp_path, ["garden", "pocket"], VOICES[:2])
-    full = train_embedder(utts, tmp_path / "full.pt", FAST, TINY)
-    one = train_embedder(utts, tmp_path / "part.pt", TrainConfig(**{
-        **FAST.__dict__, "epochs": 1}), TINY)
+    full = train_embedder(tmp_path / "full.pt", utts, config=FAST, embedder_config=TINY)
+    one = train_embedder(tmp_path / "part.pt", utts, config=TrainConfig(**{
+        **FAST.__dict__, "epochs": 1}), embedder_config=TINY)
     assert checkpoint_path(tmp_path / "part.pt").exists()
-    resumed = train_embedder(utts, tmp_path / "part.pt", FAST, TINY, resume=True)
+    resumed = train_embedder(tmp_path / "part.pt", utts, config=FAST, embedder_config=TINY,
+                             resume=True)
     assert one.fingerprint() != full.fingerprint()
     assert resumed.fingerprint() == full.fingerprint()
     assert len(resumed.info["history"]) == 2
@@ -128,11 +129,11 @@ def test_resume_equals_uninterrupted_training(tmp_path):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     utts = word_files(tmp_path, ["garden"], VOICES[:1])
-    train_embedder(utts, tmp_path / "e.pt", FAST, TINY)
+    train_embedder(tmp_path / "e.pt", utts, config=FAST, embedder_config=TINY)
+    other = TrainConfig(**{**FAST.__dict__, "learning_rate": 1e-2})
     with pytest.raises(ConfigError):
-        train_embedder(utts, tmp_path / "e.pt", TrainConfig(**{**FAST.__dict__,
-                                                             "learning_rate": 1e-2}),
-                       TINY, resume=True)
+        train_embedder(tmp_path / "e.pt", utts, config=other, embedder_config=TINY,
+                       resume=True)
 
 
 @pytest.mark.slow
@@ -149,7 +150,8 @@ def test_tiny_labelled_model_learns_to_tell_words_apart(tmp_path):
                                                                 dim=32, decoder_hidden=48))
     torch.manual_seed(0)
     before = evaluate_embeddings(Embedder(model_config), test).mean_average_precision
-    trained = train_embedder(train, tmp_path / "e.pt", config, model_config, labelled=True)
+    trained = train_embedder(tmp_path / "e.pt", words=train, config=config,
+                             embedder_config=model_config)
     after = evaluate_embeddings(trained, test).mean_average_precision
     history = trained.info["history"]
     assert history[-1]["loss"] < history[0]["loss"]

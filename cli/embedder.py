@@ -1,0 +1,131 @@
+"""`asrkit embedder ...`: train a search embedder and measure it against DTW."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import progress, report_skipped, user_errors
+
+app = typer.Typer(help="Train and evaluate the acoustic word embedder used by search.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Embedder file to write.")],
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Recordings to learn from (JSON Lines; transcripts are not needed).")] = None,
+    audio_dir: Annotated[Optional[Path], typer.Option(
+        help="A folder of recordings to learn from, instead of or besides --manifest.")]
+        = None,
+    words: Annotated[Optional[Path], typer.Option(
+        help="Optional single-word recordings (manifest, text = the word): pairs of the "
+             "same word teach speaker invariance.")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over --windows-per-epoch pairs.")] = 30,
+    windows_per_epoch: Annotated[int, typer.Option(help="Training pairs per epoch.")] = 16_000,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
+    contrastive_weight: Annotated[float, typer.Option(
+        help="Weight of the contrastive term; 0 = a plain denoising autoencoder.")] = 1.0,
+    features: Annotated[str, typer.Option(help="fbank or mfcc.")] = "fbank",
+    hidden: Annotated[int, typer.Option(help="Encoder units per direction.")] = 160,
+    layers: Annotated[int, typer.Option(help="Encoder layers.")] = 2,
+    dim: Annotated[int, typer.Option(help="Embedding size.")] = 128,
+    stack: Annotated[int, typer.Option(help="Frames joined per encoder step.")] = 3,
+    seed: Annotated[int, typer.Option(help="Same seed and data, same embedder.")] = 0,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from <out>.ckpt (only --epochs may change).")] = False,
+):
+    """Train a sequence-autoencoder embedder on unlabelled recordings (and/or words)."""
+    with user_errors():
+        from asrkit.embedder_training import TrainConfig, train_embedder
+        from asrkit.embedding import AutoencoderConfig, EmbedderConfig, FrontendConfig
+        from asrkit.errors import ConfigError
+        from asrkit.features import FeatureConfig
+        from asrkit.index import archive_sources
+        from asrkit.manifest import read_manifest
+        if manifest is None and audio_dir is None and words is None:
+            raise ConfigError("give training audio: --manifest, --audio-dir and/or --words")
+        recordings = (archive_sources(manifest) if manifest else []) + \
+                     (archive_sources(audio_dir) if audio_dir else [])
+        feature_config = FeatureConfig(kind=features, n_mels=40, n_mfcc=13)
+        model = EmbedderConfig(FrontendConfig(features=feature_config), AutoencoderConfig(
+            input_dim=feature_config.dim, stack=stack, hidden=hidden, layers=layers, dim=dim,
+            decoder_hidden=hidden))
+        config = TrainConfig(epochs=epochs, windows_per_epoch=windows_per_epoch,
+                             batch_size=batch_size, learning_rate=lr,
+                             contrastive_weight=contrastive_weight, seed=seed)
+        skipped: list[tuple[str, str]] = []
+        typer.echo("reading audio...", err=True)
+        with _EpochBar() as bar:
+            embedder = train_embedder(out, recordings, read_manifest(words) if words else [],
+                                      config, model, resume=resume, progress=bar.update,
+                                      on_skip=lambda name, why: skipped.append((name, why)))
+        report_skipped(skipped, "recording")
+        last = embedder.info["history"][-1] if embedder.info.get("history") else {}
+        typer.echo(f"embedder written to {out} ({embedder.info['windows']} training windows; "
+                   f"final loss {last.get('loss', float('nan')):.3f})")
+
+
+@app.command("eval")
+def evaluate(
+    manifest: Annotated[Path, typer.Argument(
+        help="Word-labelled segments: text = the word; one word per line, or word time "
+             "spans via offset/duration.")],
+    embedder: Annotated[Optional[Path], typer.Option(
+        help="Embedder file (default: the one shipped with asrkit).")] = None,
+    dtw: Annotated[bool, typer.Option(help="Also run the DTW-on-MFCC baseline.")] = True,
+    trim: Annotated[bool, typer.Option(help="Cut silence around each word first.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+):
+    """Same-different AP, query-by-example MAP and P@10, and time per query:
+    embeddings vs frame-level DTW."""
+    with user_errors():
+        from asrkit.embedding import load_embedder
+        from asrkit.manifest import read_manifest
+        from asrkit.search_eval import evaluate_dtw, evaluate_embeddings, load_word_segments
+        utts = read_manifest(manifest)
+        with progress(total=len(utts), desc="loading", unit="word") as bar:
+            segments = load_word_segments(utts, trim=trim, progress=bar.update)
+        results = [evaluate_embeddings(load_embedder(embedder), segments)]
+        if dtw:
+            results.append(evaluate_dtw(segments))
+        if as_json:
+            typer.echo(json.dumps([asdict(r) for r in results], indent=2))
+            return
+        typer.echo(f"{len(segments)} segments, {results[0].queries} queries, "
+                   f"{len({s.label for s in segments})} words")
+        typer.echo(f"{'method':10s} {'AP':>6s} {'MAP':>6s} {'P@10':>6s} {'ms/query':>9s}")
+        for r in results:
+            typer.echo(f"{r.method:10s} {r.average_precision:6.3f} "
+                       f"{r.mean_average_precision:6.3f} {r.precision_at_10:6.3f} "
+                       f"{1000 * r.query_seconds:9.2f}")
+
+
+class _EpochBar:
+    """One tqdm bar per epoch, fed by :class:`asrkit.embedder_training.TrainProgress`."""
+
+    def __init__(self):
+        self.bar = None
+
+    def update(self, p) -> None:
+        if self.bar is None or p.step == 1:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = progress(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", unit="step")
+        self.bar.n = p.step
+        self.bar.set_postfix(loss=f"{p.loss:.3f}", rec=f"{p.reconstruction:.3f}",
+                             con=f"{p.contrastive:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

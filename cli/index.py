@@ -1,0 +1,162 @@
+"""`asrkit index ...`: build and update a query-by-example search index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import progress, report_skipped, user_errors
+
+app = typer.Typer(help="Build and update a search index of an audio archive.",
+                  no_args_is_help=True)
+
+ArchiveArg = Annotated[Path, typer.Argument(
+    help="A folder of recordings (searched recursively) or a JSON Lines manifest.")]
+IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+@app.command()
+def build(
+    archive: ArchiveArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to create. "
+                                      "Re-running on an unfinished index resumes it.")],
+    embedder: Annotated[Optional[Path], typer.Option(
+        help="Embedder file (default: the one shipped with asrkit).")] = None,
+    factory: Annotated[Optional[str], typer.Option(
+        help="FAISS index type, e.g. Flat, HNSW32, IVF1024,Flat (default: by size).")] = None,
+    durations: Annotated[Optional[str], typer.Option(
+        help="Window lengths in seconds, comma-separated (default 0.3,0.5,0.7,0.9,1.2,1.5).")]
+        = None,
+    hop: Annotated[Optional[float], typer.Option(
+        help="Seconds between window starts (default 0.1).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Embed every candidate segment of ARCHIVE into a new index."""
+    with user_errors():
+        from asrkit.index import archive_sources, build_index
+        from asrkit.segments import SegmentConfig
+        config = SegmentConfig(**{k: v for k, v in (("durations", _floats(durations)),
+                                                    ("hop", hop)) if v is not None})
+        sources = archive_sources(archive)
+        with _Bar(len(sources)) as bar:
+            summary = build_index(sources, out, embedder, config, factory, bar.update)
+        _report(summary, out, as_json)
+
+
+@app.command()
+def add(index: IndexArg, archive: ArchiveArg, as_json: JsonOpt = False):
+    """Add the recordings of ARCHIVE not yet in INDEX (and retry skipped ones)."""
+    with user_errors():
+        from asrkit.index import add_to_index, archive_sources
+        sources = archive_sources(archive)
+        with _Bar(len(sources)) as bar:
+            summary = add_to_index(index, sources, bar.update)
+        _report(summary, index, as_json)
+
+
+@app.command()
+def remove(
+    index: IndexArg,
+    names: Annotated[list[str], typer.Argument(
+        help="Recordings to remove: names as listed by `asrkit index info`, or audio paths.")],
+):
+    """Remove recordings and all their segments from INDEX."""
+    with user_errors():
+        from asrkit.index import remove_from_index
+        removed = remove_from_index(index, names)
+        typer.echo(f"removed {len(removed)} recording(s) from {index}")
+
+
+@app.command()
+def rebuild(
+    index: IndexArg,
+    factory: Annotated[Optional[str], typer.Option(
+        help="New FAISS index type (default: chosen by size).")] = None,
+    params: Annotated[Optional[str], typer.Option(
+        help="Search settings, e.g. nprobe=64 (IVF) or efSearch=256 (HNSW).")] = None,
+):
+    """Rebuild the FAISS index from the stored vectors (no re-embedding)."""
+    with user_errors():
+        from asrkit.index import rebuild_index
+        kind = rebuild_index(index, factory, params)
+        typer.echo(f"{index}: FAISS index rebuilt as {kind}")
+
+
+@app.command()
+def info(index: IndexArg, as_json: JsonOpt = False):
+    """Show what INDEX holds: recordings, segments, index type, skipped files."""
+    with user_errors():
+        from asrkit.index import SearchIndex
+        with SearchIndex(index) as idx:
+            sources = idx.sources()
+            indexed = [s for s in sources if s.status == "indexed"]
+            data = {"index": str(index), "recordings": len(indexed),
+                    "segments": len(idx), "audio_hours": round(sum(
+                        s.duration or 0 for s in indexed) / 3600, 3),
+                    "index_type": idx.vectors.factory, "search_params": idx.vectors.params,
+                    "embedder": idx.embedder.fingerprint()[:16],
+                    "skipped": {s.name: s.reason for s in sources if s.status == "skipped"}}
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        for key, value in data.items():
+            if key != "skipped":
+                typer.echo(f"{key:14s} {value}")
+        report_skipped(list(data["skipped"].items()), "recording")
+
+
+def _report(summary, index: Path, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"index": str(index), "indexed": summary.indexed,
+                               "already_indexed": summary.already,
+                               "skipped": dict(summary.skipped),
+                               "segments_added": summary.segments,
+                               "segments": summary.total_segments,
+                               "audio_hours": round(summary.audio_seconds / 3600, 4),
+                               "seconds": round(summary.seconds, 1),
+                               "index_type": summary.index_type}, indent=2))
+        return
+    speed = summary.audio_seconds / max(summary.seconds, 1e-9)
+    typer.echo(f"{index}: {summary.indexed} recording(s) indexed"
+               f"{f', {summary.already} already there' if summary.already else ''}; "
+               f"{summary.segments} segments added ({summary.total_segments} in all, "
+               f"{summary.index_type}); {summary.audio_seconds / 3600:.2f} h of audio "
+               f"at {speed:.0f}x real time")
+    report_skipped(list(summary.skipped), "recording")
+
+
+def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    from asrkit.errors import ConfigError
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--durations: {text!r} is not a comma-separated list of seconds") \
+            from None
+
+
+class _Bar:
+    """tqdm bar over recordings, fed by :class:`asrkit.index.BuildProgress` reports."""
+
+    def __init__(self, total: int):
+        self.bar = progress(total=total, desc="indexing", unit="rec")
+        self.segments = 0
+
+    def update(self, p) -> None:
+        if self.bar.total != p.total:
+            self.bar.reset(total=p.total)
+        self.segments += p.segments
+        self.bar.n = p.done
+        self.bar.set_postfix(segments=self.segments, refresh=False)
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()

@@ -1,0 +1,59 @@
+"""`asrkit search`: find where spoken examples occur in an indexed archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import user_errors
+
+
+def search(
+    index: Annotated[Path, typer.Argument(help="Index folder (from `asrkit index build`).")],
+    queries: Annotated[Optional[list[Path]], typer.Argument(
+        help="Query recordings, each a spoken example of what to find.")] = None,
+    span: Annotated[Optional[list[str]], typer.Option(
+        help="A query cut from a recording: FILE:START-END in seconds (repeatable).")] = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="Hits per query.")] = 10,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Drop hits with a cosine similarity below this (-1..1).")] = None,
+    rerank: Annotated[Optional[str], typer.Option(
+        help="Re-rank the best hits by DTW on MFCCs: 'dtw' (slower, tighter times).")] = None,
+    fuse: Annotated[bool, typer.Option(
+        help="Treat all queries as examples of one term: one search with their mean.")]
+        = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per hit (JSON Lines).")] = False,
+):
+    """Search INDEX for each spoken QUERY; print file, start, end and score per hit."""
+    with user_errors():
+        from asrkit.errors import ConfigError
+        from asrkit.search import load_query, parse_span, search as run_search
+        if rerank not in (None, "dtw"):
+            raise ConfigError(f"--rerank must be 'dtw', not {rerank!r}")
+        qs = [load_query(q) for q in queries or []] + [parse_span(s) for s in span or []]
+        results = run_search(index, qs, top=top, threshold=threshold, rerank=rerank, fuse=fuse)
+        names = [" + ".join(q.name for q in qs)] if fuse else [q.name for q in qs]
+        for name, hits in zip(names, results):
+            if as_json:
+                for rank, h in enumerate(hits, 1):
+                    typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
+                                           "audio": h.audio, "start": h.start, "end": h.end,
+                                           "score": round(h.score, 4)}))
+            else:
+                _print_table(name, hits, several=len(results) > 1)
+
+
+def _print_table(name: str, hits, several: bool) -> None:
+    if several:
+        typer.echo(f"# {name}")
+    if not hits:
+        typer.echo("no hits")
+        return
+    width = max(len(h.source) for h in hits)
+    typer.echo(f"{'rank':>4}  {'file':{width}}  {'start':>8}  {'end':>8}  {'score':>6}")
+    for rank, h in enumerate(hits, 1):
+        typer.echo(f"{rank:4d}  {h.source:{width}}  {h.start:8.2f}  {h.end:8.2f}  {h.score:6.3f}")

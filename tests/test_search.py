@@ -1,0 +1,206 @@
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from asrkit.audio import write_audio
+from asrkit.dtw import (DtwCollection, cosine_cost, dtw_distance, pairwise_dtw,
+                        subsequence_dtw)
+from asrkit.embedding import load_embedder
+from asrkit.errors import AudioError, ConfigError
+from asrkit.index import SearchIndex, build_index
+from asrkit.manifest import Utterance, write_manifest
+from asrkit.search import Hit, Query, merge_overlapping, parse_span, search
+from asrkit.search_eval import (average_precision, evaluate_dtw, evaluate_embeddings,
+                                load_word_segments, query_by_example, same_different_ap)
+
+from _speech import VOICES, WORDS, make_archive, synth_word
+
+FILES = [["umbrella", "computer", "garden"], ["elephant", "basket", "yellow"],
+         ["tomorrow", "window", "pocket"], ["dinosaur", "garden", "umbrella"],
+         ["basket", "computer", "tomorrow"]]
+TOLERANCE = 0.3  # seconds between a hit's start and the word's true start
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """An archive in one voice, indexed with the packaged embedder."""
+    root = tmp_path_factory.mktemp("search")
+    occurrences = make_archive(root / "archive", FILES, VOICES[0])
+    build_index(root / "archive", root / "index")
+    return root / "index", occurrences
+
+
+def correct(hit: Hit, word: str, occurrences) -> bool:
+    return any(o.word == word and o.file.name == hit.source and abs(o.start - hit.start)
+               < TOLERANCE for o in occurrences)
+
+
+def test_spoken_query_in_another_voice_finds_the_word(indexed):
+    index, occurrences = indexed
+    queries = [Query(w, synth_word(w, VOICES[1])) for w in WORDS]
+    results = search(index, queries, top=3)
+    found = [correct(hits[0], q.name, occurrences) for q, hits in zip(queries, results)]
+    assert sum(found) >= 8, found
+
+
+def test_query_cut_from_the_archive_finds_itself(indexed):
+    index, occurrences = indexed
+    o = next(o for o in occurrences if o.word == "yellow")  # occurs once
+    query = parse_span(f"{o.file}:{o.start:.3f}-{o.end:.3f}")
+    hit = search(index, [query], top=1)[0][0]
+    assert hit.source == o.file.name and abs(hit.start - o.start) < TOLERANCE
+    assert hit.score > 0.8  # windows on a 0.1 s grid never match its edges exactly
+
+
+def test_hits_are_merged_sorted_and_thresholded(indexed):
+    index, _ = indexed
+    hits = search(index, [Query("garden", synth_word("garden", VOICES[2]))], top=8)[0]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for i, a in enumerate(hits):  # no two hits overlap in the same file
+        assert not any(a.source == b.source and a.start < b.end and b.start < a.end
+                       for b in hits[i + 1:])
+    cut = (hits[0].score + hits[-1].score) / 2
+    kept = search(index, [Query("garden", synth_word("garden", VOICES[2]))], top=8,
+                  threshold=cut)[0]
+    assert kept and all(h.score >= cut for h in kept) and len(kept) < len(hits)
+
+
+def test_fused_examples_find_the_word(indexed):
+    index, occurrences = indexed
+    examples = [Query(f"pocket/{v}", synth_word("pocket", v)) for v in VOICES[1:4]]
+    results = search(index, examples, top=2, fuse=True)
+    assert len(results) == 1 and correct(results[0][0], "pocket", occurrences)
+
+
+def test_dtw_rerank_keeps_the_right_hit_and_tightens_times(indexed):
+    index, occurrences = indexed
+    query = Query("elephant", synth_word("elephant", VOICES[1]))
+    hit = search(index, [query], top=3, rerank="dtw")[0][0]
+    assert correct(hit, "elephant", occurrences)
+    truth = next(o for o in occurrences if o.word == "elephant")
+    assert abs(hit.end - truth.end) < TOLERANCE
+
+
+def test_bad_queries_are_refused(indexed, tmp_path):
+    index, _ = indexed
+    with pytest.raises(ConfigError):
+        parse_span("talk.wav:1.5")
+    with pytest.raises(ConfigError):
+        search(index, [], top=3)
+    with pytest.raises(ConfigError):
+        search(index, [Query("q", synth_word("garden"))], top=0)
+    (tmp_path / "q.wav").write_text("no audio here")
+    with pytest.raises(AudioError):
+        search(index, [tmp_path / "q.wav"])
+
+
+def test_merge_overlapping_keeps_the_best_of_each_cluster():
+    hits = [Hit("q", "a", "a.wav", 1.0, 1.5, 0.7, 1), Hit("q", "a", "a.wav", 1.2, 1.8, 0.9, 2),
+            Hit("q", "a", "a.wav", 1.9, 2.3, 0.5, 3), Hit("q", "b", "b.wav", 1.0, 1.5, 0.8, 4)]
+    assert [h.segment for h in merge_overlapping(hits)] == [2, 4, 3]
+
+
+def test_cli_search_prints_json_lines(indexed, tmp_path):
+    from asrkit.cli.search import search as search_command
+    index, occurrences = indexed
+    app = typer.Typer()
+    app.command()(search_command)
+    app.command("other")(lambda: None)  # keep `search` a named subcommand
+    query = tmp_path / "q.wav"
+    write_audio(query, synth_word("dinosaur", VOICES[1]))
+    result = CliRunner().invoke(app, ["search", str(index), str(query), "--top", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert len(lines) == 2 and lines[0]["rank"] == 1
+    assert {"query", "source", "audio", "start", "end", "score"} <= set(lines[0])
+    bad = CliRunner().invoke(app, ["search", str(tmp_path / "no-index"), str(query)])
+    assert bad.exit_code == 2 and "error:" in bad.output  # not an index: usage error
+
+
+def test_cli_index_build_info_and_remove(tmp_path):
+    from asrkit.cli.index import app
+    make_archive(tmp_path / "a", FILES[:2], VOICES[0])
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    r = runner.invoke(app, ["build", str(tmp_path / "a"), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["indexed"] == 2
+    r = runner.invoke(app, ["remove", str(out), "rec00.wav"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["info", str(out), "--json"])
+    assert json.loads(r.output)["recordings"] == 1
+    r = runner.invoke(app, ["remove", str(out), "nope.wav"])
+    assert r.exit_code == 2 and "error:" in r.output
+
+
+# --- DTW --------------------------------------------------------------------------
+
+def reference_dtw(cost):
+    """Textbook O(n·m) DTW with path lengths, for checking the compiled one."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    steps = np.zeros((n + 1, m + 1))
+    acc[0, 0] = 0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            prev = min([(acc[i - 1, j - 1], steps[i - 1, j - 1]), (acc[i - 1, j], steps[i - 1, j]),
+                        (acc[i, j - 1], steps[i, j - 1])], key=lambda x: x[0])
+            acc[i, j], steps[i, j] = prev[0] + cost[i - 1, j - 1], prev[1] + 1
+    return acc[n, m] / steps[n, m]
+
+
+def test_dtw_agrees_with_the_textbook_version():
+    rng = np.random.default_rng(1)
+    for n, m in [(1, 1), (5, 9), (17, 12)]:
+        a, b = rng.normal(size=(n, 6)), rng.normal(size=(m, 6))
+        assert dtw_distance(a, b) == pytest.approx(reference_dtw(cosine_cost(a, b)), abs=1e-6)
+
+
+def test_dtw_properties():
+    rng = np.random.default_rng(2)
+    seqs = [rng.normal(size=(int(n), 5)) for n in rng.integers(3, 30, size=6)]
+    d = pairwise_dtw(seqs)
+    assert np.allclose(np.diag(d), 0, atol=1e-6) and np.allclose(d, d.T, atol=1e-6)
+    stretched = np.repeat(seqs[0], 2, axis=0)  # time warping costs nothing
+    assert dtw_distance(seqs[0], stretched) == pytest.approx(0, abs=1e-6)
+    assert np.allclose(DtwCollection(seqs).distances(seqs[1]), d[1], atol=1e-6)
+
+
+def test_subsequence_dtw_finds_the_planted_stretch():
+    rng = np.random.default_rng(3)
+    query = rng.normal(size=(12, 8))
+    target = rng.normal(size=(200, 8))
+    target[70:94] = np.repeat(query, 2, axis=0) + 0.01 * rng.normal(size=(24, 8))
+    match = subsequence_dtw(query, target)
+    assert abs(match.start - 70) <= 1 and abs(match.end - 94) <= 1 and match.cost < 0.01
+
+
+# --- evaluation -------------------------------------------------------------------
+
+def test_average_precision_by_hand():
+    # ranking: hit, miss, hit → precisions 1 and 2/3
+    assert average_precision(np.array([0.1, 0.2, 0.3]), np.array([True, False, True])) == \
+        pytest.approx((1 + 2 / 3) / 2)
+    d = np.array([[0, 1, 5], [1, 0, 4], [5, 4, 0]], float)
+    assert same_different_ap(d, ["a", "a", "b"]) == 1.0
+    mean_ap, p10, queries = query_by_example(d, ["a", "a", "b"])
+    assert (mean_ap, queries) == (1.0, 2) and p10 == pytest.approx(0.5)
+
+
+def test_eval_ranks_words_above_chance(tmp_path):
+    utts = []
+    for w in WORDS[:4]:
+        for v in VOICES[:3]:
+            path = tmp_path / f"{w}-{v.replace('+', '_')}.wav"
+            write_audio(path, synth_word(w, v))
+            utts.append(Utterance(path.stem, str(path), w))
+    write_manifest(tmp_path / "words.jsonl", utts)
+    words = load_word_segments(utts)
+    chance = 2 / 11  # two other examples of the word among eleven
+    for result in (evaluate_dtw(words), evaluate_embeddings(load_embedder(),
+                                                            words)):
+        assert result.queries == 12 and result.mean_average_precision > 2 * chance
+        assert result.query_seconds > 0

@@ -36,10 +36,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwargs):
-    """A tqdm bar on stderr; silent when stderr is not a terminal unless forced."""
+    """A tqdm bar on stderr. Redirected to a log file, it updates once a minute, so
+    the log shows progress without filling up."""
     from tqdm import tqdm
+    interactive = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=None, **kwargs)
+                mininterval=0.1 if interactive else 60.0, **kwargs)
 
 
 def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:

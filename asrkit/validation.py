@@ -86,14 +86,14 @@ class ValidationReport:
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """A parsed manifest line."""
+class ManifestEntry:
+    """A manifest line that parsed into an utterance."""
 
     lineno: int
     utt: Utterance
 
 
-def read_manifest_tolerant(path: str | Path) -> tuple[list[_Entry], list[Issue]]:
+def read_manifest_tolerant(path: str | Path) -> tuple[list[ManifestEntry], list[Issue]]:
     """Read every line of a manifest, collecting malformed lines and duplicate ids as
     :class:`Issue` instead of stopping at the first. Raises :class:`ManifestError`
     only when the file itself cannot be opened."""
@@ -121,7 +121,7 @@ def read_manifest_tolerant(path: str | Path) -> tuple[list[_Entry], list[Issue]]
                                 "give every utterance a unique id"))
             continue
         first_line[utt.id] = lineno
-        entries.append(_Entry(lineno, utt))
+        entries.append(ManifestEntry(lineno, utt))
     return entries, issues
 
 

@@ -55,9 +55,9 @@ def validate(
         if model is not None:
             from asrkit.checkpoint import load_model
             asr = load_model(model)
-        with progress(desc="checking", unit="utt") as bar:
+        with _LazyBar("checking", "utt") as bar:  # no bar if the manifest cannot be read
             report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,
-                                       progress=lambda done, total: _advance(bar, done, total))
+                                       progress=bar.update)
         typer.echo(report.to_json() if as_json else _summary(report, limit))
         if report.problems or (strict and report.warnings):
             raise typer.Exit(1)
@@ -142,10 +142,23 @@ def _write_and_report(utts, out: Path, as_json: bool) -> None:
                f"{summary['speakers']} speakers) → {out}")
 
 
-def _advance(bar, done: int, total: int) -> None:
-    if bar.total != total:
-        bar.total = total
-    bar.update(done - bar.n)
+class _LazyBar:
+    """A progress bar made on the first ``update(done, total)`` call."""
+
+    def __init__(self, desc: str, unit: str):
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress(total=total, desc=self.desc, unit=self.unit)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _summary(report, limit: int) -> str:

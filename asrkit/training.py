@@ -317,7 +317,7 @@ class _Loop:
 @torch.inference_mode()
 def validate(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
              ) -> tuple[float, float, float]:
-    """Mean CTC loss, CER and WER (greedy decoding) over ``examples``."""
+    """CTC loss per label (averaged over utterances), CER and WER (greedy decoding)."""
     model.eval()
     decoder = GreedyDecoder(model.vocab, model.frame_seconds)
     order = sorted(range(len(examples)), key=lambda i: examples[i].duration)
@@ -330,8 +330,8 @@ def validate(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
             continue
         log_probs, lengths = model(batch.waves, batch.wave_lengths)
         loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, lengths,
-                          batch.target_lengths, blank=0, reduction="sum")
-        total += loss.item()
+                          batch.target_lengths, blank=0, reduction="mean")
+        total += loss.item() * len(batch.ids)  # per-label loss, as in training
         count += len(batch.ids)
         by_id = {e.utt.id: e for e in chunk}
         refs += [model.vocab.normalize(by_id[i].utt.text) for i in batch.ids]

@@ -63,7 +63,7 @@ class AutoencoderConfig:
     """Sizes of the sequence autoencoder."""
 
     input_dim: int = 40
-    stack: int = 2  # consecutive frames concatenated: half the recurrent steps, same span
+    stack: int = 3  # consecutive frames concatenated: a third of the recurrent steps
     hidden: int = 160  # per direction
     layers: int = 2
     dim: int = 128  # embedding size

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from .audio import load_audio
 from .dtw import DtwCollection, dtw_features
@@ -138,8 +137,3 @@ def _result(method: str, distances: np.ndarray, labels: list[str], seconds: floa
     mean_ap, p10, queries = query_by_example(distances, labels)
     return EvalResult(method, len(labels), queries, same_different_ap(distances, labels),
                       mean_ap, p10, seconds / max(len(labels), 1))
-
-
-def set_threads(n: int) -> None:
-    """Pin torch to ``n`` threads so timings compare (the DTW runs single-threaded)."""
-    torch.set_num_threads(n)

@@ -182,7 +182,12 @@ class IndexStore:
         """``(ids (b,), vectors (b, dim))`` batches in id order (all, or only ``ids``)."""
         dim = self.setting("dim")
         wanted = None if ids is None else set(int(i) for i in ids)
-        cursor = self.db.execute("SELECT id, vector FROM segments ORDER BY id")
+        if wanted is not None and not wanted:
+            return
+        # New segments have the largest ids, so an id range keeps the scan short.
+        low, high = (min(wanted), max(wanted)) if wanted else (0, 2**63 - 1)
+        cursor = self.db.execute("SELECT id, vector FROM segments WHERE id BETWEEN ? AND ? "
+                                 "ORDER BY id", (low, high))
         while rows := cursor.fetchmany(batch):
             if wanted is not None:
                 rows = [r for r in rows if r[0] in wanted]

@@ -91,6 +91,8 @@ class VectorIndex:
 
 def make_index(factory: str, dim: int) -> faiss.Index:
     """An empty ``IDMap2`` + ``factory`` index for ``dim``-dimensional unit vectors."""
+    for prefix in ("IDMap2,", "IDMap,"):  # we always add the id map ourselves
+        factory = factory.removeprefix(prefix)
     try:
         return faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:

@@ -1,0 +1,134 @@
+"""Search at scale: build throughput, and ANN latency / recall at a million segments.
+
+1. Build an index of all AN4 audio with the shipped embedder (every candidate window)
+   and report throughput in audio-hours per hour of wall time.
+2. Grow the real embeddings to ``--segments`` vectors with jittered copies (each a
+   stored vector plus Gaussian noise, renormalised, so neighbourhoods look like real
+   data rather than uniform noise), build the FAISS index asrkit would choose for that
+   size (or ``--factory``), and measure single-query latency (median, p90) and
+   recall@10 against exact search, for real spoken queries and for stored vectors.
+
+    python bench/search_scale.py [--segments 1000000] [--factory IVF4096,Flat] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from _an4 import an4_utterances, word_sets
+from asrkit.index import SearchIndex, build_index
+from asrkit.search import Query, search
+from asrkit.search_eval import load_word_segments
+from asrkit.store import IndexStore
+from asrkit.vector_index import VectorIndex, choose_factory, make_index
+
+JITTER = 0.35  # noise norm relative to the unit vector: copies stay near their source
+QUERIES = 200
+
+
+def build_throughput(work: Path, embedder) -> tuple[Path, float]:
+    archive = an4_utterances()
+    started = time.perf_counter()
+    summary = build_index(archive, work / "an4", embedder)
+    hours = summary.audio_seconds / 3600
+    wall = time.perf_counter() - started
+    print(f"build: {len(archive)} recordings, {hours:.2f} h audio, {summary.total_segments} "
+          f"segments in {wall:.0f} s → {hours / (wall / 3600):.1f} audio-hours per hour "
+          f"({summary.total_segments / wall:.0f} segments/s)")
+    return work / "an4", hours / (wall / 3600)
+
+
+def grow(real: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """``real (n, dim)`` plus jittered copies up to ``(total, dim)`` unit vectors."""
+    out = np.empty((total, real.shape[1]), np.float32)
+    out[:len(real)] = real
+    for start in range(len(real), total, 100_000):
+        stop = min(start + 100_000, total)
+        base = real[rng.integers(0, len(real), stop - start)]
+        noise = rng.standard_normal(base.shape).astype(np.float32)
+        noise *= JITTER / np.sqrt(real.shape[1])
+        out[start:stop] = base + noise
+    faiss.normalize_L2(out)
+    return out
+
+
+def latency_and_recall(vectors: np.ndarray, queries: np.ndarray, factory: str) -> dict:
+    dim = vectors.shape[1]
+    ids = np.arange(len(vectors), dtype=np.int64)
+    exact = make_index("Flat", dim)
+    exact.add_with_ids(vectors, ids)
+    _, truth = exact.search(queries, 10)
+    del exact
+    started = time.perf_counter()
+    index = make_index(factory, dim)
+    if not index.is_trained:
+        step = max(1, len(vectors) // (faiss.extract_index_ivf(index).nlist * 64))
+        index.train(vectors[::step])
+    index.add_with_ids(vectors, ids)
+    build = time.perf_counter() - started
+    ann = VectorIndex(index, factory)
+    times = []
+    found = np.empty_like(truth)
+    for i, q in enumerate(queries):
+        start = time.perf_counter()
+        _, found[i:i + 1] = ann.search(q[None, :], 10)
+        times.append(time.perf_counter() - start)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    return {"factory": factory, "params": ann.params, "build_seconds": build,
+            "median_ms": 1000 * statistics.median(times),
+            "p90_ms": 1000 * float(np.percentile(times, 90)), "recall_at_10": float(recall),
+            "bytes": faiss.serialize_index(index).nbytes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=1_000_000)
+    parser.add_argument("--factory", default=None, help="default: asrkit's choice for the size")
+    parser.add_argument("--embedder", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=None, help="keep the AN4 index here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        index_dir, _ = build_throughput(work, args.embedder)
+        with IndexStore(index_dir / IndexStore.FILE) as store:
+            real = np.concatenate([v for _, v in store.iter_vectors()])
+        with SearchIndex(index_dir) as idx:
+            held, _ = word_sets()
+            words = load_word_segments(held)
+            spoken = idx.embedder.embed_waves([w.wave for w in words])
+            times = []
+            for w in words:
+                start = time.perf_counter()
+                search(idx, [Query(w.id, w.wave)], top=10)
+                times.append(time.perf_counter() - start)
+            print(f"end-to-end search of {len(idx)} segments (embed query + FAISS + merge): "
+                  f"median {1000 * statistics.median(times):.1f} ms")
+    vectors = grow(real, args.segments, rng)
+    stored = vectors[rng.integers(0, len(vectors), QUERIES - len(spoken))]
+    queries = np.ascontiguousarray(np.concatenate([spoken, stored]), dtype=np.float32)
+    factory = args.factory or choose_factory(len(vectors))
+    print(f"{len(vectors):,} vectors ({len(real):,} real), {vectors.nbytes / 2**20:.0f} MiB raw; "
+          f"index {factory}")
+    r = latency_and_recall(vectors, queries, factory)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  {r['factory']} ({r['params']}): built in {r['build_seconds']:.0f} s, "
+          f"{r['bytes'] / 2**20:.0f} MiB; query median {r['median_ms']:.2f} ms, "
+          f"p90 {r['p90_ms']:.2f} ms; recall@10 {r['recall_at_10']:.3f}; "
+          f"peak RSS {peak:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The default search embedder (asrkit/pretrained/embedder.pt), trained on AN4 audio
+# without transcripts, and scored on speakers it never heard.
+#
+#   recipes/an4/embedder.sh          # all stages
+#   recipes/an4/embedder.sh 2        # from stage 2 on
+#   AN4=/path/to/an4 recipes/an4/embedder.sh
+#
+# The speakers in search_heldout_speakers.txt are left out of training; their
+# single-word recordings (YES, NO, REPEAT, ...) are the evaluation words.
+# Every stage is safe to re-run; training resumes from its checkpoint.
+set -euo pipefail
+
+stage=${1:-0}
+an4=${AN4:-../shared/data/an4}
+data=${DATA:-data/an4-search}
+exp=${EXP:-exp/an4-search}
+here=$(dirname "$0")
+
+if [ "$stage" -le 0 ]; then
+  echo "stage 0: manifests in $data (training audio, held-out words, held-out archive)"
+  python - "$an4" "$data" "$here/search_heldout_speakers.txt" <<'PY'
+import sys
+from pathlib import Path
+from asrkit.corpora.an4 import read_an4_split
+from asrkit.manifest import write_manifest
+an4, out, speakers_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+held = {s for line in speakers_file.read_text().splitlines()
+        if not line.startswith("#") for s in line.split()}
+utts = read_an4_split(an4, "train") + read_an4_split(an4, "test")
+write_manifest(out / "train_audio.jsonl", [u for u in utts if u.speaker not in held])
+write_manifest(out / "heldout_audio.jsonl", [u for u in utts if u.speaker in held])
+write_manifest(out / "heldout_words.jsonl",
+               [u for u in utts if u.speaker in held and len(u.text.split()) == 1])
+PY
+fi
+
+if [ "$stage" -le 1 ]; then
+  echo "stage 1: train on $data/train_audio.jsonl (transcripts unused)"
+  resume=()
+  [ -f "$exp/embedder.pt.ckpt" ] && resume=(--resume)
+  asrkit embedder train --manifest "$data/train_audio.jsonl" --out "$exp/embedder.pt" \
+    --epochs 15 --windows-per-epoch 4096 --stack 3 --hidden 160 --layers 2 --dim 128 \
+    "${resume[@]}"
+fi
+
+if [ "$stage" -le 2 ]; then
+  echo "stage 2: embeddings vs DTW on the held-out speakers' words"
+  asrkit embedder eval "$data/heldout_words.jsonl" --embedder "$exp/embedder.pt"
+fi
+
+if [ "$stage" -le 3 ]; then
+  echo "stage 3: ship it as the packaged default"
+  cp "$exp/embedder.pt" asrkit/pretrained/embedder.pt
+fi

@@ -29,10 +29,10 @@ from .model import ModelConfig
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 40
-    batch_seconds: float = 120.0  # padded audio per batch
+    batch_seconds: float = 60.0  # padded audio per batch
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-2
-    warmup_steps: int = 300
+    warmup_steps: int = 300  # at most a tenth of all steps
     final_lr_ratio: float = 0.05  # cosine decay ends at lr * this
     grad_clip: float = 5.0
     patience: int = 10  # epochs without validation-WER improvement before stopping

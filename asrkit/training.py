@@ -204,11 +204,12 @@ class _Loop:
         self._fps = 0.0
 
     def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to ``final_lr_ratio``."""
-        if step < self.cfg.warmup_steps:
-            return (step + 1) / self.cfg.warmup_steps
-        progress = min(1.0, (step - self.cfg.warmup_steps) /
-                       max(1, self.total_steps - self.cfg.warmup_steps))
+        """Linear warm-up, then cosine decay to ``final_lr_ratio``. Warm-up is capped at
+        a tenth of the run, so small corpora do not spend half of it warming up."""
+        warmup = max(1, min(self.cfg.warmup_steps, self.total_steps // 10))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
         r = self.cfg.final_lr_ratio
         return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress))
 

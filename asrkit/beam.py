@@ -37,8 +37,8 @@ from .text import BLANK, Vocabulary
 NEG_INF = -math.inf
 # integer node columns
 PARENT, TOKEN, FRAME, WNODE, WLEN, LMSTATE, NWORDS, HOT, WSSTATE, WSVALID = range(10)
-# float node columns
-LMSCORE, HOTDONE, BONUS, WSSCORE = range(4)
+# float node columns (SEPBONUS: bonus after a word separator, NaN until known)
+LMSCORE, HOTDONE, BONUS, WSSCORE, SEPBONUS = range(5)
 NEED_LM = 1  # kernel status: some words need scores from an external LM
 
 
@@ -125,7 +125,7 @@ def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
 def _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode, trie_mode, use_hot,
                   t_start, t_label, t_child, t_mask, t_smear, h_goto, h_credit, h_reward):
     """The bonus :func:`_extend` gives prefix ``n`` + a letter ``c`` (not the word
-    separator), in scalar arguments: the kernel's hot path."""
+    separator), from scalars unpacked once per frame: the hot path."""
     wn = ni[n, WNODE]
     if trie_mode > 0 and wn >= 0:
         wn = _trie_step(t_start, t_label, t_child, t_mask, wn, c)
@@ -154,7 +154,7 @@ def _child_node(p, c, t, ni, nf, hk, hv, st, fp, ip, lm, trie, hot):
         bonus, wn, wlen, state, lms, nw, hs, hd = _extend(p, c, ni, nf, fp, ip, lm, trie, hot)
         ni[m, PARENT], ni[m, TOKEN], ni[m, WNODE], ni[m, WLEN] = p, c, wn, wlen
         ni[m, LMSTATE], ni[m, NWORDS], ni[m, HOT], ni[m, WSVALID] = state, nw, hs, 0
-        nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS] = lms, hd, bonus
+        nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS], nf[m, SEPBONUS] = lms, hd, bonus, math.nan
     ni[m, FRAME] = t  # (re)entering the beam now
     return m
 
@@ -269,131 +269,169 @@ def _search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss
     (nothing else changed: the caller fills the scores in and calls again).
     """
     T, V = lp.shape
-    B, thr, slack, space = ip[0], fp[3], fp[5], ip[2]
-    alpha, beta, hot_w, unk_smear = fp[0], fp[1], fp[2], fp[4]
-    lm_mode, trie_mode, use_hot = ip[3], ip[4], ip[5]
-    t_start, t_label, t_child, t_smear, t_mask = trie[0], trie[1], trie[2], trie[4], trie[5]
-    h_goto, h_credit, h_reward = hot
-    pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot
+    B = ip[0]
+    pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot (-1: not in the beam)
     pos.fill(-1)
-    merge = np.empty(B * V, np.int32)  # (slot, label) -> slot of that extension
+    merge = np.empty(B * V, np.int32)  # (slot, label) -> slot that extension already is
     merge.fill(-1)
-    new_pb, new_nb, stay, heap = np.empty(B), np.empty(B), np.empty(B), np.empty(B)
-    c_slot, c_tok = np.empty(B * V, np.int32), np.empty(B * V, np.int32)
-    c_nb, c_sc = np.empty(B * V), np.empty(B * V)
-    scores, work = np.empty(B * V + B), np.empty(B * V + B)
-    idx = np.empty(B * V + B, np.int32)
-    t_node, t_pb, t_nb = np.empty(B, np.int32), np.empty(B), np.empty(B)
-    toks, labs = np.empty(V, np.int32), np.empty(V, np.int32)
-    tok_ok = np.zeros(V, np.int64)
+    new_pb, new_nb, heap = np.empty(B), np.empty(B), np.empty(B)
+    # candidates: parent slot, label, log p(ending in the label), score
+    cands = (np.empty(B * V, np.int32), np.empty(B * V, np.int32), np.empty(B * V),
+             np.empty(B * V))
+    pool = (np.empty(B * V + B), np.empty(B * V + B), np.empty(B * V + B, np.int32))
+    nxt = (np.empty(B, np.int32), np.empty(B), np.empty(B))
+    toks, labs, tok_ok = np.empty(V, np.int32), np.empty(V, np.int32), np.zeros(V, np.int64)
     t = st[0]
     while t < T:
         row = lp[t]
-        nb_ = st[2]
         ntok = _tokens(row, ip[1], toks)
         for q in range(ntok):
             tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
-        best = NEG_INF
-        for j in range(nb_):  # the prefix stays: blank, or its last label repeated
-            n = bnode[j]
-            pos[n] = j
-            new_pb[j] = _lae(bpb[j], bnb[j]) + row[BLANK]
-            new_nb[j] = bnb[j] + row[ni[n, TOKEN]] if n != 0 else NEG_INF
-            s = _lae(new_pb[j], new_nb[j]) + nf[n, BONUS]
-            best = max(best, s)
-            heap[j] = s
-        for j in range(nb_):  # extensions that lead to another beam entry merge into it
-            p = ni[bnode[j], PARENT]
-            if p >= 0 and pos[p] >= 0:
-                merge[pos[p] * V + ni[bnode[j], TOKEN]] = j
-        # `heap` holds the B best scores seen so far (merges only raise the stays'), so
-        # an extension below its minimum cannot make the beam
-        for j in range(nb_, B):
-            heap[j] = NEG_INF
-        for j in range(B // 2 - 1, -1, -1):  # heapify
-            _sift_down(heap, j, heap[j])
-        cutoff = max(best - thr, heap[0])
-        nc, nmiss = 0, 0
-        for i in range(nb_):
-            n = bnode[i]
-            tot = _lae(bpb[i], bnb[i])
-            last = ni[n, TOKEN]
-            nlab = ntok
-            if trie_mode == 2:  # only the lexicon's next letters (and the separator)
-                nlab = _lexicon_labels(ni[n, WNODE], t_start, t_label, space, tok_ok, t + 1,
-                                       labs)
-            for q in range(nlab):
-                c = toks[q] if trie_mode != 2 else labs[q]
-                a = row[c] + (bpb[i] if c == last else tot)
-                if a == NEG_INF:
-                    continue
-                j = merge[i * V + c]
-                if j >= 0:
-                    if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
-                        ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
-                    new_nb[j] = _lae(new_nb[j], a)
-                    continue
-                if c != space:
-                    if a + nf[n, BONUS] + slack < cutoff:
-                        continue  # even the largest possible word-level gain would not do
-                    bonus = _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode,
-                                          trie_mode, use_hot, t_start, t_label, t_child,
-                                          t_mask, t_smear, h_goto, h_credit, h_reward)
-                else:
-                    bonus = _extend(n, c, ni, nf, fp, ip, lm, trie, hot)[0]
-                if math.isnan(bonus):
-                    miss[nmiss] = n
-                    nmiss += 1
-                    continue
-                if a + bonus < cutoff or bonus == NEG_INF:
-                    continue
-                c_slot[nc], c_tok[nc], c_nb[nc], c_sc[nc] = i, c, a, a + bonus
-                nc += 1
-                _sift_down(heap, 0, a + bonus)  # replaces the minimum
-                best = max(best, a + bonus)
-                cutoff = max(best - thr, heap[0])
+        best = _stays(row, ni, nf, bnode, bpb, bnb, st[2], pos, merge, new_pb, new_nb, heap)
+        nc, nmiss, best = _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb,
+                                      bnb, st[2], toks, ntok, labs, tok_ok, merge, new_pb,
+                                      new_nb, heap, cands, miss)
         k = 0
         if nmiss == 0:
-            for j in range(nb_):
-                stay[j] = _lae(new_pb[j], new_nb[j]) + nf[bnode[j], BONUS]
-                best = max(best, stay[j])
-            for q in range(nc):
-                best = max(best, c_sc[q])
-            m = 0
-            for j in range(nb_):  # the pool: stays and extensions within the threshold
-                if stay[j] >= best - thr and stay[j] > NEG_INF:
-                    scores[m], idx[m] = stay[j], j
-                    m += 1
-            for q in range(nc):
-                if c_sc[q] >= best - thr:
-                    scores[m], idx[m] = c_sc[q], B + q
-                    m += 1
-            k = _select(scores, m, B, idx, work)
-            for r in range(k):
-                q = idx[r]
-                if q < B:
-                    t_node[r], t_pb[r], t_nb[r] = bnode[q], new_pb[q], new_nb[q]
-                else:
-                    q -= B
-                    p = bnode[c_slot[q]]
-                    t_node[r] = _child_node(p, c_tok[q], t, ni, nf, hk, hv, st, fp, ip, lm,
-                                            trie, hot)
-                    t_pb[r], t_nb[r] = NEG_INF, c_nb[q]
-        for j in range(nb_):  # clear this frame's lookup tables
-            p = ni[bnode[j], PARENT]
-            if p >= 0 and pos[p] >= 0:
-                merge[pos[p] * V + ni[bnode[j], TOKEN]] = -1
-        for j in range(nb_):
-            pos[bnode[j]] = -1
+            k = _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb,
+                           new_nb, cands, nc, pool, nxt)
+        _clear(ni, bnode, st[2], pos, merge, V)
         if nmiss > 0:
             st[3] = nmiss
             return NEED_LM
         for r in range(k):
-            bnode[r], bpb[r], bnb[r] = t_node[r], t_pb[r], t_nb[r]
+            bnode[r], bpb[r], bnb[r] = nxt[0][r], nxt[1][r], nxt[2][r]
         st[2] = k
         t += 1
         st[0] = t
     return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
+    """Each prefix staying as it is (a blank, or its last label again). Marks the beam
+    in ``pos``, the extensions that lead to another entry in ``merge``, and fills the
+    min-heap of the best scores so far. Returns the best score."""
+    V = row.shape[0]
+    best = NEG_INF
+    for j in range(nb):
+        n = bnode[j]
+        pos[n] = j
+        new_pb[j] = _lae(bpb[j], bnb[j]) + row[BLANK]
+        new_nb[j] = bnb[j] + row[ni[n, TOKEN]] if n != 0 else NEG_INF
+        heap[j] = _lae(new_pb[j], new_nb[j]) + nf[n, BONUS]
+        best = max(best, heap[j])
+    for j in range(nb):
+        p = ni[bnode[j], PARENT]
+        if p >= 0 and pos[p] >= 0:
+            merge[pos[p] * V + ni[bnode[j], TOKEN]] = j
+    # merges only raise the stays' scores, so the heap's minimum bounds the B-th best
+    for j in range(nb, heap.shape[0]):
+        heap[j] = NEG_INF
+    for j in range(heap.shape[0] // 2 - 1, -1, -1):  # heapify
+        _sift_down(heap, j, heap[j])
+    return best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
+                labs, tok_ok, merge, new_pb, new_nb, heap, cands, miss):
+    """Extend each prefix by each label tried: into another beam entry (merge), or as
+    a candidate if it beats the rising cutoff (the heap's minimum, or the threshold
+    below the best). Returns (candidates, misses, best)."""
+    V = row.shape[0]
+    alpha, beta, hot_w, thr, unk_smear, slack = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
+    space, lm_mode, trie_mode, use_hot = ip[2], ip[3], ip[4], ip[5]
+    t_start, t_label, t_child, t_smear, t_mask = trie[0], trie[1], trie[2], trie[4], trie[5]
+    h_goto, h_credit, h_reward = hot
+    c_slot, c_tok, c_nb, c_sc = cands
+    cutoff = max(best - thr, heap[0])
+    nc, nmiss = 0, 0
+    for i in range(nb):
+        n = bnode[i]
+        tot = _lae(bpb[i], bnb[i])
+        last = ni[n, TOKEN]
+        nlab = ntok
+        if trie_mode == 2:  # only the lexicon's next letters (and the separator)
+            nlab = _lexicon_labels(ni[n, WNODE], t_start, t_label, space, tok_ok, t + 1, labs)
+        for q in range(nlab):
+            c = toks[q] if trie_mode != 2 else labs[q]
+            a = row[c] + (bpb[i] if c == last else tot)
+            if a == NEG_INF:
+                continue
+            j = merge[i * V + c]
+            if j >= 0:
+                if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
+                    ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
+                new_nb[j] = _lae(new_nb[j], a)
+                continue
+            if c != space:
+                if a + nf[n, BONUS] + slack < cutoff:
+                    continue  # even the largest possible word-level gain would not do
+                bonus = _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode,
+                                      trie_mode, use_hot, t_start, t_label, t_child, t_mask,
+                                      t_smear, h_goto, h_credit, h_reward)
+            else:  # the same every frame: computed once per prefix
+                bonus = nf[n, SEPBONUS]
+                if math.isnan(bonus):
+                    bonus = nf[n, SEPBONUS] = _extend(n, c, ni, nf, fp, ip, lm, trie, hot)[0]
+            if math.isnan(bonus):
+                miss[nmiss] = n
+                nmiss += 1
+                continue
+            if a + bonus < cutoff or bonus == NEG_INF:
+                continue
+            c_slot[nc], c_tok[nc], c_nb[nc], c_sc[nc] = i, c, a, a + bonus
+            nc += 1
+            _sift_down(heap, 0, a + bonus)  # replaces the minimum
+            best = max(best, a + bonus)
+            cutoff = max(best - thr, heap[0])
+    return nc, nmiss, best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb, new_nb,
+               cands, nc, pool, nxt):
+    """The B best of the stays and candidates within the threshold of the best, as
+    (node, pb, pnb) in ``nxt``; chosen candidates become nodes. Returns how many."""
+    B, thr, nb = ip[0], fp[3], st[2]
+    c_slot, c_tok, c_nb, c_sc = cands
+    scores, work, idx = pool
+    for j in range(nb):
+        scores[j] = _lae(new_pb[j], new_nb[j]) + nf[bnode[j], BONUS]
+        best = max(best, scores[j])
+    m = 0
+    for j in range(nb):  # the pool: stays and candidates within the threshold
+        if scores[j] >= best - thr and scores[j] > NEG_INF:
+            scores[m], idx[m] = scores[j], j
+            m += 1
+    for q in range(nc):
+        if c_sc[q] >= best - thr:
+            scores[m], idx[m] = c_sc[q], B + q
+            m += 1
+    k = _select(scores, m, B, idx, work)
+    t_node, t_pb, t_nb = nxt
+    for r in range(k):
+        q = idx[r]
+        if q < B:
+            t_node[r], t_pb[r], t_nb[r] = bnode[q], new_pb[q], new_nb[q]
+        else:
+            q -= B
+            t_node[r] = _child_node(bnode[c_slot[q]], c_tok[q], t, ni, nf, hk, hv, st, fp, ip,
+                                    lm, trie, hot)
+            t_pb[r], t_nb[r] = NEG_INF, c_nb[q]
+    return k
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clear(ni, bnode, nb, pos, merge, V):
+    """Undo this frame's marks in ``merge`` and ``pos``."""
+    for j in range(nb):
+        p = ni[bnode[j], PARENT]
+        if p >= 0 and pos[p] >= 0:
+            merge[pos[p] * V + ni[bnode[j], TOKEN]] = -1
+    for j in range(nb):
+        pos[bnode[j]] = -1
 
 
 class BeamSearchDecoder(Decoder):
@@ -514,7 +552,8 @@ class BeamSearchDecoder(Decoder):
         B = self.beam_size
         cap = 1 + lp.shape[0] * B  # each frame makes at most B new prefixes
         ni = np.zeros((cap, 10), np.int32)
-        nf = np.zeros((cap, 4), np.float64)
+        nf = np.zeros((cap, 5), np.float64)
+        nf[0, SEPBONUS] = math.nan
         ni[0, PARENT], ni[0, FRAME], ni[0, HOT] = -1, -1, self._hot_begin
         ni[0, WNODE] = 0 if self._trie_mode else -1
         ni[0, LMSTATE] = self.lm.begin_state() if self.lm is not None else 0

@@ -1,0 +1,62 @@
+"""A training run killed with SIGKILL resumes to the same weights as an unbroken run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from asrkit.checkpoint import load_record
+from asrkit.config import load_config
+from asrkit.manifest import read_manifest
+from asrkit.training import train
+from tones import make_tone_corpus
+
+SETTINGS = ["model.layers=1", "model.hidden=32", "features.n_mels=40", "train.threads=1",
+            "train.batch_seconds=4", "train.epochs=2", "train.checkpoint_every=3"]
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-c", "from asrkit.cli.main import main; main()", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    train_m = make_tone_corpus(tmp_path / "train", 40, seed=5)
+    valid_m = make_tone_corpus(tmp_path / "valid", 4, seed=6, prefix="v")
+    straight = train(read_manifest(train_m), read_manifest(valid_m), tmp_path / "straight",
+                     load_config(None, SETTINGS))
+    total = straight.steps
+
+    out = tmp_path / "killed"
+    sets = [x for s in SETTINGS for x in ("--set", s)]
+    proc = subprocess.Popen(_cli("train", "--train", train_m, "--valid", valid_m,
+                                 "--out", out, *sets),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_after = random.Random().randint(4, total - 2)  # a random step past the first checkpoint
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "last.pt").exists():
+            step = load_record(out / "last.pt")["training"]["state"]["step"]
+            if step >= kill_after:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_record(out / "last.pt")["training"]["state"]["step"]
+    assert killed_at < total, "the run finished before it could be killed"
+
+    resumed = subprocess.run(_cli("train", "--train", train_m, "--valid", valid_m, "--out", out,
+                                  "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_record(tmp_path / "straight" / "last.pt")
+    b = load_record(out / "last.pt")
+    assert b["training"]["state"]["step"] == total
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-6)

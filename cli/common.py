@@ -36,12 +36,13 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwargs):
-    """A tqdm bar on stderr. Redirected to a log file, it updates once a minute, so
-    the log shows progress without filling up."""
+    """A tqdm bar on stderr. Redirected to a log file, it appears only for work that
+    lasts over a minute and then updates once a minute, so logs stay short."""
     from tqdm import tqdm
     interactive = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.1 if interactive else 60.0, **kwargs)
+                mininterval=0.1 if interactive else 60.0, delay=0 if interactive else 60.0,
+                **kwargs)
 
 
 def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:

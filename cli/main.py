@@ -4,7 +4,7 @@ import typer
 
 from asrkit import __version__
 
-from . import data, evaluate, models, synth, train, transcribe
+from . import data, embedder, evaluate, index, lm, models, search, synth, train, transcribe
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +15,10 @@ app.command()(models.models)
 app.add_typer(data.app, name="data")
 data.app.command("synth")(synth.synth)
 data.app.command("synth-archive")(synth.synth_archive)
+app.add_typer(lm.app, name="lm")
+app.add_typer(embedder.app, name="embedder")
+app.add_typer(index.app, name="index")
+app.command()(search.search)
 
 
 def _version(value: bool):

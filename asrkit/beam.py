@@ -583,12 +583,15 @@ class BeamSearchDecoder(Decoder):
     def _finish(self, lp, ni, nf, nodes, am) -> list[Hypothesis]:
         """Close each prefix's last word and the sentence, rank, build hypotheses."""
         ranked = []
-        for n, a in zip(nodes.tolist(), am.tolist()):
-            closed = self._close(ni, nf, n)
-            if closed is not None:
-                lm_total, words, hot = closed
-                score = a + self.alpha * lm_total + self.beta * words + self._hot_weight * hot
-                ranked.append((score, a, lm_total, n))
+        for strict in (True, False):  # if every prefix ends inside a word, keep them all
+            for n, a in zip(nodes.tolist(), am.tolist()):
+                closed = self._close(ni, nf, n, strict)
+                if closed is not None:
+                    lm_total, words, hot = closed
+                    score = a + self.alpha * lm_total + self.beta * words + self._hot_weight * hot
+                    ranked.append((score, a, lm_total, n))
+            if ranked:
+                break
         ranked.sort(reverse=True)
         out, seen = [], set()
         for score, a, lm_total, n in ranked:
@@ -610,13 +613,13 @@ class BeamSearchDecoder(Decoder):
                     break
         return out
 
-    def _close(self, ni, nf, n):
+    def _close(self, ni, nf, n, strict: bool = True):
         """(LM score, words, hotword total) of prefix ``n`` once its last word and the
-        sentence end; None when the lexicon forbids its unfinished last word."""
+        sentence end; None when ``strict`` and the lexicon lacks its last word."""
         words, hot = int(ni[n, NWORDS]), float(nf[n, HOTDONE])
         wn, state, lm_total = int(ni[n, WNODE]), int(ni[n, LMSTATE]), float(nf[n, LMSCORE])
         if ni[n, WLEN] > 0:
-            if self._trie_mode == 2 and (wn < 0 or self._trie[3][wn] < 0):
+            if strict and self._trie_mode == 2 and (wn < 0 or self._trie[3][wn] < 0):
                 return None
             words += 1
             if self._lm_mode == 1:

@@ -202,6 +202,12 @@ def test_lexicon_restricts_the_output(tmp_path):
     assert decode(lp, lexicon=["cat", "dog"])[0].text == "CAT DOG"
 
 
+def test_lexicon_word_cut_off_at_the_end():
+    """Every prefix ends inside "CATS": the best is kept rather than nothing."""
+    hyp = decode(spell("CAT"), beam_size=1, lexicon=["CATS"])[0]
+    assert hyp.text == "CAT"
+
+
 def test_kenlm_model_decodes_like_the_arpa_reader(cat_lm):
     pytest.importorskip("kenlm")
     items = [spell("THE CAT SAT ON THE MAT", {10: ("G", 0.5)}),

@@ -66,8 +66,10 @@ def tune(
     batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
-    """Pick the LM weight (alpha) and word bonus (beta) with the lowest dev-set WER and
-    write a decoding config for `transcribe`/`evaluate --decoding-config`."""
+    """Tune LM weight (alpha) and word bonus (beta) for the lowest dev-set WER.
+
+    Writes a decoding config for `transcribe`/`evaluate --decoding-config`.
+    """
     setup_logging()
     from asrkit.beam import DEFAULT_ALPHAS, DEFAULT_BETAS
     grid_a = _floats(alphas, DEFAULT_ALPHAS, "--alphas")

@@ -24,6 +24,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/train_throughput.py
 	$(VENV)/bin/python bench/transcribe_rtf.py
+	$(VENV)/bin/pip install -q --no-deps pyctcdecode pygtrie
+	$(VENV)/bin/python bench/beam_decode.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,39 +1,71 @@
 #!/usr/bin/env bash
 # Synthetic speech, end to end, with no data to download: make a corpus with the
-# speech synthesisers, train a recogniser on it, score it on voices it never heard.
+# speech synthesisers, train a recogniser on it, score it on voices it never heard,
+# transcribe a few files, then index a long archive and find a spoken word in it.
 #
 #   recipes/synth/run.sh            # all stages
 #   recipes/synth/run.sh 2          # from stage 2 on
 #   DATA=data/s EXP=exp/s recipes/synth/run.sh
 #
 # Every stage is safe to re-run: the corpus resumes where it stopped, training
-# continues from last.pt.
+# continues from last.pt, the index build resumes an unfinished index.
 set -euo pipefail
 
 stage=${1:-0}
 data=${DATA:-data/synth}
 exp=${EXP:-exp/synth}
 archive=${ARCHIVE:-data/synth-archive}
+index=${INDEX:-$exp/archive-index}
+# A model small enough to train in a few minutes on 2 CPU cores.
+TRAIN_SETTINGS=${TRAIN_SETTINGS:---set model.hidden=192 --set train.epochs=12 --set train.patience=4}
 
 if [ "$stage" -le 0 ]; then
-  echo "stage 0: synthesise the corpus into $data"
-  asrkit data synth "$data"            # --list-voices shows what is installed
+  echo "== stage 0: synthesise a labelled corpus into $data"
+  asrkit data synth "$data" ${SYNTH_SETTINGS:-}
 fi
 
 if [ "$stage" -le 1 ]; then
-  echo "stage 1: train on $data/train.jsonl"
+  echo "== stage 1: train on $data/train.jsonl -> $exp"
   resume=()
   [ -f "$exp/last.pt" ] && resume=(--resume)
   asrkit train --train "$data/train.jsonl" --valid "$data/valid.jsonl" --out "$exp" \
-    "${resume[@]}" ${TRAIN_SETTINGS:-}
+    "${resume[@]}" $TRAIN_SETTINGS
 fi
 
 if [ "$stage" -le 2 ]; then
-  echo "stage 2: evaluate on the held-out voices of $data/test.jsonl"
-  asrkit evaluate "$exp/best.pt" "$data/test.jsonl" --results "$exp/test-results.jsonl"
+  echo "== stage 2: evaluate on the unseen voices of $data/test.jsonl"
+  asrkit evaluate "$exp/best.pt" "$data/test.jsonl" --results "$exp/test-results.jsonl" \
+    | tee "$exp/test-wer.txt"
 fi
 
 if [ "$stage" -le 3 ]; then
-  echo "stage 3: a search archive with known word positions in $archive"
-  asrkit data synth-archive "$archive" --texts commands --files 4 --words-per-file 20
+  echo "== stage 3: transcribe five test recordings"
+  asrkit transcribe "$exp/best.pt" $(ls "$data"/wav/test/*.wav | head -n 5)
 fi
+
+if [ "$stage" -le 4 ]; then
+  echo "== stage 4: a search archive with known word positions in $archive"
+  asrkit data synth-archive "$archive" --texts commands --files 4 --words-per-file 20
+  asrkit index build "$archive/recordings.jsonl" --out "$index"
+fi
+
+if [ "$stage" -le 5 ]; then
+  # Query: the first word of the first recording, cut from the archive itself.
+  read -r word file start end < <(python3 -c '
+import json, sys
+first = json.loads(open(sys.argv[1]).readline())
+print(first["text"], first["audio"], first["offset"], first["offset"] + first["duration"])
+' "$archive/words.jsonl")
+  echo "== stage 5: where else is \"$word\" said? (query: $file $start-$end s)"
+  asrkit search "$index" --span "$archive/$file:$start-$end" --top 8
+  echo "   true positions of \"$word\" (from $archive/words.jsonl):"
+  python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    w = json.loads(line)
+    if w["text"] == sys.argv[2]:
+        print("   %s  %.2f-%.2f" % (w["id"].rsplit("-", 1)[0], w["offset"], w["offset"] + w["duration"]))
+' "$archive/words.jsonl" "$word"
+fi
+
+echo "== done: model $exp/best.pt, test WER in $exp/test-wer.txt, index $index"

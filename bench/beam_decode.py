@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from asrkit.beam import BeamSearchDecoder
-from asrkit.lm import estimate_kneser_ney, write_arpa
+from asrkit.lm import write_arpa
+from asrkit.lm_estimate import estimate_kneser_ney
 from asrkit.metrics import cer, wer
 from asrkit.text import Vocabulary
 

@@ -15,11 +15,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from asrkit.beam import (BeamSearchDecoder, load_decoding_config, save_decoding_config,
-                         tune_lm)
+from asrkit.beam import BeamSearchDecoder, load_decoding_config, save_decoding_config
 from asrkit.decoding import GreedyDecoder, make_decoder
 from asrkit.errors import ConfigError, DecodingError
-from asrkit.lm import KenLMModel, NgramLM, estimate_kneser_ney, write_arpa
+from asrkit.lm import KenLMModel, NgramLM, write_arpa
+from asrkit.lm_estimate import estimate_kneser_ney
+from asrkit.lm_tuning import tune_lm
 from asrkit.text import Vocabulary
 
 VOCAB = Vocabulary(tuple(" ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))

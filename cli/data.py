@@ -129,6 +129,111 @@ def prepare_an4(
         typer.echo(f"next: asrkit data validate {paths['train']}")
 
 
+@prepare_app.command("librispeech")
+def prepare_librispeech(
+    data_dir: Annotated[Path, typer.Option(
+        help="Folder holding LibriSpeech/ (or that folder itself); the download goes here.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for one <part>.jsonl per part.")],
+    part: Annotated[Optional[list[str]], typer.Option(
+        "--part", help="Part to prepare (repeatable): dev-clean, dev-other, test-clean, "
+                       "test-other, train-clean-100, train-clean-360, train-other-500. "
+                       "Default: all but the last two (the 100-hour setup).")] = None,
+    download: Annotated[bool, typer.Option(
+        help="Fetch missing parts from openslr.org first and check their MD5 sums "
+             "(train-clean-100 alone is 6.3 GB; skipped for parts already there).")] = False,
+    mirror: Annotated[Optional[str], typer.Option(
+        help="Base URL of an openslr mirror [default: https://www.openslr.org/resources/12].")]
+        = None,
+    as_json: JsonOpt = False,
+):
+    """Write LibriSpeech manifests, one per part (safe to re-run)."""
+    with user_errors():
+        from asrkit.corpora import librispeech
+        parts = tuple(part) if part else librispeech.DEFAULT_PARTS
+        if download:
+            with _DownloadBars() as bars:
+                librispeech.download_librispeech(data_dir, parts, mirror or librispeech.URL,
+                                                 progress=bars.update)
+        paths = librispeech.prepare_librispeech(data_dir, out, parts)
+        _report_splits(data_dir, paths, as_json)
+
+
+@prepare_app.command("commonvoice")
+def prepare_commonvoice(
+    data_dir: Annotated[Path, typer.Option(
+        help="Extracted Common Voice release: a language folder (with train.tsv and "
+             "clips/), or the release folder together with --language.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for one <split>.jsonl per split.")],
+    language: Annotated[Optional[str], typer.Option(
+        help="Language folder to use inside a release folder, e.g. en.")] = None,
+    split: Annotated[Optional[list[str]], typer.Option(
+        "--split", help="Split to prepare (repeatable): train, dev, test, validated, other, "
+                        "invalidated. Default: train, dev and test.")] = None,
+    normalize: Annotated[str, typer.Option(
+        help="keep: sentences as written; upper: upper case with punctuation removed "
+             "except apostrophes (for character models).")] = "keep",
+    download: Annotated[bool, typer.Option(
+        help="Common Voice has no open download: this says where to get it.")] = False,
+    as_json: JsonOpt = False,
+):
+    """Write Common Voice manifests, one per split (safe to re-run)."""
+    with user_errors():
+        from asrkit.corpora import commonvoice
+        if download:
+            commonvoice.download_commonvoice(data_dir, language)
+        paths = commonvoice.prepare_commonvoice(
+            data_dir, out, tuple(split) if split else commonvoice.DEFAULT_SPLITS,
+            language=language, normalize=normalize)
+        _report_splits(data_dir, paths, as_json)
+
+
+def _report_splits(corpus: Path, paths: dict[str, Path], as_json: bool) -> None:
+    """Utterance and speaker counts of freshly written manifests."""
+    from asrkit.manifest import read_manifest
+    splits = {}
+    for name, path in paths.items():
+        utts = read_manifest(path)
+        splits[name] = {"manifest": str(path), "utterances": len(utts),
+                        "speakers": len({u.speaker for u in utts})}
+    if as_json:
+        typer.echo(json.dumps({"corpus": str(corpus), "splits": splits}, indent=2))
+        return
+    width = max(map(len, splits))
+    for name, s in splits.items():
+        typer.echo(f"{name:{width}s} {s['utterances']:7d} utterances {s['speakers']:5d} "
+                   f"speakers → {s['manifest']}")
+    typer.echo(f"next: asrkit data validate {next(iter(paths.values()))}")
+
+
+class _DownloadBars:
+    """One tqdm bar per archive and stage, fed by ``DownloadProgress`` callbacks."""
+
+    def __init__(self):
+        self.key, self.bar = None, None
+
+    def update(self, p) -> None:
+        if (p.archive, p.stage) != self.key:
+            self.close()
+            self.key = (p.archive, p.stage)
+            in_bytes = p.stage != "extract"
+            self.bar = progress(total=p.total, desc=f"{p.stage} {p.archive}",
+                                unit="B" if in_bytes else "file", unit_scale=in_bytes)
+        self.bar.update(p.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _write_and_report(utts, out: Path, as_json: bool) -> None:
     from asrkit.manifest import write_manifest
     n = write_manifest(out, utts)

@@ -122,6 +122,12 @@ def test_prepare_librispeech_is_idempotent_and_takes_either_folder(libri, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["dev-clean.jsonl", "test-clean.jsonl"]
 
 
+def test_relative_corpus_path(libri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = prepare_librispeech("corpus", "data/libri", ["test-clean"])["test-clean"]
+    assert all(Path(u.audio).is_file() for u in read_manifest(path))
+
+
 @pytest.mark.parametrize("line", ["84-121123-0001", "84-999999-0001 THE CAT",
                                   "85-121123-0001 THE CAT", "84-121123-x1 THE CAT",
                                   "THE CAT SAT"])
@@ -401,6 +407,12 @@ def test_prepare_commonvoice_is_idempotent(cv, tmp_path):
     second = {s: p.read_bytes() for s, p in prepare_commonvoice(cv, out).items()}
     assert first == second
     assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "test.jsonl", "train.jsonl"]
+
+
+def test_relative_corpus_path_commonvoice(cv, tmp_path, monkeypatch):
+    monkeypatch.chdir(cv.parent)
+    path = prepare_commonvoice("en", "../data/cv", ["dev"])["dev"]
+    assert all(Path(u.audio).is_file() for u in read_manifest(path))
 
 
 def test_language_folder_is_found(cv, tmp_path):

@@ -63,7 +63,8 @@ def prepare_commonvoice(corpus_dir: str | Path, out_dir: str | Path,
                           f"choose from {', '.join(SPLITS)}")
     if not splits:
         raise ConfigError(f"choose at least one Common Voice split: {', '.join(SPLITS)}")
-    lang_dir = find_language_dir(Path(corpus_dir), language)
+    # Absolute, so the manifests' audio paths do not depend on the working directory.
+    lang_dir = find_language_dir(Path(corpus_dir).absolute(), language)
     out = Path(out_dir)
     paths = {}
     for split in dict.fromkeys(splits):

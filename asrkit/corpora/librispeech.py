@@ -89,7 +89,8 @@ def prepare_librispeech(corpus_dir: str | Path, out_dir: str | Path,
     ``corpus_dir`` holds ``LibriSpeech/`` (as :func:`download_librispeech` leaves it) or
     is that folder itself. Re-running rewrites identical files.
     """
-    root = _corpus_root(Path(corpus_dir))
+    # Absolute, so the manifests' audio paths do not depend on the working directory.
+    root = _corpus_root(Path(corpus_dir).absolute())
     out = Path(out_dir)
     paths = {}
     for part in check_parts(parts):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from asrkit.audio import load_audio
 from asrkit.cli import data
-from asrkit.corpora import commonvoice, librispeech
+from asrkit.corpora import librispeech
 from asrkit.corpora.commonvoice import (download_commonvoice, normalize_sentence,
                                         prepare_commonvoice)
 from asrkit.corpora.librispeech import (DownloadProgress, download_librispeech,

@@ -41,9 +41,13 @@ def test_embeddings_are_unit_vectors_of_the_configured_size():
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
-def test_batched_equals_one_by_one():
-    emb = tiny_embedder()
-    seqs = [torch.randn(n, 40) for n in (5, 17, 33, 80, 41)]
+@pytest.mark.parametrize("layers", [1, 2])
+def test_batched_equals_one_by_one(layers):
+    """Batches run in torch, single queries in the numba encoder: same vectors."""
+    torch.manual_seed(0)
+    emb = Embedder(EmbedderConfig(autoencoder=AutoencoderConfig(
+        hidden=24, layers=layers, dim=16, decoder_hidden=24)))
+    seqs = [torch.randn(n, 40) for n in (1, 5, 17, 33, 80, 41)]
     together = emb.embed_frames(seqs)
     alone = np.concatenate([emb.embed_frames([s]) for s in seqs])
     assert np.allclose(together, alone, atol=1e-5)
@@ -156,3 +160,27 @@ def test_tiny_labelled_model_learns_to_tell_words_apart(tmp_path):
     history = trained.info["history"]
     assert history[-1]["loss"] < history[0]["loss"]
     assert after > max(before, 0.6)
+
+
+def test_cli_train_then_eval(tmp_path):
+    import json
+    from typer.testing import CliRunner
+    from asrkit.cli.embedder import app
+    from asrkit.manifest import write_manifest
+    utts = word_files(tmp_path / "words", ["garden", "pocket"], VOICES[:2])
+    write_manifest(tmp_path / "words.jsonl", utts)
+    runner = CliRunner()
+    out = tmp_path / "e.pt"
+    r = runner.invoke(app, ["train", "--audio-dir", str(tmp_path / "words"), "--out", str(out),
+                            "--epochs", "1", "--windows-per-epoch", "16", "--batch-size", "8",
+                            "--hidden", "16", "--layers", "1", "--dim", "8"])
+    assert r.exit_code == 0, r.output
+    assert load_embedder(out).dim == 8
+    r = runner.invoke(app, ["eval", str(tmp_path / "words.jsonl"), "--embedder", str(out),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)
+    assert [x["method"] for x in results] == ["embedding", "dtw"]
+    assert all(x["queries"] == 4 for x in results)
+    r = runner.invoke(app, ["train", "--out", str(out)])
+    assert r.exit_code == 2 and "error:" in r.output  # no training audio given

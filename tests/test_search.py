@@ -127,7 +127,7 @@ def test_cli_index_build_info_and_remove(tmp_path):
     out = tmp_path / "idx"
     r = runner.invoke(app, ["build", str(tmp_path / "a"), "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output[r.output.index("{"):])["indexed"] == 2
+    assert json.loads(r.stdout)["indexed"] == 2
     r = runner.invoke(app, ["remove", str(out), "rec00.wav"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["info", str(out), "--json"])

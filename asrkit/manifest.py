@@ -200,6 +200,8 @@ def _to_record(utt: Utterance, base: Path | None) -> dict:
         # Relative only below the manifest's folder, so the folder moves as a whole;
         # anything else stays absolute rather than climbing out with "../..".
         rec["audio"] = audio.relative_to(base).as_posix()
+    else:
+        rec["audio"] = str(audio)
     return {k: rec[k] for k in _FIELDS if k in rec}
 
 

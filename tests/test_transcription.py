@@ -51,3 +51,12 @@ def test_batched_transcription_equals_one_by_one(model, tmp_path):
     for u in utts:
         [(_, single)] = list(T.compute_log_probs(model, [u]))
         torch.testing.assert_close(batched[u.id], single, atol=1e-5, rtol=1e-4)
+
+
+def test_manifest_paths_relative_to_the_working_folder_survive_a_round_trip(tmp_path, monkeypatch):
+    from asrkit.manifest import read_manifest, write_manifest
+    make_tone_corpus(tmp_path / "audio", 1)
+    monkeypatch.chdir(tmp_path)
+    write_manifest(tmp_path / "lists" / "m.jsonl", [Utterance("a", "audio/utt0000.wav", "A")])
+    [utt] = read_manifest(tmp_path / "lists" / "m.jsonl")
+    assert utt.audio == str(tmp_path / "audio" / "utt0000.wav")

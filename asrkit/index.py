@@ -268,6 +268,11 @@ class SearchIndex:
     def segments(self, ids: Iterable[int]) -> dict[int, SegmentRecord]:
         return self.store.segments(ids)
 
+    def spans(self, ids: np.ndarray) -> np.ndarray:
+        """Segment ``ids (n,)`` → ``(n, 3)`` rows of source id, start, end (seconds);
+        ids no longer in the index get source -1."""
+        return self.store.segment_spans(ids)
+
     def sources(self) -> list[SourceRecord]:
         return self.store.sources()
 

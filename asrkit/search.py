@@ -25,7 +25,7 @@ from .errors import AudioError, ConfigError
 from .index import SearchIndex
 from .segments import trim_silence
 
-CANDIDATES_PER_HIT = 30  # raw neighbours fetched per wanted hit (overlapping windows)
+CANDIDATES_PER_HIT = 10  # neighbours fetched per wanted hit at first (windows overlap)
 MAX_CANDIDATES = 20_000
 RERANK_POOL = 3  # DTW re-ranks this many times `top` merged hits
 RERANK_MARGIN = 0.5  # search this share of the query's length around a hit
@@ -113,33 +113,50 @@ def search(
 def merge_overlapping(hits: Sequence[Hit]) -> list[Hit]:
     """Best-first ``hits`` with every hit that overlaps a better one in the same
     recording dropped (greedy non-maximum suppression)."""
-    kept: dict[str, list[Hit]] = {}
+    hits = sorted(hits, key=lambda h: -h.score)
+    keep = _suppress_overlaps([h.source for h in hits], [h.start for h in hits],
+                              [h.end for h in hits])
+    return [hits[i] for i in keep]
+
+
+def _suppress_overlaps(sources: Sequence, starts: Sequence[float], ends: Sequence[float],
+                       ) -> list[int]:
+    """Indices of the rows (best first) that overlap no earlier kept row of their source."""
+    kept: dict = {}
     out = []
-    for h in sorted(hits, key=lambda h: -h.score):
-        same = kept.setdefault(h.source, [])
-        if any(h.start < k.end and k.start < h.end for k in same):
+    for i, (src, a, b) in enumerate(zip(sources, starts, ends)):
+        same = kept.setdefault(src, [])
+        if any(a < e and s < b for s, e in same):
             continue
-        same.append(h)
-        out.append(h)
+        same.append((a, b))
+        out.append(i)
     return out
 
 
 def _nearest_hits(idx: SearchIndex, name: str, vector: np.ndarray, want: int,
                   threshold: float | None) -> list[Hit]:
-    """Fetch ever more neighbours until ``want`` merged hits (or everything) is found."""
+    """Fetch ever more neighbours until ``want`` merged hits (or everything) is found.
+
+    Overlaps are resolved on bare (source, start, end) rows; full records are read
+    only for the hits that survive."""
     k = min(want * CANDIDATES_PER_HIT, MAX_CANDIDATES)
     while True:
         scores, ids = idx.nearest(vector[None, :], k)
-        records = idx.segments(ids[0])
-        hits = [Hit(name, r.source, r.audio, r.start, r.end, float(s), int(i))
-                for s, i in zip(scores[0], ids[0])
-                if i >= 0 and (r := records.get(int(i))) is not None
-                and (threshold is None or s >= threshold)]
-        merged = merge_overlapping(hits)
-        exhausted = k >= min(len(idx), MAX_CANDIDATES) or len(hits) < len(ids[0])
-        if len(merged) >= want or exhausted:
-            return merged[:want]
+        got = len(ids[0])
+        ok = ids[0] >= 0
+        if threshold is not None:
+            ok &= scores[0] >= threshold
+        scores, ids = scores[0][ok], ids[0][ok]
+        spans = idx.spans(ids)  # (n, 3): source id, start, end
+        keep = _suppress_overlaps(spans[:, 0].tolist(), spans[:, 1], spans[:, 2])
+        exhausted = k >= min(len(idx), MAX_CANDIDATES) or len(ids) < got
+        if len(keep) >= want or exhausted:
+            break
         k = min(k * 4, MAX_CANDIDATES)
+    chosen = [(int(ids[i]), float(scores[i])) for i in keep[:want]]
+    records = idx.segments(i for i, _ in chosen)
+    return [Hit(name, r.source, r.audio, r.start, r.end, score, i)
+            for i, score in chosen if (r := records.get(i)) is not None]
 
 
 def _rerank_dtw(hits: list[Hit], query_wave: np.ndarray) -> list[Hit]:

@@ -208,6 +208,22 @@ class IndexStore:
             out.update((r[0], SegmentRecord(*r)) for r in rows)
         return out
 
+    def segment_spans(self, ids: np.ndarray) -> np.ndarray:
+        """``(n, 3)`` float array of (source id, start, end) for ``ids (n,)``, in order;
+        source -1 for ids not in the store."""
+        out = np.full((len(ids), 3), -1.0)
+        ids = [int(i) for i in ids]
+        where_ = {}
+        for b in range(0, len(ids), 500):
+            chunk = ids[b:b + 500]
+            rows = self.db.execute("SELECT id, source_id, start_s, end_s FROM segments "
+                                   f"WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            where_.update((r[0], r[1:]) for r in rows)
+        for n, i in enumerate(ids):
+            if i in where_:
+                out[n] = where_[i]
+        return out
+
     def close(self) -> None:
         self.db.close()
 

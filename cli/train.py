@@ -46,10 +46,9 @@ def train(
             if bar.total != s.batches or s.batch == 1:
                 bar.reset(total=s.batches)
                 bar.set_description(f"epoch {s.epoch}")
-            bar.n = s.batch
             bar.set_postfix(loss=f"{s.loss:.3f}", fps=f"{s.frames_per_second:,.0f}",
                             lr=f"{s.lr:.2e}", refresh=False)
-            bar.refresh()
+            bar.update(s.batch - bar.n)  # redraws no more often than the bar allows
 
         def on_epoch(e) -> None:
             bar.write(f"epoch {e.epoch}: train loss {e.train_loss:.3f}, valid loss "

@@ -115,3 +115,13 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
         if bundled.is_file():
             return bundled
     return p
+
+
+def bundle_record(record: dict, info: dict) -> dict:
+    """A compact copy of a model record for shipping: float weights stored as fp16
+    (half the size; they are cast back to fp32 on load) and no training state."""
+    out = {k: v for k, v in record.items() if k != "training"}
+    out["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                         for k, v in record["state_dict"].items()}
+    out["info"] = {**record.get("info", {}), **info}
+    return out

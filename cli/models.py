@@ -15,11 +15,13 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON."
     """List bundled models with training data, vocabulary and test WER."""
     with user_errors():
         from asrkit.checkpoint import load_record
+        from asrkit.errors import ModelFileError
 
         rows = []
         for path in sorted((Path(__import__("asrkit").__file__).parent / "pretrained").glob("*.pt")):
-            rec = load_record(path)
-            if rec.get("format") != "asrkit-model":
+            try:
+                rec = load_record(path)
+            except ModelFileError:  # e.g. the search embedder, which lives alongside
                 continue
             info = rec.get("info", {})
             rows.append({"name": path.stem, "path": str(path),

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from asrkit.cli.main import app
@@ -103,3 +104,24 @@ def test_user_errors_are_one_line_without_traceback(trained, tmp_path):
     assert result.exit_code == 2 and "unknown key" in result.stderr
     result = invoke("transcribe", root / "run", valid_m, "--lm", "lm.arpa")
     assert result.exit_code == 1 and "greedy decoder takes no lm" in result.stderr
+
+
+def test_bundled_model_is_listed_and_used_without_a_model_argument(trained):
+    root, _ = trained
+    listed = json.loads(invoke("models", "--json").stdout)
+    an4 = next(m for m in listed if m["name"] == "an4")
+    assert 0 < an4["test_wer"] < 0.5 and "AN4" in an4["trained_on"]
+    result = invoke("transcribe", root / "valid" / "v0000.wav", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == "v0000"
+
+
+def test_bundled_fp16_copy_matches_the_trained_model(trained, tmp_path):
+    from asrkit.checkpoint import bundle_record, load_model, load_record, save_record
+    run = trained[0] / "run"
+    save_record(tmp_path / "small.pt", bundle_record(load_record(run / "best.pt"), {"x": 1}))
+    assert (tmp_path / "small.pt").stat().st_size < 0.6 * (run / "best.pt").stat().st_size
+    full, small = load_model(run / "best.pt"), load_model(tmp_path / "small.pt")
+    wave = torch.randn(1, 16_000)
+    torch.testing.assert_close(small(wave)[0], full(wave)[0], atol=2e-2, rtol=0)
+    assert small.info["x"] == 1

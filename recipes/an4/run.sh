@@ -64,4 +64,9 @@ if [ "$stage" -le 5 ]; then
     --results "$exp/test-lm.jsonl" | tee "$exp/test-lm.txt"
 fi
 
+if [ "$stage" -le 6 ] && [ -n "${BUNDLE:-}" ]; then
+  echo "== stage 6: ship the model as the bundled default ($BUNDLE)"
+  python recipes/an4/bundle.py "$exp/best.pt" "$exp/test-greedy.jsonl" "$BUNDLE"
+fi
+
 echo "== done: model $exp/best.pt; test scores in $exp/test-greedy.txt and $exp/test-lm.txt"

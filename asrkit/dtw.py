@@ -126,7 +126,8 @@ def _subsequence_dtw(cost):
                 if acc[j - 1] < best:  # diagonal step
                     best, best_steps, best_start = acc[j - 1], steps[j - 1], start[j - 1]
                 if new_acc[j - 1] < best:  # horizontal step
-                    best, best_steps, best_start = new_acc[j - 1], new_steps[j - 1], new_start[j - 1]
+                    best = new_acc[j - 1]
+                    best_steps, best_start = new_steps[j - 1], new_start[j - 1]
             new_acc[j], new_steps[j], new_start[j] = best + cost[i, j], best_steps + 1.0, best_start
         acc, new_acc = new_acc, acc
         steps, new_steps = new_steps, steps

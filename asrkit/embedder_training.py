@@ -46,12 +46,12 @@ MIN_VIEW_FRAMES = 5  # views shorter than this carry too little to learn from
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64  # pairs per step (2 × this many segments)
     learning_rate: float = 2e-3
-    windows_per_epoch: int = 16_000  # pairs drawn from all candidate windows each epoch
+    windows_per_epoch: int = 4096  # pairs drawn each epoch
     speed_factors: tuple[float, ...] = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15)
-    jitter: float = 0.05  # seconds each view's boundaries may move
+    jitter: float = 0.1  # seconds each view's edges may move (index windows sit 0.1 s apart)
     noise_std: float = 0.3  # denoising: Gaussian noise, in normalised feature units
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         freq_masks=1, freq_mask_width=6, time_masks=1, time_mask_width=10,

@@ -28,7 +28,7 @@ from .store import IndexStore
 
 FAISS_FILE = "vectors.faiss"
 FLAT_MAX = 50_000  # exact search below this many segments (a few ms per query)
-IVF_TRAIN_PER_LIST = 64  # training vectors per inverted list (FAISS warns below 39)
+IVF_TRAIN_PER_LIST = 40  # training vectors per inverted list (FAISS warns below 39)
 IVF_NPROBE_SHARE = 1 / 64  # share of inverted lists a query scans by default
 HNSW_EF_SEARCH = 128
 ADD_BATCH = 50_000

@@ -35,7 +35,8 @@ from asrkit.dtw import dtw_features, subsequence_dtw
 from asrkit.embedding import load_embedder
 from asrkit.index import SearchIndex, build_index
 from asrkit.search import Query, search
-from asrkit.search_eval import average_precision, evaluate_dtw, evaluate_embeddings, load_word_segments
+from asrkit.search_eval import (average_precision, evaluate_dtw, evaluate_embeddings,
+                                load_word_segments)
 
 
 def isolated_words(embedder, words) -> dict:

@@ -7,6 +7,9 @@
    data rather than uniform noise), build the FAISS index asrkit would choose for that
    size (or ``--factory``), and measure single-query latency (median, p90) and
    recall@10 against exact search, for real spoken queries and for stored vectors.
+3. The DTW baseline at the same size: subsequence DTW of a few queries over all of
+   AN4 (measured), scaled linearly (DTW cost is linear in archive length) to the
+   audio that many segments come from; compared with the end-to-end embedding query.
 
     python bench/search_scale.py [--segments 1000000] [--factory IVF4096,Flat] [--threads 2]
 """
@@ -25,14 +28,18 @@ import numpy as np
 import torch
 
 from _an4 import an4_utterances, word_sets
+from asrkit.audio import load_audio
+from asrkit.dtw import dtw_features, subsequence_dtw
 from asrkit.index import SearchIndex, build_index
 from asrkit.search import Query, search
 from asrkit.search_eval import load_word_segments
 from asrkit.store import IndexStore
-from asrkit.vector_index import VectorIndex, choose_factory, make_index
+from asrkit.vector_index import IVF_TRAIN_PER_LIST, VectorIndex, choose_factory, make_index
 
 JITTER = 0.35  # noise norm relative to the unit vector: copies stay near their source
 QUERIES = 200
+DTW_QUERIES = 5
+DTW_FRAMES_PER_HOUR = 360_000  # 100 frames per second
 
 
 def build_throughput(work: Path, embedder) -> tuple[Path, float]:
@@ -45,6 +52,21 @@ def build_throughput(work: Path, embedder) -> tuple[Path, float]:
           f"segments in {wall:.0f} s → {hours / (wall / 3600):.1f} audio-hours per hour "
           f"({summary.total_segments / wall:.0f} segments/s)")
     return work / "an4", hours / (wall / 3600)
+
+
+def dtw_seconds_per_audio_hour(words, archive) -> float:
+    """Time of a subsequence-DTW scan per query, per hour of archive audio."""
+    feats = [dtw_features(load_audio(u.audio)) for u in archive]
+    hours = sum(len(f) for f in feats) / DTW_FRAMES_PER_HOUR
+    subsequence_dtw(dtw_features(words[0].wave), feats[0])  # compile untimed
+    times = []
+    for w in words[:DTW_QUERIES]:
+        start = time.perf_counter()
+        query = dtw_features(w.wave)
+        for f in feats:
+            subsequence_dtw(query, f)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / hours
 
 
 def grow(real: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,7 +93,8 @@ def latency_and_recall(vectors: np.ndarray, queries: np.ndarray, factory: str) -
     started = time.perf_counter()
     index = make_index(factory, dim)
     if not index.is_trained:
-        step = max(1, len(vectors) // (faiss.extract_index_ivf(index).nlist * 64))
+        nlist = faiss.extract_index_ivf(index).nlist
+        step = max(1, len(vectors) // (nlist * IVF_TRAIN_PER_LIST))
         index.train(vectors[::step])
     index.add_with_ids(vectors, ids)
     build = time.perf_counter() - started
@@ -89,6 +112,29 @@ def latency_and_recall(vectors: np.ndarray, queries: np.ndarray, factory: str) -
             "bytes": faiss.serialize_index(index).nbytes}
 
 
+def measure_real(args, work: Path) -> dict:
+    """Build the AN4 index; time end-to-end searches and the DTW scan on it."""
+    index_dir, _ = build_throughput(work, args.embedder)
+    with IndexStore(index_dir / IndexStore.FILE) as store:
+        real = np.concatenate([v for _, v in store.iter_vectors()])
+    held, _ = word_sets()
+    words = load_word_segments(held)
+    with SearchIndex(index_dir) as idx:
+        hours = sum(s.duration or 0 for s in idx.sources()) / 3600
+        spoken = idx.embedder.embed_waves([w.wave for w in words])
+        times = []
+        for w in words:
+            start = time.perf_counter()
+            search(idx, [Query(w.id, w.wave)], top=10)
+            times.append(time.perf_counter() - start)
+        print(f"end-to-end search of {len(idx)} segments (embed query + FAISS + merge): "
+              f"median {1000 * statistics.median(times):.1f} ms")
+        segments_per_hour = len(idx) / hours
+    return {"real": real, "spoken": spoken, "end_to_end": statistics.median(times),
+            "segments_per_hour": segments_per_hour,
+            "dtw_rate": dtw_seconds_per_audio_hour(words, an4_utterances())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=1_000_000)
@@ -101,33 +147,25 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        index_dir, _ = build_throughput(work, args.embedder)
-        with IndexStore(index_dir / IndexStore.FILE) as store:
-            real = np.concatenate([v for _, v in store.iter_vectors()])
-        with SearchIndex(index_dir) as idx:
-            held, _ = word_sets()
-            words = load_word_segments(held)
-            spoken = idx.embedder.embed_waves([w.wave for w in words])
-            times = []
-            for w in words:
-                start = time.perf_counter()
-                search(idx, [Query(w.id, w.wave)], top=10)
-                times.append(time.perf_counter() - start)
-            print(f"end-to-end search of {len(idx)} segments (embed query + FAISS + merge): "
-                  f"median {1000 * statistics.median(times):.1f} ms")
-    vectors = grow(real, args.segments, rng)
-    stored = vectors[rng.integers(0, len(vectors), QUERIES - len(spoken))]
-    queries = np.ascontiguousarray(np.concatenate([spoken, stored]), dtype=np.float32)
+        m = measure_real(args, args.work or Path(tmp))
+    vectors = grow(m["real"], args.segments, rng)
+    stored = vectors[rng.integers(0, len(vectors), QUERIES - len(m["spoken"]))]
+    queries = np.ascontiguousarray(np.concatenate([m["spoken"], stored]), dtype=np.float32)
     factory = args.factory or choose_factory(len(vectors))
-    print(f"{len(vectors):,} vectors ({len(real):,} real), {vectors.nbytes / 2**20:.0f} MiB raw; "
-          f"index {factory}")
+    print(f"{len(vectors):,} vectors ({len(m['real']):,} real), "
+          f"{vectors.nbytes / 2**20:.0f} MiB raw; index {factory}")
     r = latency_and_recall(vectors, queries, factory)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"  {r['factory']} ({r['params']}): built in {r['build_seconds']:.0f} s, "
           f"{r['bytes'] / 2**20:.0f} MiB; query median {r['median_ms']:.2f} ms, "
           f"p90 {r['p90_ms']:.2f} ms; recall@10 {r['recall_at_10']:.3f}; "
           f"peak RSS {peak:.1f} GiB")
+    hours = len(vectors) / m["segments_per_hour"]
+    dtw = m["dtw_rate"] * hours
+    query = m["end_to_end"] + r["median_ms"] / 1000  # upper bound: AN4 search counted too
+    print(f"DTW baseline: {m['dtw_rate']:.2f} s per query per audio-hour (measured on AN4); "
+          f"{len(vectors):,} segments ≈ {hours:.1f} h of audio → ≈ {dtw:.1f} s per query "
+          f"(extrapolated) vs ≈ {1000 * query:.1f} ms embedding search: ≈ {dtw / query:.0f}x")
 
 
 if __name__ == "__main__":

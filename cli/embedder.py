@@ -26,8 +26,8 @@ def train(
     words: Annotated[Optional[Path], typer.Option(
         help="Optional single-word recordings (manifest, text = the word): pairs of the "
              "same word teach speaker invariance.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over --windows-per-epoch pairs.")] = 30,
-    windows_per_epoch: Annotated[int, typer.Option(help="Training pairs per epoch.")] = 16_000,
+    epochs: Annotated[int, typer.Option(help="Passes over --windows-per-epoch pairs.")] = 15,
+    windows_per_epoch: Annotated[int, typer.Option(help="Training pairs per epoch.")] = 4096,
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
     contrastive_weight: Annotated[float, typer.Option(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The default search embedder (asrkit/pretrained/embedder.pt), trained on AN4 audio
-# without transcripts, and scored on speakers it never heard.
+# The default search embedder (asrkit/pretrained/embedder.pt): trained on AN4 audio
+# without transcripts plus synthetic single words (none of them an AN4 word), and
+# scored on AN4 speakers it never heard.
 #
 #   recipes/an4/embedder.sh          # all stages
 #   recipes/an4/embedder.sh 2        # from stage 2 on
@@ -36,20 +37,25 @@ PY
 fi
 
 if [ "$stage" -le 1 ]; then
-  echo "stage 1: train on $data/train_audio.jsonl (transcripts unused)"
-  resume=()
-  [ -f "$exp/embedder.pt.ckpt" ] && resume=(--resume)
-  asrkit embedder train --manifest "$data/train_audio.jsonl" --out "$exp/embedder.pt" \
-    --epochs 15 --windows-per-epoch 4096 --stack 3 --hidden 160 --layers 2 --dim 128 \
-    "${resume[@]}"
+  echo "stage 1: 500 synthetic words x 8 voices (espeak-ng, flite, festival) in $data/words"
+  python "$here/synth_words.py" "$data/words" --words 500 --voices-per-word 8 --an4 "$an4"
 fi
 
 if [ "$stage" -le 2 ]; then
-  echo "stage 2: embeddings vs DTW on the held-out speakers' words"
-  asrkit embedder eval "$data/heldout_words.jsonl" --embedder "$exp/embedder.pt"
+  echo "stage 2: train on $data/train_audio.jsonl (transcripts unused) + the synthetic words"
+  resume=()
+  [ -f "$exp/embedder.pt.ckpt" ] && resume=(--resume)
+  asrkit embedder train --manifest "$data/train_audio.jsonl" --words "$data/words/words.jsonl" \
+    --out "$exp/embedder.pt" --epochs 15 --windows-per-epoch 4096 \
+    --stack 3 --hidden 160 --layers 2 --dim 128 "${resume[@]}"
 fi
 
 if [ "$stage" -le 3 ]; then
-  echo "stage 3: ship it as the packaged default"
+  echo "stage 3: embeddings vs DTW on the held-out speakers' words"
+  asrkit embedder eval "$data/heldout_words.jsonl" --embedder "$exp/embedder.pt"
+fi
+
+if [ "$stage" -le 4 ]; then
+  echo "stage 4: ship it as the packaged default"
   cp "$exp/embedder.pt" asrkit/pretrained/embedder.pt
 fi

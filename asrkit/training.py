@@ -87,6 +87,7 @@ class _State:
     batch: int = 0  # batches of ``epoch`` already done
     step: int = 0
     best_wer: float = math.inf
+    best_loss: float = math.inf  # validation loss at the best WER (breaks ties)
     best_epoch: int = -1
     bad_epochs: int = 0
     seconds: float = 0.0
@@ -276,7 +277,10 @@ class _Loop:
     def _end_epoch(self, losses: list[float], elapsed: float) -> None:
         s = self.state
         valid_loss, cer, wer = validate(self.model, self.valid_ex, self.cfg.batch_seconds)
-        improved = wer < s.best_wer - 1e-9
+        # Equal WER (e.g. 100 % while CTC still emits only blanks) with a lower loss
+        # is progress too: otherwise early stopping ends a run that is learning.
+        improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
+                                              and valid_loss < s.best_loss)
         finite = [x for x in losses if math.isfinite(x)]
         info = EpochInfo(s.epoch + 1, sum(finite) / max(len(finite), 1), valid_loss, cer,
                          wer, improved, elapsed)
@@ -284,7 +288,7 @@ class _Loop:
                           "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
                           "seconds": round(elapsed, 1)})
         if improved:
-            s.best_wer, s.best_epoch, s.bad_epochs = wer, info.epoch, 0
+            s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
             save_record(self.out / "best.pt", model_record(self.model, self._info()))
         else:
             s.bad_epochs += 1

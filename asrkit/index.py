@@ -30,7 +30,7 @@ from .errors import AudioError, ConfigError, ManifestError
 from .manifest import Utterance, find_audio_files, read_manifest
 from .segments import SegmentConfig, Span, candidate_segments
 from .store import IndexStore, SegmentRecord, SourceRecord
-from .vector_index import VectorIndex, sync_vectors
+from .vector_index import VectorIndex, make_index, sync_vectors
 
 EMBEDDER_FILE = "embedder.pt"
 CHUNK_SECONDS = 600.0  # long recordings are embedded in chunks of this length
@@ -77,11 +77,13 @@ def build_index(
     embedder = embedder if isinstance(embedder, Embedder) else load_embedder(embedder)
     segment_config = segment_config or SegmentConfig()
     sources = archive_sources(archive)
+    if factory is not None:
+        make_index(factory, embedder.dim)  # a typo fails now, not after hours of embedding
     out.mkdir(parents=True, exist_ok=True)
     with IndexStore(out / IndexStore.FILE) as store:
         if store.is_new():
-            store.initialise(embedder.fingerprint(), embedder.dim, asdict(segment_config),
-                             factory)
+            store.initialise(embedder.fingerprint(), embedder.dim, embedder.config.to_dict(),
+                             asdict(segment_config), factory)
         else:
             _check_same_settings(store, out, embedder, segment_config, factory)
         if not (out / EMBEDDER_FILE).exists():

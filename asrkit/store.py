@@ -90,11 +90,13 @@ class IndexStore:
         row = self.db.execute("SELECT name FROM sqlite_master WHERE name = 'settings'").fetchone()
         return row is None or self.setting("embedder_fingerprint") is None
 
-    def initialise(self, fingerprint: str, dim: int, segment_config: dict,
-                   factory: str | None) -> None:
+    def initialise(self, fingerprint: str, dim: int, embedder_config: dict,
+                   segment_config: dict, factory: str | None) -> None:
+        """Record what made the vectors; ``factory`` None = FAISS type chosen by size."""
         with self.transaction():
             for key, value in (("format_version", FORMAT_VERSION), ("dim", dim),
                                ("embedder_fingerprint", fingerprint),
+                               ("embedder_config", embedder_config),
                                ("segment_config", segment_config), ("factory", factory),
                                ("revision", 0), ("faiss_revision", -1)):
                 self._set(key, value)

@@ -271,6 +271,12 @@ def test_manifest_archive_with_offsets(archive, embedder_file, tmp_path):
     assert spans and min(s for s, _ in spans) >= 1.0 and max(e for _, e in spans) <= 2.5 + 1e-6
 
 
+def test_unknown_index_type_fails_before_any_work(archive, embedder_file, tmp_path):
+    with pytest.raises(ConfigError):
+        build_index(archive, tmp_path / "idx", embedder_file, SEGMENTS, factory="Nonsense42")
+    assert not (tmp_path / "idx").exists()
+
+
 def test_missing_archive_is_a_manifest_error(embedder_file, tmp_path):
     with pytest.raises(ManifestError):
         build_index(tmp_path / "nowhere", tmp_path / "idx", embedder_file)

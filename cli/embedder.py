@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import progress, report_skipped, user_errors
+from .index import ThreadsOpt, set_threads
 
 app = typer.Typer(help="Train and evaluate the acoustic word embedder used by search.",
                   no_args_is_help=True)
@@ -38,11 +39,13 @@ def train(
     dim: Annotated[int, typer.Option(help="Embedding size.")] = 128,
     stack: Annotated[int, typer.Option(help="Frames joined per encoder step.")] = 3,
     seed: Annotated[int, typer.Option(help="Same seed and data, same embedder.")] = 0,
+    threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from <out>.ckpt (only --epochs may change).")] = False,
 ):
     """Train a sequence-autoencoder embedder on unlabelled recordings (and/or words)."""
     with user_errors():
+        set_threads(threads)
         from asrkit.embedder_training import TrainConfig, train_embedder
         from asrkit.embedding import AutoencoderConfig, EmbedderConfig, FrontendConfig
         from asrkit.errors import ConfigError

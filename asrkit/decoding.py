@@ -8,7 +8,7 @@ index 0 (as every asrkit model emits) and ``lengths (batch,)`` in frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch

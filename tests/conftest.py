@@ -81,3 +81,14 @@ def write_wav():
         return path
 
     return _write
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tensors in some test modules are tiny: one torch thread avoids hand-off costs
+    that dominate on a busy machine (seconds instead of milliseconds per call)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,14 +14,7 @@ from asrkit.features import (LOG_FLOOR, AugmentConfig, FeatureConfig, FeatureExt
 SR = 16_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: one thread avoids hand-off costs that dominate on a busy
-    machine (seconds instead of milliseconds per call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def noise(samples: int, seed: int = 0) -> np.ndarray:

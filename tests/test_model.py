@@ -19,14 +19,7 @@ VOCAB = Vocabulary(tuple(" ABC"))
 FEATURES = FeatureConfig(n_mels=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: one thread avoids hand-off costs that dominate on a busy
-    machine (seconds instead of milliseconds per call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def tiny_model(subsample: int = 2, seed: int = 0, kind: str = "fbank") -> AsrModel:

@@ -24,14 +24,7 @@ from asrkit.validation import read_manifest_tolerant, validate_manifest
 SR = 16_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: one thread avoids hand-off costs that dominate on a busy
-    machine (seconds instead of milliseconds per call)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def tone(path: Path, seconds: float, rate: int = SR, subtype: str = "PCM_16") -> Path:

@@ -18,7 +18,7 @@ archive=${ARCHIVE:-data/synth-archive}
 index=${INDEX:-$exp/archive-index}
 # A model small enough to train in a few minutes on 2 CPU cores; the synthetic voices
 # vary enough that augmentation only slows this short run down.
-TRAIN_SETTINGS=${TRAIN_SETTINGS:---set model.hidden=192 --set train.epochs=10 --set train.batch_seconds=30 --set train.lr=0.003 --set train.spec_augment=false --set train.speed_perturb=false --set train.patience=4}
+TRAIN_SETTINGS=${TRAIN_SETTINGS:---set model.hidden=192 --set train.epochs=16 --set train.batch_seconds=30 --set train.lr=0.003 --set train.spec_augment=false --set train.speed_perturb=false --set train.patience=4}
 
 if [ "$stage" -le 0 ]; then
   echo "== stage 0: synthesise a labelled corpus into $data"

@@ -58,7 +58,7 @@ class TrainConfig:
         speed_factors=()))
     reconstruction_weight: float = 1.0
     contrastive_weight: float = 1.0  # 0 = plain (denoising) autoencoder
-    word_share: float = 0.5  # share of each batch from labelled words, when mixed
+    word_share: float = 0.25  # share of each batch from labelled words, when mixed
     temperature: float = 0.1
     seed: int = 0
 

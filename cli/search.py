@@ -53,7 +53,16 @@ def _print_table(name: str, hits, several: bool) -> None:
     if not hits:
         typer.echo("no hits")
         return
-    width = max(len(h.source) for h in hits)
+    files = [_shown(h.audio) for h in hits]  # start and end are seconds in this file
+    width = max(len(f) for f in files)
     typer.echo(f"{'rank':>4}  {'file':{width}}  {'start':>8}  {'end':>8}  {'score':>6}")
-    for rank, h in enumerate(hits, 1):
-        typer.echo(f"{rank:4d}  {h.source:{width}}  {h.start:8.2f}  {h.end:8.2f}  {h.score:6.3f}")
+    for rank, (h, f) in enumerate(zip(hits, files), 1):
+        typer.echo(f"{rank:4d}  {f:{width}}  {h.start:8.2f}  {h.end:8.2f}  {h.score:6.3f}")
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working folder when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path

@@ -140,7 +140,6 @@ def test_resume_with_other_settings_is_refused(tmp_path):
                        resume=True)
 
 
-@pytest.mark.slow
 def test_tiny_labelled_model_learns_to_tell_words_apart(tmp_path):
     """Four words in three voices: after a short training the words of a fourth,
     unseen voice are retrieved far better than by an untrained model."""

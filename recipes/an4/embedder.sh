@@ -43,6 +43,7 @@ fi
 
 if [ "$stage" -le 2 ]; then
   echo "stage 2: train on $data/train_audio.jsonl (transcripts unused) + the synthetic words"
+  # A quarter of each batch are synthetic words (TrainConfig.word_share), the rest AN4 windows.
   resume=()
   [ -f "$exp/embedder.pt.ckpt" ] && resume=(--resume)
   asrkit embedder train --manifest "$data/train_audio.jsonl" --words "$data/words/words.jsonl" \

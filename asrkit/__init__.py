@@ -31,7 +31,10 @@ def __getattr__(name):
     # Heavy modules (torch, faiss) load on first use, so `asrkit --help` stays fast.
     if name in _LAZY:
         import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        # Importing asrkit.search binds the submodule as an attribute; pin the function.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'asrkit' has no attribute {name!r}")
 
 

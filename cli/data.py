@@ -111,22 +111,10 @@ def prepare_an4(
     with user_errors():
         from asrkit.corpora.an4 import download_an4
         from asrkit.corpora.an4 import prepare_an4 as prepare
-        from asrkit.manifest import read_manifest
         if download:
             download_an4(data_dir)
         paths = prepare(data_dir, out, valid_speakers=valid_speakers, seed=seed)
-        splits = {}
-        for name, path in paths.items():
-            utts = read_manifest(path)
-            splits[name] = {"manifest": str(path), "utterances": len(utts),
-                            "speakers": len({u.speaker for u in utts})}
-        if as_json:
-            typer.echo(json.dumps({"corpus": str(data_dir), "splits": splits}, indent=2))
-            return
-        for name, s in splits.items():
-            typer.echo(f"{name:5s} {s['utterances']:5d} utterances {s['speakers']:3d} "
-                       f"speakers → {s['manifest']}")
-        typer.echo(f"next: asrkit data validate {paths['train']}")
+        _report_splits(data_dir, paths, as_json)
 
 
 @prepare_app.command("librispeech")

@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,6 +18,22 @@ from tones import make_tone_corpus
 
 SETTINGS = ["model.layers=1", "model.hidden=32", "features.n_mels=40", "train.threads=1",
             "train.batch_seconds=4", "train.epochs=2", "train.checkpoint_every=3"]
+
+
+# The child kills itself with SIGKILL right after optimiser step `kill_at`: a crash at an
+# exact, randomly chosen step, however fast or slow the machine is.
+_KILLED_CHILD = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+kill_at, steps = int(sys.argv.pop(1)), [0]
+def _hook(optimizer, args, kwargs):
+    steps[0] += 1
+    if steps[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+register_optimizer_step_post_hook(_hook)
+from asrkit.cli.main import main
+main()
+"""
 
 
 def _cli(*args) -> list[str]:
@@ -35,21 +50,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     out = tmp_path / "killed"
     sets = [x for s in SETTINGS for x in ("--set", s)]
-    proc = subprocess.Popen(_cli("train", "--train", train_m, "--valid", valid_m,
-                                 "--out", out, *sets),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_after = random.Random().randint(4, total - 2)  # a random step past the first checkpoint
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "last.pt").exists():
-            step = load_record(out / "last.pt")["training"]["state"]["step"]
-            if step >= kill_after:
-                break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at = random.Random().randint(4, total - 1)  # past the first checkpoint, before the end
+    killed = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(kill_at), "train",
+                             "--train", str(train_m), "--valid", str(valid_m), "--out", str(out),
+                             *sets], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     killed_at = load_record(out / "last.pt")["training"]["state"]["step"]
-    assert killed_at < total, "the run finished before it could be killed"
+    assert 0 < killed_at <= kill_at < total
 
     resumed = subprocess.run(_cli("train", "--train", train_m, "--valid", valid_m, "--out", out,
                                   "--resume"), capture_output=True, text=True)

@@ -105,6 +105,8 @@ def _build(default, values: dict, where: str):
             raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
         elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif isinstance(current, float) and isinstance(value, str):
+            value = _float(value, f"{where}.{key}")  # YAML 1.1 reads 3e-3 as a string
         elif type(current) in (int, float, str) and not isinstance(value, type(current)):
             raise ConfigError(f"{where}.{key}: expected {type(current).__name__}, "
                               f"got {value!r}")
@@ -113,6 +115,13 @@ def _build(default, values: dict, where: str):
         return dataclasses.replace(default, **clean)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _float(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
 
 
 def _read_yaml(path: Path) -> dict:

@@ -60,6 +60,12 @@ def test_configs_are_frozen():
         load_config().train.lr = 1.0
 
 
+def test_exponent_floats_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads 3e-3 without a dot as a string; users mean 0.003.
+    assert load_config(None, ["train.lr=3e-3"]).train.lr == 0.003
+    assert load_config(write(tmp_path, "train: {lr: 1e-4}\n")).train.lr == 0.0001
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["optimizer.lr=1"], "unknown section 'optimizer'"),
     (["model.hiden=3"], r"model\.hiden: unknown key"),
@@ -68,7 +74,7 @@ def test_configs_are_frozen():
     (["train.=0.1"], "expected section.key=value"),
     (["model.layers=three"], r"model\.layers: expected int"),
     (["model.layers=2.5"], r"model\.layers: expected int"),
-    (["train.lr=fast"], r"train\.lr: expected float"),
+    (["train.lr=fast"], r"train\.lr: expected a number, got 'fast'"),
     (["train.speed_perturb=1"], "expected true or false"),
     (["train.speed_perturb=yes please"], "expected true or false"),
     (["features.kind=1"], r"features\.kind: expected one of fbank, mfcc, got 1"),

@@ -18,7 +18,7 @@ data.app.command("synth-archive")(synth.synth_archive)
 app.add_typer(lm.app, name="lm")
 app.add_typer(embedder.app, name="embedder")
 app.add_typer(index.app, name="index")
-app.command()(search.search)
+app.add_typer(search.app, name="search")
 
 
 def _version(value: bool):

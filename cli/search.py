@@ -1,4 +1,8 @@
-"""`asrkit search`: find where spoken examples occur in an indexed archive."""
+"""`asrkit search`: find where spoken examples occur in an indexed archive, and measure how well.
+
+`asrkit search INDEX QUERY...` is short for `asrkit search query INDEX QUERY...`;
+`asrkit search eval WORDS.jsonl` scores embeddings against a DTW baseline.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,27 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .common import user_errors
+from .embedder import evaluate
 
 
+class _QueryByDefault(TyperGroup):
+    """A group whose first argument, when not a subcommand, starts the `query` command."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["query", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_QueryByDefault, no_args_is_help=True,
+                  help="Find where spoken examples occur in an indexed archive "
+                       "(`asrkit search INDEX QUERY...`), or evaluate search quality.")
+
+
+@app.command("query")
 def search(
     index: Annotated[Path, typer.Argument(help="Index folder (from `asrkit index build`).")],
     queries: Annotated[Optional[list[Path]], typer.Argument(
@@ -45,6 +66,9 @@ def search(
                                            "score": round(h.score, 4)}))
             else:
                 _print_table(name, hits, several=len(results) > 1)
+
+
+app.command("eval")(evaluate)
 
 
 def _print_table(name: str, hits, several: bool) -> None:

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from asrkit.audio import write_audio
@@ -10,7 +9,7 @@ from asrkit.dtw import (DtwCollection, cosine_cost, dtw_distance, pairwise_dtw,
                         subsequence_dtw)
 from asrkit.embedding import load_embedder
 from asrkit.errors import AudioError, ConfigError
-from asrkit.index import SearchIndex, build_index
+from asrkit.index import build_index
 from asrkit.manifest import Utterance, write_manifest
 from asrkit.search import Hit, Query, merge_overlapping, parse_span, search
 from asrkit.search_eval import (average_precision, evaluate_dtw, evaluate_embeddings,
@@ -104,20 +103,36 @@ def test_merge_overlapping_keeps_the_best_of_each_cluster():
 
 
 def test_cli_search_prints_json_lines(indexed, tmp_path):
-    from asrkit.cli.search import search as search_command
+    from asrkit.cli.main import app
     index, occurrences = indexed
-    app = typer.Typer()
-    app.command()(search_command)
-    app.command("other")(lambda: None)  # keep `search` a named subcommand
     query = tmp_path / "q.wav"
     write_audio(query, synth_word("dinosaur", VOICES[1]))
-    result = CliRunner().invoke(app, ["search", str(index), str(query), "--top", "2", "--json"])
-    assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines()]
+    short = CliRunner().invoke(app, ["search", str(index), str(query), "--top", "2", "--json"])
+    assert short.exit_code == 0, short.output
+    lines = [json.loads(line) for line in short.stdout.splitlines()]
     assert len(lines) == 2 and lines[0]["rank"] == 1
     assert {"query", "source", "audio", "start", "end", "score"} <= set(lines[0])
+    spelled = CliRunner().invoke(app, ["search", "query", str(index), str(query), "--top", "2",
+                                       "--json"])
+    assert spelled.stdout == short.stdout  # `search INDEX ...` is short for `search query ...`
     bad = CliRunner().invoke(app, ["search", str(tmp_path / "no-index"), str(query)])
     assert bad.exit_code == 2 and "error:" in bad.output  # not an index: usage error
+
+
+def test_cli_search_eval_reports_embeddings_and_dtw(tmp_path):
+    from asrkit.cli.main import app
+    utts = []
+    for w in WORDS[:2]:
+        for v in VOICES[:2]:
+            path = tmp_path / f"{w}-{v.replace('+', '_')}.wav"
+            write_audio(path, synth_word(w, v))
+            utts.append(Utterance(path.stem, str(path), w))
+    write_manifest(tmp_path / "words.jsonl", utts)
+    r = CliRunner().invoke(app, ["search", "eval", str(tmp_path / "words.jsonl"), "--json"])
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)
+    assert [x["method"] for x in results] == ["embedding", "dtw"]
+    assert all(x["queries"] == 4 and 0 <= x["mean_average_precision"] <= 1 for x in results)
 
 
 def test_cli_index_build_info_and_remove(tmp_path):

@@ -53,7 +53,7 @@ fi
 
 if [ "$stage" -le 3 ]; then
   echo "stage 3: embeddings vs DTW on the held-out speakers' words"
-  asrkit embedder eval "$data/heldout_words.jsonl" --embedder "$exp/embedder.pt"
+  asrkit search eval "$data/heldout_words.jsonl" --embedder "$exp/embedder.pt"
 fi
 
 if [ "$stage" -le 4 ]; then

@@ -106,6 +106,20 @@ def test_write_is_atomic_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temp file left
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+    from asrkit.io import atomic_write_text
+    fresh = tmp_path / "fresh.txt"
+    atomic_write_text(fresh, "x")
+    reference = tmp_path / "reference.txt"
+    reference.write_text("x")  # what open() gives under this process's umask
+    assert stat.S_IMODE(fresh.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+    os.chmod(fresh, 0o640)
+    atomic_write_text(fresh, "y")  # replacing a file keeps its permissions
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+
+
 # --- malformed manifests: ManifestError naming file:line ---
 
 GOOD = {"id": "ok", "audio": "a.wav"}

@@ -39,7 +39,10 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints (plus one per epoch)
     seed: int = 0
     case: Literal["upper", "lower", "keep"] = "upper"  # transcript case policy
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the LSTM; CTC stays fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast for the LSTM (fp16: CUDA
+    # only, with loss scaling); CTC stays fp32
+    accumulate: int = 1  # batches per process per optimiser step; the global batch of a
+    # step is processes x accumulate bucketed batches
     speed_perturb: bool = True
     spec_augment: bool = True
     max_steps: int = 0  # stop after this many steps (0 = no limit); for quick runs

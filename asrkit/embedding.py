@@ -6,9 +6,11 @@ one vector ``(batch, dim)``; a GRU decoder must rebuild the sequence from that v
 alone, so the vector has to summarise what was said. Training (denoising, speed
 perturbation, an optional contrastive term) lives in :mod:`asrkit.embedder_training`.
 
-Frames come from a *frontend*. Today that is log-mel / MFCC features
-(:mod:`asrkit.features`); :func:`make_frontend` is the one place another frame source
-(e.g. hidden states of an asrkit ASR model) would be added.
+Frames come from a *frontend* (:func:`make_frontend`): log-mel / MFCC features
+(:mod:`asrkit.features`), or the top BiLSTM states of a trained asrkit acoustic model
+(``kind="asr"``, :mod:`asrkit.acoustic_frontend`), which were trained to tell symbols
+apart whoever speaks and so carry less of the speaker. An ``asr`` embedder file names
+its acoustic model and that model's fingerprint; loading it refuses any other model.
 
 An embedder file is self-describing: format name and version, the config dataclasses,
 normalisation statistics and weights, loaded with ``torch.load(weights_only=True)``.
@@ -45,19 +47,38 @@ SMALL_BATCH = 4  # up to this many sequences are embedded one by one in numpy
 class FrontendConfig:
     """Where frames come from and how each segment is normalised."""
 
-    kind: Literal["features"] = "features"
+    kind: Literal["features", "asr"] = "features"
     features: FeatureConfig = field(default_factory=lambda: FeatureConfig(kind="fbank", n_mels=40))
     # Subtracting each segment's own mean removes channel and part of the speaker
     # colouring, so a query recorded elsewhere still lands near the archive's words.
     segment_mean: bool = True
+    # kind "asr": the acoustic model (see asrkit.acoustic_frontend.AcousticModelRef) and
+    # the size and rate of its states; build with asr_frontend_config().
+    asr_model: str | None = None
+    asr_fingerprint: str | None = None
+    asr_dim: int = 0
+    asr_frames_per_second: float = 0.0
 
     @property
     def dim(self) -> int:
-        return self.features.dim
+        return self.asr_dim if self.kind == "asr" else self.features.dim
 
     @property
     def frames_per_second(self) -> float:
-        return self.features.frames_per_second
+        return self.asr_frames_per_second if self.kind == "asr" else \
+            self.features.frames_per_second
+
+
+def asr_frontend_config(asr_model: str | os.PathLike, segment_mean: bool = False,
+                        ) -> FrontendConfig:
+    """Frontend config for the hidden states of ``asr_model`` (file, training folder or
+    bundled name such as ``"an4"``). States are already normalised by the model, and a
+    segment's mean of them is part of what was said, so it is kept by default."""
+    from .acoustic_frontend import reference_model
+    model, ref = reference_model(asr_model)
+    return FrontendConfig(kind="asr", segment_mean=segment_mean, asr_model=ref.name,
+                          asr_fingerprint=ref.fingerprint, asr_dim=2 * model.config.hidden,
+                          asr_frames_per_second=1.0 / model.frame_seconds)
 
 
 @dataclass(frozen=True)
@@ -105,11 +126,37 @@ class FeatureFrontend(nn.Module):
         return self.extractor(waves, lengths)
 
 
+class AsrFrontend(nn.Module):
+    """Waveforms ``(batch, samples)`` → acoustic-model states ``(batch, frames, 2 * hidden)``
+    + lengths. The acoustic model is not part of the embedder's weights (it is named
+    and fingerprinted in the config), so it never trains and never bloats the file."""
+
+    def __init__(self, config: FrontendConfig):
+        super().__init__()
+        from .acoustic_frontend import AcousticModelRef, load_referenced
+        if not config.asr_model or not config.asr_fingerprint:
+            raise ConfigError("an asr frontend needs asr_model and asr_fingerprint; build "
+                              "its config with asr_frontend_config()")
+        model = load_referenced(AcousticModelRef(config.asr_model, config.asr_fingerprint))
+        if 2 * model.config.hidden != config.asr_dim:
+            raise ConfigError(f"asr_dim {config.asr_dim} does not match the acoustic "
+                              f"model's {2 * model.config.hidden} states")
+        self.config = config
+        self._model = [model]  # in a list: nn.Module would register it as a submodule
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
+        from .acoustic_frontend import hidden_states
+        return hidden_states(self._model[0], waves, lengths)
+
+
 def make_frontend(config: FrontendConfig) -> nn.Module:
     """The frame source named by ``config.kind``."""
     if config.kind == "features":
         return FeatureFrontend(config)
-    raise ConfigError(f"unknown embedder frontend {config.kind!r}; expected 'features'")
+    if config.kind == "asr":
+        return AsrFrontend(config)
+    raise ConfigError(f"unknown embedder frontend {config.kind!r}; expected 'features' "
+                      "or 'asr'")
 
 
 class SequenceAutoencoder(nn.Module):

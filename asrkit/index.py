@@ -28,7 +28,7 @@ from .audio import audio_info, load_audio
 from .embedding import Embedder, load_embedder, save_embedder
 from .errors import AudioError, ConfigError, ManifestError
 from .manifest import Utterance, find_audio_files, read_manifest
-from .segments import SegmentConfig, Span, candidate_segments
+from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
 from .store import IndexStore, SegmentRecord, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
 
@@ -75,7 +75,7 @@ def build_index(
     """
     out = Path(out_dir)
     embedder = embedder if isinstance(embedder, Embedder) else load_embedder(embedder)
-    segment_config = segment_config or SegmentConfig()
+    segment_config = with_asr_model(segment_config or SegmentConfig())
     sources = archive_sources(archive)
     if factory is not None:
         make_index(factory, embedder.dim)  # a typo fails now, not after hours of embedding
@@ -154,7 +154,7 @@ def embed_recording(embedder: Embedder, utt: Utterance, config: SegmentConfig,
     info = audio_info(utt.audio)
     begin = utt.offset
     end = info.duration if utt.duration is None else min(info.duration, begin + utt.duration)
-    overlap = max(config.durations) + 2 * config.pad
+    overlap = config.longest + 2 * config.pad
     spans: list[Span] = []
     vectors = []
     chunk_start = begin

@@ -1,4 +1,5 @@
-"""Candidate segments for query-by-example search: speech regions, then windows.
+"""Candidate segments for query-by-example search: speech regions, then windows;
+or the words a trained recogniser finds.
 
 An energy detector finds speech regions in a waveform; inside each region, windows of
 several durations slide with a fixed hop. Every window is one candidate "word" that
@@ -6,11 +7,18 @@ the embedder turns into a vector. Times are seconds from the start of the wavefo
 
 The detector is deliberately simple (frame energy against an adaptive threshold):
 it only has to drop long silences, because the windows do the fine placement.
+
+With ``kind="words"`` an asrkit acoustic model's greedy CTC alignment places the
+candidates instead: every recognised word, and every run of up to ``max_words``
+consecutive words, padded a little (character CTC fires inside a word, not at its
+edges). Far fewer segments than windows, each on a word boundary, but only as good
+as the recogniser on that audio; ``kind="both"`` keeps the windows as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -22,6 +30,8 @@ VAD_HOP_MS = 10  # energy frame shift, milliseconds
 ENERGY_FLOOR_DB = -100.0  # digital silence is clamped here, so it stays finite
 NOISE_PERCENTILE = 10  # the quietest frames estimate the noise floor
 PEAK_PERCENTILE = 99  # the loudest frames (ignoring clicks) estimate the speech level
+MAX_WORD_SPAN = 3.0  # seconds; a longer "word" run is a misalignment, not a candidate
+SEGMENT_KINDS = ("windows", "words", "both")
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,13 @@ class SegmentConfig:
     min_silence: float = 0.25  # seconds; shorter pauses are bridged (stops inside words)
     pad: float = 0.05  # seconds added at both ends of every region
     sample_rate: int = SAMPLE_RATE
+    kind: Literal["windows", "words", "both"] = "windows"
+    # For words: the acoustic model (bundled name or absolute path) and its fingerprint
+    # (see asrkit.acoustic_frontend; fill both with with_asr_model()).
+    asr_model: str | None = None
+    asr_fingerprint: str | None = None
+    max_words: int = 2  # candidates are runs of 1..max_words recognised words
+    word_pad: float = 0.1  # seconds added at both ends of a recognised word run
 
     def __post_init__(self):
         durations = tuple(float(d) for d in self.durations)
@@ -46,9 +63,27 @@ class SegmentConfig:
         for name in ("hop", "min_speech"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"segments.{name} must be positive, not {getattr(self, name)}")
-        for name in ("min_silence", "pad", "snr_db", "range_db"):
+        for name in ("min_silence", "pad", "snr_db", "range_db", "word_pad"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"segments.{name} must not be negative")
+        if self.kind not in SEGMENT_KINDS:
+            raise ConfigError(f"segments.kind {self.kind!r} is not one of "
+                              f"{', '.join(SEGMENT_KINDS)}")
+        if self.kind != "windows" and not self.asr_model:
+            raise ConfigError(f"segments.kind {self.kind!r} needs an acoustic model: "
+                              "give --asr-model (a model file or a bundled name such as an4)")
+        if self.max_words < 1:
+            raise ConfigError(f"segments.max_words must be at least 1, not {self.max_words}")
+
+    @property
+    def uses_words(self) -> bool:
+        return self.kind != "windows"
+
+    @property
+    def longest(self) -> float:
+        """Seconds: no candidate is longer (chunked indexing overlaps chunks this much)."""
+        longest = max(self.durations)
+        return max(longest, MAX_WORD_SPAN + 2 * self.word_pad) if self.uses_words else longest
 
     @classmethod
     def from_dict(cls, d: dict) -> "SegmentConfig":
@@ -137,8 +172,61 @@ def windows_in(region: Span, config: SegmentConfig = SegmentConfig()) -> list[Sp
 
 
 def candidate_segments(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
-    """All candidate windows of ``wave (samples,)``: :func:`windows_in` every speech region."""
-    return [w for region in detect_speech(wave, config) for w in windows_in(region, config)]
+    """All candidate segments of ``wave (samples,)``, ordered by start then end:
+    :func:`windows_in` every speech region, and/or :func:`recognised_word_spans`."""
+    out: list[Span] = []
+    if config.kind != "words":
+        out += [w for region in detect_speech(wave, config) for w in windows_in(region, config)]
+    if config.uses_words:
+        out += recognised_word_spans(wave, config)
+    return sorted(set(out), key=lambda s: (s.start, s.end))
+
+
+def with_asr_model(config: SegmentConfig, asr_model: str | None = None) -> SegmentConfig:
+    """``config`` with its acoustic model (``asr_model`` or the one it names) loaded
+    and fingerprinted, so an index records exactly which model placed its segments."""
+    name = asr_model or config.asr_model
+    if not config.uses_words and name is None:
+        return config
+    from .acoustic_frontend import reference_model  # torch and the model only when used
+    _, ref = reference_model(name)
+    if config.asr_model == ref.name and config.asr_fingerprint not in (None, ref.fingerprint):
+        raise ConfigError(f"acoustic model {ref.name!r} has changed since these segment "
+                          "settings were made; rebuild into a new folder")
+    return replace(config, asr_model=ref.name, asr_fingerprint=ref.fingerprint)
+
+
+def recognised_word_spans(wave: np.ndarray, config: SegmentConfig) -> list[Span]:
+    """Word-run candidates of ``wave (samples,)`` from ``config.asr_model``'s greedy
+    CTC alignment (see :func:`word_run_spans`)."""
+    from .acoustic_frontend import AcousticModelRef, load_referenced, wave_log_probs
+    from .decoding import GreedyDecoder
+    if len(wave) == 0:
+        return []
+    if config.asr_fingerprint is None:  # unchecked: only for configs never stored
+        config = with_asr_model(config)
+    model = load_referenced(AcousticModelRef(config.asr_model, config.asr_fingerprint),
+                            "these segment settings")
+    log_probs = wave_log_probs(model, wave)  # (frames, vocab)
+    hyp = GreedyDecoder(model.vocab, model.frame_seconds).decode(log_probs.unsqueeze(0))[0]
+    return word_run_spans([(w.start, w.end) for w in hyp.words], config,
+                          len(wave) / config.sample_rate)
+
+
+def word_run_spans(words: Sequence[tuple[float, float]], config: SegmentConfig,
+                   total: float) -> list[Span]:
+    """Spans of every run of 1..``max_words`` consecutive ``words`` ((start, end)
+    seconds, in order), widened by ``word_pad`` and clipped to ``[0, total]``; runs
+    longer than :data:`MAX_WORD_SPAN` are left out."""
+    out = set()
+    for n in range(1, config.max_words + 1):
+        for i in range(len(words) - n + 1):
+            start, end = words[i][0], words[i + n - 1][1]
+            if end - start > MAX_WORD_SPAN:
+                continue
+            out.add((round(max(0.0, start - config.word_pad), 3),
+                     round(min(total, end + config.word_pad), 3)))
+    return [Span(a, b) for a, b in sorted(out) if b > a]
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -35,6 +35,12 @@ def build(
         = None,
     hop: Annotated[Optional[float], typer.Option(
         help="Seconds between window starts (default 0.1).")] = None,
+    segments: Annotated[str, typer.Option(
+        help="Candidates: windows (VAD + sliding windows), words (runs of 1-2 words "
+             "recognised by --asr-model) or both.")] = "windows",
+    asr_model: Annotated[Optional[str], typer.Option(
+        help="Acoustic model for --segments words/both: file, training folder or "
+             "bundled name (default an4).")] = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
@@ -43,8 +49,12 @@ def build(
         set_threads(threads)
         from asrkit.index import archive_sources, build_index
         from asrkit.segments import SegmentConfig
+        if segments != "windows":
+            asr_model = asr_model or "an4"
         config = SegmentConfig(**{k: v for k, v in (("durations", _floats(durations)),
-                                                    ("hop", hop)) if v is not None})
+                                                    ("hop", hop), ("kind", segments),
+                                                    ("asr_model", asr_model))
+                                  if v is not None})
         sources = archive_sources(archive)
         with _Bar(len(sources)) as bar:
             summary = build_index(sources, out, embedder, config, factory, bar.update)

@@ -33,11 +33,19 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
     contrastive_weight: Annotated[float, typer.Option(
         help="Weight of the contrastive term; 0 = a plain denoising autoencoder.")] = 1.0,
-    features: Annotated[str, typer.Option(help="fbank or mfcc.")] = "fbank",
+    features: Annotated[str, typer.Option(
+        help="fbank, mfcc, or asr (the states of --asr-model: less of the speaker).")]
+        = "fbank",
+    asr_model: Annotated[Optional[str], typer.Option(
+        help="With --features asr: acoustic model file, training folder or bundled name "
+             "(default an4). The embedder records it; index and search use the same.")]
+        = None,
     hidden: Annotated[int, typer.Option(help="Encoder units per direction.")] = 160,
     layers: Annotated[int, typer.Option(help="Encoder layers.")] = 2,
     dim: Annotated[int, typer.Option(help="Embedding size.")] = 128,
-    stack: Annotated[int, typer.Option(help="Frames joined per encoder step.")] = 3,
+    stack: Annotated[Optional[int], typer.Option(
+        help="Frames joined per encoder step (default 3; 2 for asr, whose frames are "
+             "already 20 ms).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed and data, same embedder.")] = 0,
     threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option(
@@ -47,7 +55,8 @@ def train(
     with user_errors():
         set_threads(threads)
         from asrkit.embedder_training import TrainConfig, train_embedder
-        from asrkit.embedding import AutoencoderConfig, EmbedderConfig, FrontendConfig
+        from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
+                                      asr_frontend_config)
         from asrkit.errors import ConfigError
         from asrkit.features import FeatureConfig
         from asrkit.index import archive_sources
@@ -56,9 +65,16 @@ def train(
             raise ConfigError("give training audio: --manifest, --audio-dir and/or --words")
         recordings = (archive_sources(manifest) if manifest else []) + \
                      (archive_sources(audio_dir) if audio_dir else [])
-        feature_config = FeatureConfig(kind=features, n_mels=40, n_mfcc=13)
-        model = EmbedderConfig(FrontendConfig(features=feature_config), AutoencoderConfig(
-            input_dim=feature_config.dim, stack=stack, hidden=hidden, layers=layers, dim=dim,
+        if asr_model is not None and features != "asr":
+            raise ConfigError("--asr-model is for --features asr")
+        if features == "asr":
+            frontend = asr_frontend_config(asr_model or "an4")
+        else:
+            frontend = FrontendConfig(features=FeatureConfig(kind=features, n_mels=40,
+                                                             n_mfcc=13))
+        stack = stack or (2 if features == "asr" else 3)
+        model = EmbedderConfig(frontend, AutoencoderConfig(
+            input_dim=frontend.dim, stack=stack, hidden=hidden, layers=layers, dim=dim,
             decoder_hidden=hidden))
         config = TrainConfig(epochs=epochs, windows_per_epoch=windows_per_epoch,
                              batch_size=batch_size, learning_rate=lr,

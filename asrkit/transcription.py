@@ -7,6 +7,7 @@ long recordings are cut into overlapping chunks whose centres are stitched toget
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -41,20 +42,32 @@ class Transcript:
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Utterance]:
     """Files, folders (recursive) and JSON Lines manifests → utterances.
 
-    Ids are file stems for files, paths relative to the folder for folders, and the
-    manifest's own ids for manifests. Raises :class:`AsrkitError` for a missing input.
+    Ids are file stems for files, paths relative to the folder for folders (with the
+    extension kept where ``a.wav`` and ``a.flac`` sit side by side), and the manifest's
+    own ids for manifests. Raises :class:`AsrkitError` for a missing input.
     """
     utts: list[Utterance] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            utts += [Utterance(f.relative_to(item).with_suffix("").as_posix(), str(f))
-                     for f in find_audio_files(item)]
+            utts += _folder_utterances(item)
         elif item.suffix.lower() in MANIFEST_SUFFIXES:
             utts += list(iter_manifest(item))
         elif item.exists():
             utts.append(Utterance(item.stem, str(item)))
         else:
             raise AudioError(f"{item}: no such file or folder")
+    return utts
+
+
+def _folder_utterances(folder: Path) -> list[Utterance]:
+    files = find_audio_files(folder)
+    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
+    utts = []
+    for f in files:
+        rel = f.relative_to(folder)
+        stem = rel.with_suffix("").as_posix()
+        # Two files with one stem would share an id and so one output file.
+        utts.append(Utterance(stem if stems[stem] == 1 else rel.as_posix(), str(f)))
     return utts
 
 
@@ -97,50 +110,52 @@ def transcribe(
 
 
 def _process_group(model, utts, batch_seconds, on_skip):
+    # Work is keyed by position in the group, not by id: ids given by the user (two
+    # manifests, a file named twice) need not be unique.
     durations = {}
-    for utt in utts:
+    for i, utt in enumerate(utts):
         try:
-            durations[utt.id] = _duration(utt)
+            durations[i] = _duration(utt)
         except AsrkitError as e:
             _skip(on_skip, utt, str(e))
-    ok = [u for u in utts if u.id in durations]
-    long = [u for u in ok if durations[u.id] > CHUNK_SECONDS]
-    short = sorted((u for u in ok if durations[u.id] <= CHUNK_SECONDS),
-                   key=lambda u: durations[u.id])
-    results: dict[str, torch.Tensor] = {}
-    batch: list[Utterance] = []
-    for utt in short:
-        if batch and durations[utt.id] * (len(batch) + 1) > batch_seconds:
-            results.update(_run_batch(model, batch, on_skip))
+    short = sorted((i for i in durations if durations[i] <= CHUNK_SECONDS),
+                   key=lambda i: durations[i])
+    results: dict[int, torch.Tensor] = {}
+    batch: list[int] = []
+    for i in short:
+        if batch and durations[i] * (len(batch) + 1) > batch_seconds:
+            results.update(_run_batch(model, utts, batch, on_skip))
             batch = []
-        batch.append(utt)
+        batch.append(i)
     if batch:
-        results.update(_run_batch(model, batch, on_skip))
-    for utt in ok:
-        if utt.id in results:
-            yield utt, results.pop(utt.id)
-        elif utt in long:
+        results.update(_run_batch(model, utts, batch, on_skip))
+    for i in durations:
+        if i in results:
+            yield utts[i], results.pop(i)
+        elif durations[i] > CHUNK_SECONDS:
             try:
-                yield utt, _long_log_probs(model, utt)
+                yield utts[i], _long_log_probs(model, utts[i])
             except AsrkitError as e:
-                _skip(on_skip, utt, str(e))
+                _skip(on_skip, utts[i], str(e))
 
 
 @torch.inference_mode()
-def _run_batch(model: AsrModel, utts: list[Utterance], on_skip) -> dict[str, torch.Tensor]:
+def _run_batch(model: AsrModel, utts: list[Utterance], positions: list[int], on_skip,
+               ) -> dict[int, torch.Tensor]:
+    """Log-probs ``(frames, vocab)`` of ``utts[i]`` for each readable ``i`` in ``positions``."""
     waves, kept = [], []
-    for utt in utts:
+    for i in positions:
         try:
-            waves.append(torch.from_numpy(_load(model, utt)))
-            kept.append(utt)
+            waves.append(torch.from_numpy(_load(model, utts[i])))
+            kept.append(i)
         except AsrkitError as e:
-            _skip(on_skip, utt, str(e))
+            _skip(on_skip, utts[i], str(e))
     if not kept:
         return {}
     lengths = torch.tensor([len(w) for w in waves])
     padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     log_probs, out_lengths = model(padded, lengths)
-    return {u.id: log_probs[i, :out_lengths[i]].clone() for i, u in enumerate(kept)}
+    return {i: log_probs[b, :out_lengths[b]].clone() for b, i in enumerate(kept)}
 
 
 @torch.inference_mode()

@@ -51,8 +51,13 @@ def transcribe(
         done = _done_ids(output, output_dir, fmt) if skip_done else set()
         utts = [u for u in utts if u.id not in done]
         skipped: list[tuple[str, str]] = []
+        if output_dir:
+            skipped = [(u.id, f"id would write outside --output-dir {output_dir}; give "
+                        "it an id without '..' or a leading '/'")
+                       for u in utts if not _inside(output_dir, u.id, fmt)]
+            utts = [u for u in utts if _inside(output_dir, u.id, fmt)]
         sink = open(output, "a" if skip_done else "w", encoding="utf-8") if output else None
-        audio_seconds, t0 = 0.0, time.monotonic()
+        audio_seconds, transcribed, t0 = 0.0, 0, time.monotonic()
         with progress(total=len(utts), desc="transcribing", unit="file") as bar:
             for tr in run(asr, utts, dec, batch_seconds,
                           on_skip=lambda u, r: skipped.append((u.id, r))):
@@ -65,11 +70,12 @@ def transcribe(
                 else:
                     typer.echo(text, nl=False)
                 audio_seconds += tr.duration
+                transcribed += 1
                 bar.update(1)
         if sink:
             sink.close()
         wall = time.monotonic() - t0
-        typer.echo(f"transcribed {len(utts) - len(skipped)} file(s), {audio_seconds:.1f} s of "
+        typer.echo(f"transcribed {transcribed} file(s), {audio_seconds:.1f} s of "
                    f"audio in {wall:.1f} s: real-time factor {wall / max(audio_seconds, 1e-9):.3f}"
                    + (f" ({len(done)} already done)" if done else ""), err=True)
         report_skipped(skipped)
@@ -91,6 +97,13 @@ def _split_model(model: str | None, inputs: list[str]) -> tuple[str, list[str]]:
 def _write_one(folder: Path, uid: str, fmt: str, text: str) -> None:
     from asrkit.io import atomic_write_text
     atomic_write_text(folder / f"{uid}.{fmt}", text)
+
+
+def _inside(folder: Path, uid: str, fmt: str) -> bool:
+    """Whether ``<uid>.<fmt>`` stays inside ``folder``: ids come from manifests, and
+    one like ``../../x`` must not write elsewhere."""
+    base = folder.resolve()
+    return (base / f"{uid}.{fmt}").resolve().is_relative_to(base)
 
 
 def _done_ids(output: Path | None, output_dir: Path | None, fmt: str) -> set[str]:

@@ -101,6 +101,26 @@ def bucket_batches(durations: Sequence[float], batch_seconds: float, epoch: int,
     return batches
 
 
+def shard_batches(batches: Sequence[list[int]], start: int, world_size: int = 1,
+                  rank: int = 0, accumulate: int = 1) -> list[list[list[int]]]:
+    """The batches process ``rank`` of ``world_size`` trains on, one entry (a list of
+    ``accumulate`` batches) per optimiser step, from position ``start`` of an epoch's
+    ``batches`` (as :func:`bucket_batches` orders them).
+
+    Step ``k`` uses the global batch ``batches[start + k*g : start + (k+1)*g]`` with
+    ``g = world_size * accumulate``, of which each rank takes its own contiguous part:
+    the ranks' shares are disjoint, equally long (so no process waits for a step the
+    others never take) and depend only on the epoch's batches. The last ``< g`` batches
+    of an epoch are left out. Since the position is a count of global batches consumed,
+    a run can resume at it with another world size.
+    """
+    group = world_size * accumulate
+    steps = max(0, len(batches) - start) // group
+    first = start + rank * accumulate
+    return [[list(batches[first + k * group + j]) for j in range(accumulate)]
+            for k in range(steps)]
+
+
 def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequence[float] = (),
                ) -> tuple[Batch | None, list[Skipped]]:
     """Read and pad the audio of ``examples``; ``speeds[i]`` perturbs example i.

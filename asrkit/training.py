@@ -4,10 +4,22 @@
 in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
 with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
 ``metrics.jsonl`` (one line per epoch and per checkpoint).
+
+Under ``torchrun`` every process calls :func:`train` with the same arguments; they
+train one model together (DistributedDataParallel, see :mod:`asrkit.distributed`).
+Each optimiser step takes a global batch of ``processes × train.accumulate`` bucketed
+batches, each process its own part, and averages the gradients of all of them: the
+weights are those of one process taking the same global batch with ``accumulate``
+raised to match. Randomness (augmentation, dropout) is seeded by the batch's position
+in the epoch, not by the process, for the same reason. Rank 0 alone writes files and
+reports progress; validation is shared out and its sums combined. A checkpoint holds
+the position in the epoch as a count of batches, so a run may resume with another
+number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,11 +31,14 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .checkpoint import load_record, model_from_record, model_record, save_record
 from .config import ExperimentConfig, config_from_dict
-from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples
+from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
 from .decoding import GreedyDecoder
+from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
+                          detect_cluster, grad_scaler, process_group, select_device)
 from .errors import AsrkitError, ConfigError
 from .features import RunningStats, spec_augment
 from .io import atomic_write_text
@@ -41,10 +56,10 @@ STATS_MAX_UTTERANCES = 2000  # normalisation statistics come from at most this m
 class StepInfo:
     epoch: int
     step: int  # global optimiser step, from 1
-    batch: int  # batch within the epoch, from 1
-    batches: int  # batches in this epoch
-    loss: float
-    frames_per_second: float  # feature frames through the model, smoothed
+    batch: int  # optimiser step within the epoch, from 1
+    batches: int  # optimiser steps in this epoch
+    loss: float  # of this process's batches
+    frames_per_second: float  # feature frames through the model (all processes), smoothed
     lr: float
 
 
@@ -99,9 +114,17 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
           out_dir: str | os.PathLike, config: ExperimentConfig = ExperimentConfig(),
           resume: bool = False, callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Train (or, with ``resume``, continue training) a model; see the module docs."""
-    cb = callbacks or TrainCallbacks()
-    out = Path(out_dir)
-    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+    cluster = detect_cluster()
+    device = select_device(cluster)
+    cb = (callbacks or TrainCallbacks()) if cluster.is_main else TrainCallbacks()
+    torch.set_num_threads(config.train.threads or cluster.cpu_threads())
+    with process_group(cluster, device):
+        return _train(train_utts, valid_utts, Path(out_dir), config, resume, cb, cluster,
+                      device)
+
+
+def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: bool,
+           cb: TrainCallbacks, cluster: Cluster, device: torch.device) -> TrainResult:
     if resume and (out / "last.pt").exists():
         record = load_record(out / "last.pt")
         stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
@@ -118,12 +141,15 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
         torch.manual_seed(config.train.seed)  # weight initialisation and dropout
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
         model = AsrModel(vocab, config.model, config.features)
+    check_precision(config.train.precision, device)
+    if config.train.accumulate < 1:
+        raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
-    if record is None:
+    if record is None and cluster.is_main:  # the other processes receive rank 0's weights
         _fit_normalizer(model, train_ex, config)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config.to_yaml())
-    loop = _Loop(model, config, train_ex, valid_ex, out, state, cb)
+    loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster)
     if record is not None:
         loop.restore(record["training"])
     if cb.on_start:
@@ -131,13 +157,17 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
                      "train_hours": sum(e.duration for e in train_ex) / 3600,
                      "skipped": len(skipped), "parameters": model.num_parameters(),
                      "vocabulary": len(model.vocab), "resumed_at_step": state.step,
-                     "batches_per_epoch": loop.batches_per_epoch})
+                     "steps_per_epoch": loop.steps_per_epoch,
+                     "processes": cluster.world_size, "device": str(device)})
     loop.run()
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
                        tuple(skipped), state.seconds)
 
 
-RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "checkpoint_every", "threads")
+# A resumed run may also change its number of processes; ``accumulate`` can then keep
+# the global batch the same, and ``precision`` must change when the GPU is gone.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "checkpoint_every", "threads",
+                     "accumulate", "precision")
 
 
 def _resume_config(stored: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
@@ -186,22 +216,48 @@ def _fit_normalizer(model: AsrModel, examples: Sequence[Example], config) -> Non
     model.normalizer.fit(stats)
 
 
+class _Network(nn.Module):
+    """The trainable part of an :class:`AsrModel` (normaliser → BiLSTM → output) as one
+    ``forward``, the call DistributedDataParallel hooks into."""
+
+    def __init__(self, model: AsrModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, augment=None):
+        """``feats (batch, frames, feats)``, ``lengths (batch,)`` → log-probs, lengths."""
+        return self.model.forward_features(feats, lengths, augment)
+
+
+def _batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of batch ``index`` of ``epoch``: the same whichever process
+    takes the batch, and after a resume."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % 2 ** 63
+
+
 class _Loop:
     """The training loop proper. Its state is small and fully checkpointed."""
 
-    def __init__(self, model, config: ExperimentConfig, train_ex, valid_ex, out: Path,
-                 state: _State, cb: TrainCallbacks):
+    def __init__(self, model: AsrModel, config: ExperimentConfig, examples, out: Path,
+                 state: _State, cb: TrainCallbacks, cluster: Cluster):
         self.model, self.config, self.cfg = model, config, config.train
-        self.train_ex, self.valid_ex, self.out, self.state, self.cb = \
-            train_ex, valid_ex, out, state, cb
-        self.durations = [e.duration for e in train_ex]
-        self.batches_per_epoch = len(bucket_batches(self.durations, self.cfg.batch_seconds,
-                                                    0, self.cfg.seed))
-        self.total_steps = max(1, self.batches_per_epoch * self.cfg.epochs)
+        (self.train_ex, self.valid_ex), self.out, self.state, self.cb = examples, out, state, cb
+        self.cluster, self.device = cluster, next(model.parameters()).device
+        self.group = cluster.world_size * self.cfg.accumulate  # batches per optimiser step
+        self.durations = [e.duration for e in self.train_ex]
+        batches = len(bucket_batches(self.durations, self.cfg.batch_seconds, 0, self.cfg.seed))
+        self.steps_per_epoch = batches // self.group
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"an epoch holds {batches} batches, fewer than one global batch "
+                              f"({cluster.world_size} processes × train.accumulate "
+                              f"{self.cfg.accumulate}); lower train.batch_seconds or use "
+                              "fewer processes")
+        self.total_steps = max(1, self.steps_per_epoch * self.cfg.epochs)
+        self.net = data_parallel(_Network(model), cluster, self.device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.generator = torch.Generator().manual_seed(self.cfg.seed)  # augmentation
+        self.scaler = grad_scaler(self.cfg.precision, self.device)
         self._fps = 0.0
 
     def _lr_factor(self, step: int) -> float:
@@ -217,19 +273,21 @@ class _Loop:
     def restore(self, training: dict) -> None:
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
-        self.generator.set_state(training["generator"])
-        torch.set_rng_state(training["torch_rng"])
+        if training.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(training["scaler"])
 
     def run(self) -> None:
-        s = self.state
+        s, c = self.state, self.cluster
         t0 = time.monotonic() - s.seconds
         while s.epoch < self.cfg.epochs and not s.stopped:
             batches = bucket_batches(self.durations, self.cfg.batch_seconds, s.epoch,
                                      self.cfg.seed)
+            mine = shard_batches(batches, s.batch, c.world_size, c.rank, self.cfg.accumulate)
             losses = []
-            while s.batch < len(batches):
-                losses.append(self._step(batches[s.batch], len(batches)))
-                s.batch += 1
+            for step_batches in mine:
+                first = s.batch + c.rank * self.cfg.accumulate  # position of our first batch
+                losses.append(self._step(step_batches, first, len(batches) // self.group))
+                s.batch += self.group
                 s.step += 1
                 s.seconds = time.monotonic() - t0
                 if self.cfg.max_steps and s.step >= self.cfg.max_steps:
@@ -239,57 +297,92 @@ class _Loop:
                     self._save()
             self._end_epoch(losses, time.monotonic() - t0)
 
-    def _step(self, indices: list[int], n_batches: int) -> float:
+    def _step(self, step_batches: list[list[int]], first: int, n_steps: int) -> float:
+        """One optimiser step over this process's ``step_batches`` (epoch positions
+        ``first``, ``first + 1``...); gradients of all processes are averaged."""
         s, cfg = self.state, self.cfg
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t, losses, frames = time.monotonic(), [], 0
+        for j, indices in enumerate(step_batches):
+            # Only the last backward pass of a step exchanges gradients.
+            last = j == len(step_batches) - 1 or not self.cluster.distributed
+            with contextlib.nullcontext() if last else self.net.no_sync():
+                loss, n = self._backward(indices, first + j)
+            losses.append(loss)
+            frames += n
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        finite = [x for x in losses if math.isfinite(x)]
+        loss = sum(finite) / len(finite) if finite else float("nan")
+        # The averaged gradients are the same on every process, so all stop together.
+        if self.scaler.is_enabled() and self.scaler.get_scale() < 1.0 or \
+                not self.scaler.is_enabled() and not torch.isfinite(norm):
+            raise AsrkitError(f"training diverged at step {s.step + 1} (loss {loss}); "
+                              "lower train.lr or resume from the last checkpoint")
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
+        fps = frames * self.cluster.world_size / max(time.monotonic() - t, 1e-9)
+        self._fps = fps if self._fps == 0 else 0.9 * self._fps + 0.1 * fps
+        if self.cb.on_step:
+            self.cb.on_step(StepInfo(s.epoch + 1, s.step + 1, s.batch // self.group + 1,
+                                     n_steps, loss, self._fps, self.scheduler.get_last_lr()[0]))
+        return loss
+
+    def _backward(self, indices: list[int], position: int) -> tuple[float, int]:
+        """Forward and backward pass over one batch; its loss and feature frames."""
+        cfg, model, dev = self.cfg, self.model, self.device
+        seed = _batch_seed(cfg.seed, self.state.epoch, position)
+        generator = torch.Generator().manual_seed(seed)  # augmentation
+        torch.manual_seed(seed)  # dropout
         examples = [self.train_ex[i] for i in indices]
         factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
-        picks = torch.randint(len(factors), (len(examples),), generator=self.generator)
-        batch, skipped = load_batch(examples, self.model.feature_config.gain_normalize,
+        picks = torch.randint(len(factors), (len(examples),), generator=generator)
+        batch, skipped = load_batch(examples, model.feature_config.gain_normalize,
                                     [factors[int(p)] for p in picks])
         for sk in skipped:
             log.warning("skipped %s: %s", sk.id, sk.reason)
         if batch is None:
-            return float("nan")
-        t = time.monotonic()
-        self.model.train()
-        feats, lengths = self.model.features(batch.waves, batch.wave_lengths)
-        augment = (lambda x, n: spec_augment(x, n, self.config.augment, self.generator)) \
+            self._idle_backward()
+            return float("nan"), 0
+        feats, lengths = model.features(batch.waves.to(dev), batch.wave_lengths.to(dev))
+        augment = (lambda x, n: spec_augment(x, n, self.config.augment, generator)) \
             if cfg.spec_augment else None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            log_probs, out_lengths = self.model.forward_features(feats, lengths, augment)
-        loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch.targets, out_lengths,
-                          batch.target_lengths, blank=0, reduction="mean")
-        if not torch.isfinite(loss):
-            raise AsrkitError(f"training diverged at step {s.step + 1} (loss {loss.item()}); "
-                              "lower train.lr or resume from the last checkpoint")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        fps = float(lengths.sum()) / max(time.monotonic() - t, 1e-9)
-        self._fps = fps if self._fps == 0 else 0.9 * self._fps + 0.1 * fps
-        if self.cb.on_step:
-            self.cb.on_step(StepInfo(s.epoch + 1, s.step + 1, s.batch + 1, n_batches,
-                                     loss.item(), self._fps, self.scheduler.get_last_lr()[0]))
-        return loss.item()
+        with autocast(cfg.precision, dev):
+            log_probs, out_lengths = self.net(feats, lengths, augment)
+        loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch.targets.to(dev),
+                          out_lengths, batch.target_lengths.to(dev), blank=0, reduction="mean")
+        self.scaler.scale(loss / cfg.accumulate).backward()
+        return loss.item(), int(lengths.sum())
+
+    def _idle_backward(self) -> None:
+        """A pass that adds nothing to the gradients, for a batch with no readable audio:
+        this process must still take part in the averaging, or the others wait forever."""
+        frames = self.model.config.subsample
+        feats = torch.zeros(1, frames, self.model.feature_config.dim, device=self.device)
+        log_probs, _ = self.net(feats, torch.tensor([frames], device=self.device))
+        (log_probs.sum() * 0.0).backward()
 
     def _end_epoch(self, losses: list[float], elapsed: float) -> None:
         s = self.state
-        valid_loss, cer, wer = validate(self.model, self.valid_ex, self.cfg.batch_seconds)
+        valid_loss, cer, wer = validate(self.model, self.valid_ex, self.cfg.batch_seconds,
+                                        self.cluster)
         # Equal WER (e.g. 100 % while CTC still emits only blanks) with a lower loss
         # is progress too: otherwise early stopping ends a run that is learning.
         improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
                                               and valid_loss < s.best_loss)
         finite = [x for x in losses if math.isfinite(x)]
-        info = EpochInfo(s.epoch + 1, sum(finite) / max(len(finite), 1), valid_loss, cer,
-                         wer, improved, elapsed)
+        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
+                         elapsed)
         s.history.append({"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
                           "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
                           "seconds": round(elapsed, 1)})
         if improved:
             s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
-            save_record(self.out / "best.pt", model_record(self.model, self._info()))
+            if self.cluster.is_main:
+                save_record(self.out / "best.pt", model_record(self.model, self._info()))
         else:
             s.bad_epochs += 1
         s.epoch += 1
@@ -307,38 +400,61 @@ class _Loop:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _save(self) -> None:
+        if not self.cluster.is_main:
+            return
         record = model_record(self.model, self._info())
         record["training"] = {
             "config": self.config.to_dict(), "state": vars(self.state).copy(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
         }
         save_record(self.out / "last.pt", record)
         lines = "".join(json.dumps(h) + "\n" for h in self.state.history)
         atomic_write_text(self.out / "metrics.jsonl", lines)
 
 
-@torch.inference_mode()
 def validate(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
-             ) -> tuple[float, float, float]:
-    """CTC loss per label (averaged over utterances), CER and WER (greedy decoding)."""
+             cluster: Cluster = Cluster()) -> tuple[float, float, float]:
+    """CTC loss per label (averaged over utterances), CER and WER (greedy decoding).
+
+    With several processes (``cluster``), each decodes its share of the batches and the
+    sums are combined, so every process returns the figures of the whole set.
+    """
+    device = next(model.parameters()).device
+    sums = _validation_sums(model, examples, batch_seconds, cluster.rank, cluster.world_size)
+    loss, count, char_errs, chars, word_errs, words = all_reduce_sum(sums, cluster, device)
+
+    def rate(errors: float, length: float) -> float:  # as metrics.ErrorCounts.rate
+        return errors / length if length else float(errors > 0)
+
+    return loss / max(count, 1), rate(char_errs, chars), rate(word_errs, words)
+
+
+@torch.inference_mode()
+def _validation_sums(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
+                     rank: int, world_size: int) -> list[float]:
+    """Loss sum, utterances, character errors, characters, word errors, words over
+    every ``world_size``-th batch, from the ``rank``-th."""
     model.eval()
+    device = next(model.parameters()).device
     decoder = GreedyDecoder(model.vocab, model.frame_seconds)
     order = sorted(range(len(examples)), key=lambda i: examples[i].duration)
+    batches = bucket_batches([examples[i].duration for i in order], batch_seconds, 0, 0,
+                             shuffle=False)
     refs, hyps, total, count = [], [], 0.0, 0
-    for idx in bucket_batches([examples[i].duration for i in order], batch_seconds, 0, 0,
-                              shuffle=False):
+    for idx in batches[rank::world_size]:
         chunk = [examples[order[i]] for i in idx]
         batch, _ = load_batch(chunk, model.feature_config.gain_normalize)
         if batch is None:
             continue
-        log_probs, lengths = model(batch.waves, batch.wave_lengths)
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, lengths,
-                          batch.target_lengths, blank=0, reduction="mean")
+        log_probs, lengths = model(batch.waves.to(device), batch.wave_lengths.to(device))
+        loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets.to(device), lengths,
+                          batch.target_lengths.to(device), blank=0, reduction="mean")
         total += loss.item() * len(batch.ids)  # per-label loss, as in training
         count += len(batch.ids)
         by_id = {e.utt.id: e for e in chunk}
         refs += [model.vocab.normalize(by_id[i].utt.text) for i in batch.ids]
-        hyps += [h.text for h in decoder.decode(log_probs, lengths)]
-    return total / max(count, 1), char_errors(refs, hyps).rate, word_errors(refs, hyps).rate
+        hyps += [h.text for h in decoder.decode(log_probs.cpu(), lengths.cpu())]
+    chars, words = char_errors(refs, hyps), word_errors(refs, hyps)
+    return [total, count, chars.errors, chars.reference_length, words.errors,
+            words.reference_length]

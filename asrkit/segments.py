@@ -200,17 +200,24 @@ def recognised_word_spans(wave: np.ndarray, config: SegmentConfig) -> list[Span]
     """Word-run candidates of ``wave (samples,)`` from ``config.asr_model``'s greedy
     CTC alignment (see :func:`word_run_spans`)."""
     from .acoustic_frontend import AcousticModelRef, load_referenced, wave_log_probs
-    from .decoding import GreedyDecoder
     if len(wave) == 0:
         return []
     if config.asr_fingerprint is None:  # unchecked: only for configs never stored
         config = with_asr_model(config)
     model = load_referenced(AcousticModelRef(config.asr_model, config.asr_fingerprint),
                             "these segment settings")
-    log_probs = wave_log_probs(model, wave)  # (frames, vocab)
-    hyp = GreedyDecoder(model.vocab, model.frame_seconds).decode(log_probs.unsqueeze(0))[0]
-    return word_run_spans([(w.start, w.end) for w in hyp.words], config,
-                          len(wave) / config.sample_rate)
+    return aligned_word_spans(wave_log_probs(model, wave), model.vocab, model.frame_seconds,
+                              config, len(wave) / config.sample_rate)
+
+
+def aligned_word_spans(log_probs, vocab, frame_seconds: float, config: SegmentConfig,
+                       total: float) -> list[Span]:
+    """Word-run candidates from CTC ``log_probs (frames, vocab)`` (blank = 0) of a
+    recogniser with ``vocab`` and ``frame_seconds`` per frame: greedy word times, then
+    :func:`word_run_spans`."""
+    from .decoding import GreedyDecoder
+    hyp = GreedyDecoder(vocab, frame_seconds).decode(log_probs.unsqueeze(0))[0]
+    return word_run_spans([(w.start, w.end) for w in hyp.words], config, total)
 
 
 def word_run_spans(words: Sequence[tuple[float, float]], config: SegmentConfig,

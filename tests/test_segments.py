@@ -85,3 +85,90 @@ def test_config_round_trips_through_a_dict():
     from dataclasses import asdict
     config = SegmentConfig(durations=(0.4, 0.8), hop=0.05)
     assert SegmentConfig.from_dict(asdict(config)) == config
+
+
+# --- candidates from a recogniser's word alignment ---------------------------------
+
+from asrkit.segments import (MAX_WORD_SPAN, aligned_word_spans, with_asr_model,  # noqa: E402
+                             word_run_spans)
+
+WORDS = SegmentConfig(kind="words", asr_model="an4", asr_fingerprint="x", word_pad=0.1)
+
+
+def test_word_runs_are_single_words_and_neighbour_pairs_padded_and_clipped():
+    words = [(0.05, 0.3), (0.6, 0.9), (1.5, 1.8)]
+    spans = word_run_spans(words, WORDS, total=1.85)
+    assert spans == [Span(0.0, 0.4), Span(0.0, 1.0), Span(0.5, 1.0), Span(0.5, 1.85),
+                     Span(1.4, 1.85)]
+    alone = word_run_spans(words, SegmentConfig(**{**WORDS.__dict__, "max_words": 1}), 1.85)
+    assert alone == [Span(0.0, 0.4), Span(0.5, 1.0), Span(1.4, 1.85)]
+
+
+def test_overlong_word_runs_are_dropped():
+    spans = word_run_spans([(0.0, 0.5), (0.6, MAX_WORD_SPAN + 1.0)], WORDS, total=10.0)
+    assert Span(0.0, 0.6) in spans and all(s.duration < MAX_WORD_SPAN + 0.3 for s in spans)
+
+
+def test_spans_follow_a_known_ctc_alignment():
+    """Log-probs whose best path spells "NO GO" at known frames: the spans are those
+    words' frames, padded."""
+    import torch
+    from asrkit.text import Vocabulary
+    vocab = Vocabulary(list(" GNO"))
+    path = [0] * 100
+    for frame, symbol in [(10, "N"), (11, "N"), (16, "O"), (30, " "), (50, "G"), (58, "O")]:
+        path[frame] = vocab.symbols.index(symbol) + 1
+    log_probs = torch.full((100, len(vocab)), -8.0)
+    log_probs[torch.arange(100), torch.tensor(path)] = -0.01
+    spans = aligned_word_spans(log_probs, vocab, 0.02, WORDS, total=2.0)
+    assert spans == [Span(0.1, 0.44), Span(0.1, 1.28), Span(0.9, 1.28)]
+
+
+def test_word_kinds_need_a_model_and_a_known_kind():
+    with pytest.raises(ConfigError):
+        SegmentConfig(kind="words")
+    with pytest.raises(ConfigError):
+        SegmentConfig(kind="phones", asr_model="an4")
+    with pytest.raises(ConfigError):
+        SegmentConfig(kind="words", asr_model="an4", max_words=0)
+
+
+def test_word_config_round_trips_and_old_settings_read_as_windows():
+    from dataclasses import asdict
+    assert SegmentConfig.from_dict(asdict(WORDS)) == WORDS
+    old = {k: v for k, v in asdict(SegmentConfig()).items()
+           if k not in ("kind", "asr_model", "asr_fingerprint", "max_words", "word_pad")}
+    assert SegmentConfig.from_dict(old).kind == "windows"
+
+
+def spoken_words(words, voice, gap=0.4):
+    """espeak-ng ``words`` separated by ``gap`` s of near-silence → wave, true spans."""
+    rng = np.random.default_rng(1)
+    parts, truth, t = [np.zeros(int(gap * SAMPLE_RATE), np.float32)], [], gap
+    for w in words:
+        x = synth_word(w, voice)
+        truth.append((t, t + len(x) / SAMPLE_RATE))
+        parts += [x, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+        t = truth[-1][1] + gap
+    wave = np.concatenate(parts)
+    return wave + 0.003 * rng.standard_normal(len(wave)).astype(np.float32), truth
+
+
+@pytest.mark.parametrize("voice", ["en-us+m3", "en-gb+f4"])
+def test_bundled_model_places_word_segments_on_the_words(voice, one_thread):
+    """AN4 command words by espeak-ng: the AN4 model misspells them, but its word
+    runs sit on the words — every word is hit and nearly every run overlaps a word."""
+    wave, truth = spoken_words(["yes", "no", "stop", "help", "go", "enter"], voice)
+    config = with_asr_model(SegmentConfig(kind="words", asr_model="an4"))
+    assert len(config.asr_fingerprint) == 64
+    spans = candidate_segments(wave, config)
+
+    def overlap(s, a, b):
+        return min(s.end, b) - max(s.start, a)
+    singles = [s for s in spans if s.duration < 1.0]
+    assert all(any(overlap(s, a, b) > 0.05 for s in spans) for a, b in truth)
+    on_words = [s for s in singles if any(overlap(s, a, b) > 0 for a, b in truth)]
+    assert len(on_words) >= 0.8 * len(singles)
+    both = candidate_segments(wave, SegmentConfig(**{**config.__dict__, "kind": "both"}))
+    windows = candidate_segments(wave, SegmentConfig())
+    assert set(both) == set(windows) | set(spans)

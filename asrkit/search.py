@@ -19,7 +19,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import MIN_PEAK, SAMPLE_RATE, load_audio
 from .dtw import DTW_FEATURES, dtw_features, subsequence_dtw
 from .errors import AudioError, ConfigError
 from .index import SearchIndex
@@ -93,6 +93,8 @@ def search(
         qs = [q if isinstance(q, Query) else load_query(q) for q in queries]
         if not qs:
             raise ConfigError("no query given: pass at least one audio file or span")
+        for q in qs:
+            _check_audible(q, idx.segment_config.min_speech)
         waves = [trim_silence(q.wave, idx.segment_config) for q in qs]
         vectors = idx.embedder.embed_waves(waves)  # (queries, dim)
         if fuse:
@@ -179,6 +181,15 @@ def _rerank_dtw(hits: list[Hit], query_wave: np.ndarray) -> list[Hit]:
                            start=round(start + match.start / fps, 3),
                            end=round(start + match.end / fps, 3)))
     return sorted(out, key=lambda h: -h.score)
+
+
+def _check_audible(query: Query, min_seconds: float) -> None:
+    """Refuse a silent or near-empty query: its embedding says nothing about speech,
+    yet it would still return confident-looking hits."""
+    wave = query.wave
+    if len(wave) < min_seconds * SAMPLE_RATE or float(np.abs(wave).max()) < MIN_PEAK:
+        raise AudioError(f"{query.name}: the query is silent or shorter than {min_seconds:g} "
+                         "s; give a recording of the spoken term")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

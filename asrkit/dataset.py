@@ -18,6 +18,8 @@ from .text import Vocabulary, ctc_min_frames
 
 log = logging.getLogger("asrkit")
 
+MAX_EXAMPLE_SECONDS = 120.0  # longer utterances are excluded: one alone would fill memory
+
 
 @dataclass(frozen=True)
 class Example:
@@ -50,8 +52,9 @@ def prepare_examples(
     """Check each utterance and turn it into an :class:`Example`.
 
     Left out (and returned as :class:`Skipped`): unreadable audio, no transcript,
-    characters outside the vocabulary, and transcripts CTC cannot align because the
-    model emits fewer frames (``output_frames(duration)``) than the labels need.
+    characters outside the vocabulary, transcripts CTC cannot align because the
+    model emits fewer frames (``output_frames(duration)``) than the labels need, and
+    utterances longer than :data:`MAX_EXAMPLE_SECONDS`.
     """
     examples, skipped = [], []
     for utt in utterances:
@@ -66,6 +69,10 @@ def prepare_examples(
             continue
         if not labels:
             skipped.append(Skipped(utt.id, "empty transcript"))
+        elif duration > MAX_EXAMPLE_SECONDS:
+            skipped.append(Skipped(utt.id, f"{utt.audio}: {duration:.0f}s is too long to train "
+                                   f"on (limit {MAX_EXAMPLE_SECONDS:.0f}s); cut it into "
+                                   "segments with offset/duration in the manifest"))
         elif output_frames(duration) < ctc_min_frames(labels):
             skipped.append(Skipped(utt.id, f"transcript of {len(labels)} symbols cannot fit "
                                    f"in {output_frames(duration)} output frames "

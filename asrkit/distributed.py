@@ -112,8 +112,10 @@ def data_parallel(module: nn.Module, cluster: Cluster, device: torch.device) -> 
     weights and buffers start as rank 0's); ``module`` itself on one process."""
     if not cluster.distributed:
         return module
-    # Buffers (normalisation statistics) do not change while training: broadcasting
-    # them at construction is enough.
+    # Buffers (normalisation statistics) do not change while training: one broadcast
+    # now, rather than one before every forward pass as DDP would do.
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 

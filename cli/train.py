@@ -1,8 +1,13 @@
-"""`asrkit train`: train a BiLSTM-CTC recogniser on JSON Lines manifests."""
+"""`asrkit train`: train a BiLSTM-CTC recogniser on JSON Lines manifests.
+
+Runs unchanged under torchrun (``torchrun --nproc-per-node N --no-python asrkit train
+...``): every process trains, rank 0 alone prints and writes files.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,6 +28,10 @@ def train(
     """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png."""
     setup_logging(verbose)
     with user_errors():
+        from asrkit.distributed import detect_cluster
+        main_process = detect_cluster().is_main
+        if not main_process:  # rank 0 reports for all; the others speak only of errors
+            logging.getLogger("asrkit").setLevel(logging.ERROR)
         from asrkit.config import load_config
         from asrkit.manifest import read_manifest
         from asrkit.plots import plot_training_curve
@@ -40,6 +49,9 @@ def train(
                        f"({info['train_hours']:.2f} h), validating on "
                        f"{info['valid_utterances']}; {info['parameters'] / 1e6:.1f} M "
                        f"parameters; {info['skipped']} excluded", err=True)
+            if info["processes"] > 1 or info["device"] != "cpu":
+                typer.echo(f"{info['processes']} process(es) on {info['device']}, "
+                           f"{info['steps_per_epoch']} steps an epoch", err=True)
             bar = progress(desc="epoch", unit="batch")
 
         def on_step(s) -> None:
@@ -59,6 +71,8 @@ def train(
                               callbacks=TrainCallbacks(on_start, on_step, on_epoch))
         if bar is not None:
             bar.close()
+        if not main_process:
+            return
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         if history:
             plot_training_curve(history, out / "curve.png")

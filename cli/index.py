@@ -13,6 +13,7 @@ from .common import progress, report_skipped, user_errors
 app = typer.Typer(help="Build and update a search index of an audio archive.",
                   no_args_is_help=True)
 
+EXIT_PARTIAL = 3  # some recordings were skipped (listed); the others are indexed
 ArchiveArg = Annotated[Path, typer.Argument(
     help="A folder of recordings (searched recursively) or a JSON Lines manifest.")]
 IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
@@ -59,6 +60,8 @@ def build(
         with _Bar(len(sources)) as bar:
             summary = build_index(sources, out, embedder, config, factory, bar.update)
         _report(summary, out, as_json)
+        if summary.skipped:
+            raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -72,6 +75,8 @@ def add(index: IndexArg, archive: ArchiveArg, threads: ThreadsOpt = None,
         with _Bar(len(sources)) as bar:
             summary = add_to_index(index, sources, bar.update)
         _report(summary, index, as_json)
+        if summary.skipped:
+            raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()

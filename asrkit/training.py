@@ -313,13 +313,15 @@ class _Loop:
             frames += n
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        finite = [x for x in losses if math.isfinite(x)]
-        loss = sum(finite) / len(finite) if finite else float("nan")
-        # The averaged gradients are the same on every process, so all stop together.
+        # The averaged gradients are the same on every process, so all stop together
+        # (with fp16, overflowing gradients are normal until the loss scale adapts).
         if self.scaler.is_enabled() and self.scaler.get_scale() < 1.0 or \
                 not self.scaler.is_enabled() and not torch.isfinite(norm):
-            raise AsrkitError(f"training diverged at step {s.step + 1} (loss {loss}); "
+            raise AsrkitError(f"training diverged at step {s.step + 1} (gradient norm "
+                              f"{float(norm)}, loss {', '.join(map(str, losses))}); "
                               "lower train.lr or resume from the last checkpoint")
+        finite = [x for x in losses if math.isfinite(x)]
+        loss = sum(finite) / len(finite) if finite else float("nan")
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()

@@ -1,0 +1,261 @@
+"""The web app of `asrkit serve`: every endpoint through FastAPI's TestClient, agreement
+with the library it fronts, refusal of anything outside the index, and the real page
+driven in headless Chromium."""
+
+import io
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+import typer
+from typer.testing import CliRunner
+
+pytest.importorskip("fastapi", reason="needs the 'serve' extra: pip install 'asrkit[serve]'")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from asrkit.audio import audio_info, load_audio  # noqa: E402
+from asrkit.errors import ConfigError  # noqa: E402
+from asrkit.index import build_index  # noqa: E402
+from asrkit.manifest import Utterance  # noqa: E402
+from asrkit.search import Query, search  # noqa: E402
+from asrkit.segments import SegmentConfig  # noqa: E402
+from asrkit.serve import create_app  # noqa: E402
+
+from _speech import VOICES, make_archive, synth_word  # noqa: E402
+
+FILES = [["umbrella", "computer", "garden"], ["elephant", "basket", "yellow"],
+         ["tomorrow", "window", "pocket"]]
+SEGMENTS = SegmentConfig(durations=(0.3, 0.6, 0.9), hop=0.1)  # fewer windows: a fast build
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """Three recordings of three words in one voice, indexed with the packaged embedder."""
+    root = tmp_path_factory.mktemp("serve")
+    occurrences = make_archive(root / "archive", FILES, VOICES[0])
+    build_index(root / "archive", root / "index", None, SEGMENTS)
+    return root, occurrences
+
+
+@pytest.fixture(scope="module")
+def client(indexed):
+    root, _ = indexed
+    with TestClient(create_app(root / "index", model="an4")) as c:
+        yield c
+
+
+def occurrence(indexed, word):
+    return next(o for o in indexed[1] if o.word == word)
+
+
+def overlaps(hit, occ) -> bool:
+    return hit["file"] == occ.file.name and hit["start"] < occ.end and occ.start < hit["end"]
+
+
+def wav_upload(wave, name="query.wav"):
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16000, format="WAV", subtype="PCM_16")
+    return {"audio": (name, buf.getvalue(), "audio/wav")}
+
+
+def span(occ, pad=0.0):
+    return {"file": occ.file.name, "start": round(occ.start - pad, 3),
+            "end": round(occ.end + pad, 3)}
+
+
+def test_info_lists_the_indexed_recordings(client, indexed):
+    info = client.get("/api/info").json()
+    assert [r["name"] for r in info["recordings"]] == ["rec00.wav", "rec01.wav", "rec02.wav"]
+    for r in info["recordings"]:
+        assert r["duration"] == pytest.approx(audio_info(indexed[0] / "archive" / r["name"])
+                                              .duration, abs=1e-3)
+    assert info["model"] == "an4" and info["segments"] > 0 and info["max_upload_mb"] == 20
+
+
+def test_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/static/../serve.py").status_code == 404
+
+
+def test_uploaded_query_in_another_voice_finds_the_word(client, indexed):
+    wave = synth_word("yellow", VOICES[1])
+    answer = client.post("/api/search", files=wav_upload(wave), data={"top": "5"}).json()
+    hits = answer["hits"]
+    assert overlaps(hits[0], occurrence(indexed, "yellow"))
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert answer["query"] == {"name": "query.wav", "duration": round(len(wave) / 16000, 3)}
+    # The page shows exactly what the library finds (the upload is 16-bit, so re-read it).
+    expected = search(indexed[0] / "index", [Query("q", _pcm16(wave))], top=5)[0]
+    assert [(h["file"], h["start"], h["end"]) for h in hits] == \
+        [(h.source, h.start, h.end) for h in expected]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected], abs=1e-4)
+
+
+def test_span_of_the_archive_finds_itself(client, indexed):
+    occ = occurrence(indexed, "pocket")
+    hits = client.post("/api/search-span", json={**span(occ), "top": 3}).json()["hits"]
+    assert overlaps(hits[0], occ) and hits[0]["score"] > 0.8
+
+
+def test_audio_span_is_read_from_the_archive(client, indexed):
+    occ = occurrence(indexed, "basket")
+    answer = client.get("/api/audio", params=span(occ))
+    assert answer.status_code == 200 and answer.headers["content-type"] == "audio/wav"
+    wave, rate = sf.read(io.BytesIO(answer.content), dtype="float32")
+    assert rate == 16000 and sf.info(io.BytesIO(answer.content)).subtype == "PCM_16"
+    expected = load_audio(occ.file, offset=span(occ)["start"],
+                          duration=span(occ)["end"] - span(occ)["start"])
+    assert len(wave) == len(expected)
+    assert np.abs(wave - expected).max() <= 1 / 32767  # only 16-bit rounding
+
+
+def test_audio_span_past_the_end_stops_at_the_end(client, indexed):
+    duration = audio_info(indexed[0] / "archive" / "rec02.wav").duration
+    answer = client.get("/api/audio", params={"file": "rec02.wav", "start": duration - 0.5,
+                                              "end": duration + 5})
+    wave, _ = sf.read(io.BytesIO(answer.content))
+    assert len(wave) == pytest.approx(0.5 * 16000, abs=2)
+
+
+def test_pictures_are_png(client, indexed):
+    occ = occurrence(indexed, "garden")
+    for answer in (client.get("/api/picture", params=span(occ, pad=0.15)),
+                   client.post("/api/picture", files=wav_upload(synth_word("garden")))):
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        assert answer.content[:8] == PNG_MAGIC
+        width, height = struct.unpack(">II", answer.content[16:24])  # the IHDR chunk
+        assert (width, height) == (480, 180)
+
+
+def test_transcripts_agree_with_transcribing_the_same_audio(client, indexed):
+    import asrkit
+    occ = occurrence(indexed, "computer")
+    got = client.get("/api/transcript", params=span(occ)).json()
+    lo, hi = max(0.0, span(occ)["start"] - 1.0), span(occ)["end"] + 1.0
+    assert (got["start"], got["end"]) == (round(lo, 3), round(hi, 3))
+    model = asrkit.load_model("an4")
+    utt = Utterance("x", str(occ.file), offset=lo, duration=hi - lo)
+    assert got["text"] == next(asrkit.transcribe(model, [utt])).text
+    whole = client.post("/api/transcribe", files=wav_upload(load_audio(occ.file))).json()
+    assert whole["text"] == next(asrkit.transcribe(model, [str(occ.file)])).text
+    assert whole["duration"] == pytest.approx(audio_info(occ.file).duration, abs=1e-3)
+
+
+def test_transcripts_without_a_model_say_how_to_get_them(indexed):
+    client = TestClient(create_app(indexed[0] / "index"))
+    answer = client.get("/api/transcript", params=span(occurrence(indexed, "garden")))
+    assert answer.status_code == 400 and "--model" in answer.json()["error"]
+    assert client.get("/api/info").json()["model"] is None
+
+
+@pytest.fixture(scope="module")
+def stray(indexed):
+    """A file beside the archive and a symlink inside it, neither of them indexed."""
+    root = indexed[0]
+    secret = root / "secret.wav"
+    shutil.copy(root / "archive" / "rec00.wav", secret)
+    (root / "archive" / "stray.wav").symlink_to(secret)
+    return secret
+
+
+@pytest.mark.parametrize("name", [
+    "../archive/rec00.wav", "rec00.wav/../rec01.wav", "/etc/passwd", "stray.wav",
+    "../secret.wav", "ABSOLUTE", "SECRET", "", "rec00.wav\x00"])
+def test_names_outside_the_index_are_refused(client, indexed, stray, name):
+    name = {"ABSOLUTE": str(indexed[0] / "archive" / "rec00.wav"), "SECRET": str(stray)}.get(
+        name, name)
+    where = {"file": name, "start": 0.1, "end": 0.5}
+    for answer in (client.get("/api/audio", params=where),
+                   client.get("/api/picture", params=where),
+                   client.get("/api/transcript", params=where),
+                   client.post("/api/search-span", json=where)):
+        assert answer.status_code == 404, (name, answer.request.url)
+        assert "not a recording in this index" in answer.json()["error"]
+
+
+def test_an_indexed_file_swapped_for_a_symlink_is_refused(indexed, tmp_path):
+    recording = tmp_path / "talk.wav"
+    shutil.copy(indexed[0] / "archive" / "rec01.wav", recording)
+    build_index([Utterance("talk", str(recording))], tmp_path / "index", None, SEGMENTS)
+    client = TestClient(create_app(tmp_path / "index"))
+    where = {"file": "talk", "start": 0.0, "end": 0.5}
+    assert client.get("/api/audio", params=where).status_code == 200
+    recording.unlink()
+    recording.symlink_to(indexed[0] / "archive" / "rec00.wav")
+    answer = client.get("/api/audio", params=where)
+    assert answer.status_code == 403 and "replaced" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"this is not audio", "not a readable audio file"),
+    (b"", "the upload is empty"),
+    ("TRUNCATED", "truncated WAV file")])
+def test_bad_uploads_are_refused_with_a_clear_message(client, content, message):
+    if content == "TRUNCATED":
+        content = wav_upload(synth_word("garden"))["audio"][1][:-2000]
+    for url in ("/api/search", "/api/picture", "/api/transcribe"):
+        answer = client.post(url, files={"audio": ("mine.wav", content, "audio/wav")})
+        assert answer.status_code == 400, url
+        error = answer.json()["error"]
+        assert message in error and "mine.wav" in error and "asrkit-upload" not in error
+
+
+@pytest.mark.parametrize("size_kb, status", [(30, 200), (70, 413), (200, 413)])
+def test_uploads_over_the_limit_are_refused(indexed, size_kb, status):
+    # 70 kB passes the Content-Length check (limit + form overhead) but not the size check.
+    client = TestClient(create_app(indexed[0] / "index", max_upload_mb=50 / 1024))
+    wave = np.resize(synth_word("window"), size_kb * 512)  # 2 bytes a sample
+    answer = client.post("/api/search", files=wav_upload(wave))
+    assert answer.status_code == status
+    if status == 413:
+        assert "larger than the server's limit of 0.0488281 MB" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("request_args, message", [
+    (("get", "/api/audio", {"params": {"file": "rec00.wav", "start": 1.0, "end": 0.5}}),
+     "END greater than START"),
+    (("get", "/api/audio", {"params": {"file": "rec00.wav", "start": 99, "end": 100}}),
+     "after the end of the recording"),
+    (("get", "/api/audio", {"params": {"file": "rec00.wav", "start": "soon", "end": 1}}),
+     "start: Input should be a valid number"),
+    (("get", "/api/picture", {"params": {"file": "rec00.wav", "start": "nan", "end": 1}}),
+     "is not valid"),
+    (("get", "/api/audio", {"params": {"file": "rec00.wav"}}), "start: Field required"),
+    (("post", "/api/search-span", {"json": {"file": "rec00.wav", "start": 0, "end": 1,
+                                            "top": 0}}), "top: Input should be greater"),
+    (("post", "/api/search", {"data": {"top": "3"}}), "audio: Field required"),
+])
+def test_bad_requests_answer_400_with_the_reason(client, request_args, message):
+    method, url, kwargs = request_args
+    answer = getattr(client, method)(url, **kwargs)
+    assert answer.status_code == 400 and message in answer.json()["error"]
+
+
+def test_a_folder_that_is_no_index_fails_at_once(tmp_path):
+    with pytest.raises(ConfigError, match="not an asrkit index"):
+        create_app(tmp_path)
+
+
+def test_cli_reports_a_missing_index_without_traceback(tmp_path):
+    from asrkit.cli import serve
+    app = typer.Typer()
+    app.command()(serve.serve)
+    app.command("other")(lambda: None)  # two commands, so `serve` is a subcommand
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
+    assert result.exit_code == 2  # ConfigError: usage
+    assert result.output.startswith("error: ") and "not an asrkit index" in result.output
+    assert "Traceback" not in result.output
+    help_text = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert "--model" in help_text and "127.0.0.1" in help_text
+
+
+def _pcm16(wave: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO(wav_upload(wave)["audio"][1])
+    return sf.read(buf, dtype="float32")[0]

@@ -256,6 +256,122 @@ def test_cli_reports_a_missing_index_without_traceback(tmp_path):
     assert "--model" in help_text and "127.0.0.1" in help_text
 
 
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1100,1400",
+    "--autoplay-policy=no-user-gesture-required",  # play() from a script, with no click
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+
+
+@pytest.fixture(scope="module")
+def live_server(indexed):
+    """The app under uvicorn on a free loopback port, in a thread of this process."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(indexed[0] / "index"),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium whose fake microphone says "yellow" once (in another voice)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip("headless Chromium is not installed (Debian packages chromium and "
+                    "chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    mic = tmp_path_factory.mktemp("mic") / "mic.wav"
+    silence = np.zeros(4000, np.float32)
+    sf.write(mic, np.concatenate([silence, synth_word("yellow", VOICES[1]), silence, silence]),
+             16000, subtype="PCM_16")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS + (f"--use-file-for-fake-audio-capture={mic}%noloop",):
+        options.add_argument(flag)
+    # An explicit driver path: selenium never tries to download one.
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    chrome.set_script_timeout(20)
+    yield chrome
+    chrome.quit()
+
+
+def wait_for(chrome, condition, seconds=30):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(chrome, seconds, poll_frequency=0.1).until(lambda c: condition(c))
+
+
+def first_hit(chrome, after: str):
+    """The first hit once the status line names the query ``after``."""
+    from selenium.webdriver.common.by import By
+    wait_for(chrome, lambda c: f"for {after}" in c.find_element(By.ID, "status").text)
+    row = chrome.find_element(By.CSS_SELECTOR, "#hits li.hit")
+    return {"file": row.get_attribute("data-file"), "start": float(row.get_attribute(
+        "data-start")), "end": float(row.get_attribute("data-end"))}
+
+
+PLAY_FIRST_HIT = """
+const done = arguments[arguments.length - 1];
+const audio = document.querySelector("#hits li.hit audio");
+audio.play().then(() => setTimeout(() => done({time: audio.currentTime, paused: audio.paused,
+    ended: audio.ended, ready: audio.readyState}), 300)).catch((e) => done({error: String(e)}));
+"""
+PICTURES_LOADED = """return [...document.querySelectorAll("#query-picture, .hit-picture")]
+    .every((img) => img.complete && img.naturalWidth === 480);"""
+
+
+@pytest.mark.slow
+def test_the_page_searches_plays_and_reports_errors(browser, live_server, indexed, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser.get(live_server)
+    wait_for(browser, lambda c: c.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    browser.find_element(By.ID, "upload").send_keys(str(bad))
+    wait_for(browser, lambda c: c.find_element(By.ID, "error").is_displayed())
+    assert "notes.wav: not a readable audio file" in browser.find_element(By.ID, "error").text
+
+    query = tmp_path / "yellow.wav"
+    sf.write(query, synth_word("yellow", VOICES[1]), 16000, subtype="PCM_16")
+    browser.find_element(By.ID, "upload").send_keys(str(query))
+    assert overlaps(first_hit(browser, "yellow.wav"), occurrence(indexed, "yellow"))
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    wait_for(browser, lambda c: c.execute_script(PICTURES_LOADED), 60)
+    played = browser.execute_async_script(PLAY_FIRST_HIT)
+    assert "error" not in played and played["ready"] >= 2, played
+    assert played["time"] > 0 and (not played["paused"] or played["ended"]), played
+
+    # The fake microphone: recorded in the page, encoded as WAV there, then searched.
+    browser.find_element(By.ID, "record").click()
+    wait_for(browser, lambda c: "Stop" in c.find_element(By.ID, "record").text)
+    browser.execute_script("return new Promise((r) => setTimeout(r, 1500));")
+    browser.find_element(By.ID, "record").click()
+    assert overlaps(first_hit(browser, "recording.wav"), occurrence(indexed, "yellow"))
+
+    pocket = occurrence(indexed, "pocket")
+    browser.execute_script("setSpanForm(arguments[0], arguments[1], arguments[2]);",
+                           pocket.file.name, pocket.start, pocket.end)
+    browser.find_element(By.CSS_SELECTOR, "#span-form button").click()
+    assert overlaps(first_hit(browser, "rec02.wav:"), pocket)
+
+
 def _pcm16(wave: np.ndarray) -> np.ndarray:
     buf = io.BytesIO(wav_upload(wave)["audio"][1])
     return sf.read(buf, dtype="float32")[0]

@@ -29,6 +29,7 @@ from .embedding import Embedder, load_embedder, save_embedder
 from .errors import AudioError, ConfigError, ManifestError
 from .manifest import Utterance, find_audio_files, read_manifest
 from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
+from .shards import Shard, select_shard, shard_setting
 from .store import IndexStore, SegmentRecord, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
 
@@ -64,10 +65,13 @@ def build_index(
     archive: str | os.PathLike | Sequence[Utterance], out_dir: str | os.PathLike,
     embedder: Embedder | str | os.PathLike | None = None,
     segment_config: SegmentConfig | None = None, factory: str | None = None,
-    progress: Callable[[BuildProgress], None] | None = None,
+    progress: Callable[[BuildProgress], None] | None = None, shard: Shard | None = None,
 ) -> BuildSummary:
     """Embed every candidate segment of ``archive`` (a folder, a manifest, or utterances)
     into a new index at ``out_dir``; rerunning on an unfinished index resumes it.
+
+    ``shard``: index only that part of the archive (see :mod:`asrkit.shards`); the
+    shard indexes of all parts combine with :func:`asrkit.shards.merge_indexes`.
 
     ``embedder``: an :class:`Embedder`, a path, or None for the packaged default.
     ``factory``: a FAISS factory string (e.g. ``"HNSW32"``, ``"IVF1024,Flat"``); by
@@ -76,7 +80,9 @@ def build_index(
     out = Path(out_dir)
     embedder = embedder if isinstance(embedder, Embedder) else load_embedder(embedder)
     segment_config = with_asr_model(segment_config or SegmentConfig())
-    sources = archive_sources(archive)
+    whole = archive_sources(archive)
+    sources = select_shard(whole, shard, key=lambda u: u.id)
+    part = shard and shard_setting(shard, len(whole), len(sources))
     if factory is not None:
         make_index(factory, embedder.dim)  # a typo fails now, not after hours of embedding
     out.mkdir(parents=True, exist_ok=True)
@@ -84,8 +90,10 @@ def build_index(
         if store.is_new():
             store.initialise(embedder.fingerprint(), embedder.dim, embedder.config.to_dict(),
                              asdict(segment_config), factory)
+            store.set_settings(shard=part)
         else:
             _check_same_settings(store, out, embedder, segment_config, factory)
+            _check_same_shard(store, out, part)
         if not (out / EMBEDDER_FILE).exists():
             save_embedder(out / EMBEDDER_FILE, embedder)
         return _index_sources(store, out, embedder, segment_config, sources, progress,
@@ -215,6 +223,18 @@ def _check_same_settings(store: IndexStore, folder: Path, embedder: Embedder,
     if factory is not None and factory != store.setting("factory"):
         raise ConfigError(f"{folder}: this index was started with index type "
                           f"{store.setting('factory') or 'auto'!r}, not {factory!r}")
+
+
+def _check_same_shard(store: IndexStore, folder: Path, part: dict | None) -> None:
+    started = store.setting("shard")
+    if started == part:
+        return
+    def name(p):
+        return f"shard {p['index']}/{p['count']} of {p['archive_sources']} recordings" \
+            if p else "the whole archive"
+    raise ConfigError(f"{folder}: this index was started on {name(started)}, not "
+                      f"{name(part)}; resume with the same --shard and archive, or build "
+                      "into a new folder")
 
 
 def _check_search_params(params: str) -> None:

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -135,6 +135,27 @@ class IndexStore:
                 "INSERT INTO segments (source_id, start_s, end_s, vector) VALUES (?, ?, ?, ?)",
                 ((cur.lastrowid, s.start, s.end, blobs[i].tobytes())
                  for i, s in enumerate(spans)))
+            self._bump_revision()
+
+    def copy_sources(self, sources: Iterable[tuple["IndexStore", int]],
+                     progress: Callable[[int], None] | None = None) -> None:
+        """Copy recordings, each given as (store, source id), with their segments, in
+        one transaction. New ids follow the order given (segments keep their order)."""
+        with self.transaction():
+            for done, (other, source_id) in enumerate(sources, 1):
+                row = other.db.execute(
+                    "SELECT name, audio, offset_s, duration_s, status, reason, segments "
+                    "FROM sources WHERE id = ?", (source_id,)).fetchone()
+                cur = self.db.execute(
+                    "INSERT INTO sources (name, audio, offset_s, duration_s, status, reason, "
+                    "segments) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                self.db.executemany(
+                    "INSERT INTO segments (source_id, start_s, end_s, vector) VALUES (?, ?, ?, ?)",
+                    ((cur.lastrowid, *r) for r in other.db.execute(
+                        "SELECT start_s, end_s, vector FROM segments WHERE source_id = ? "
+                        "ORDER BY id", (source_id,))))
+                if progress:
+                    progress(done)
             self._bump_revision()
 
     def record_skipped(self, utt: Utterance, reason: str) -> None:

@@ -20,6 +20,9 @@ IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    help="Index only part I of N of the archive (e.g. 2/4), to split one archive over N "
+         "machines; combine the parts with `asrkit index merge`.")]
 
 
 @app.command()
@@ -43,10 +46,13 @@ def build(
         help="Acoustic model for --segments words/both: file, training folder or "
              "bundled name (default an4).")] = None,
     threads: ThreadsOpt = None,
+    shard: ShardOpt = None,
     as_json: JsonOpt = False,
 ):
     """Embed every candidate segment of ARCHIVE into a new index."""
     with user_errors():
+        from asrkit.shards import parse_shard
+        part = parse_shard(shard) if shard is not None else None
         set_threads(threads)
         from asrkit.index import archive_sources, build_index
         from asrkit.segments import SegmentConfig
@@ -58,7 +64,8 @@ def build(
                                   if v is not None})
         sources = archive_sources(archive)
         with _Bar(len(sources)) as bar:
-            summary = build_index(sources, out, embedder, config, factory, bar.update)
+            summary = build_index(sources, out, embedder, config, factory, bar.update,
+                                  shard=part)
         _report(summary, out, as_json)
         if summary.skipped:
             raise typer.Exit(EXIT_PARTIAL)

@@ -27,6 +27,7 @@ def transcribe(
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
 ):
     """Transcribe audio; prints a real-time-factor line at the end."""
     setup_logging()
@@ -34,11 +35,13 @@ def transcribe(
         from asrkit.checkpoint import load_model
         from asrkit.errors import ConfigError
         from asrkit.output import FORMATS, format_transcript
+        from asrkit.shards import parse_shard, select_shard
         from asrkit.transcription import collect_inputs
         from asrkit.transcription import transcribe as run
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+        part = parse_shard(shard) if shard is not None else None
         if output and output_dir:
             raise ConfigError("give --output or --output-dir, not both")
         if output and fmt in ("srt", "vtt"):
@@ -47,7 +50,8 @@ def transcribe(
         asr = load_model(model_name)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
-        utts = collect_inputs(paths)
+        utts = select_shard(collect_inputs(paths), part,
+                            key=lambda u: (u.id, u.audio, u.offset))
         done = _done_ids(output, output_dir, fmt) if skip_done else set()
         utts = [u for u in utts if u.id not in done]
         skipped: list[tuple[str, str]] = []

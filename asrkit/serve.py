@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .archive_service import (CONTEXT_SECONDS, ArchiveService, FileChanged, NotInIndex,
                               picture_png, wav_bytes)
@@ -61,10 +62,12 @@ class SpanQuery(BaseModel):
 
 
 def create_app(index_dir: str | os.PathLike, model: str | os.PathLike | None = None,
-               max_upload_mb: float = 20.0) -> FastAPI:
+               max_upload_mb: float = 20.0, allowed_hosts: Sequence[str] | None = None,
+               ) -> FastAPI:
     """The app serving the index at ``index_dir``; ``model`` (a path or bundled name
-    such as ``"an4"``) enables transcripts. Raises :class:`AsrkitError` at once for a
-    missing index or an unreadable model."""
+    such as ``"an4"``) enables transcripts. ``allowed_hosts``: the only Host headers
+    answered (None = any). Raises :class:`AsrkitError` at once for a missing index or
+    an unreadable model."""
     if max_upload_mb <= 0:
         raise ConfigError(f"the upload limit must be positive, not {max_upload_mb:g} MB")
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asrkit-serve")
@@ -90,6 +93,7 @@ def create_app(index_dir: str | os.PathLike, model: str | os.PathLike | None = N
     limit = int(max_upload_mb * 1024 * 1024)
     _add_error_handlers(app)
     _add_body_limit(app, limit)
+    _add_origin_checks(app, allowed_hosts)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     _add_page_routes(app, service, max_upload_mb)
     _add_search_routes(app, service, run, limit)
@@ -225,4 +229,20 @@ def _add_body_limit(app: FastAPI, limit: int) -> None:
             return JSONResponse({"error": f"the upload is larger than the server's limit "
                                           f"of {limit / 2**20:g} MB; send a shorter "
                                           "recording"}, status_code=413)
+        return await call_next(request)
+
+
+def _add_origin_checks(app: FastAPI, allowed_hosts: Sequence[str] | None) -> None:
+    """Only this page may use the server. A web page elsewhere could otherwise embed
+    the archive's audio (refused by the browser's Sec-Fetch-Site header) or read it by
+    pointing its own host name at 127.0.0.1 (refused by the Host check)."""
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts),
+                           www_redirect=False)
+
+    @app.middleware("http")
+    async def refuse_other_sites(request: Request, call_next):
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            return JSONResponse({"error": "requests from other web sites are refused"},
+                                status_code=403)
         return await call_next(request)

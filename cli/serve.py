@@ -37,7 +37,9 @@ def serve(
         if not _is_loopback(host):
             typer.echo(f"warning: listening on {host}: anyone who can reach it can search "
                        "and play the indexed recordings", err=True)
-        app = create_app(index, model=model, max_upload_mb=max_upload_mb)
+        # On loopback, answer only requests addressed to it (a rebound DNS name is not).
+        hosts = ["127.0.0.1", "localhost", "::1", host] if _is_loopback(host) else None
+        app = create_app(index, model=model, max_upload_mb=max_upload_mb, allowed_hosts=hosts)
         typer.echo(f"asrkit search: http://{_url_host(host)}:{port}/  (Ctrl-C stops it)",
                    err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")

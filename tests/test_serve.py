@@ -238,6 +238,19 @@ def test_bad_requests_answer_400_with_the_reason(client, request_args, message):
     assert answer.status_code == 400 and message in answer.json()["error"]
 
 
+def test_other_hosts_and_sites_are_refused(indexed):
+    app = create_app(indexed[0] / "index", allowed_hosts=["127.0.0.1", "localhost"])
+    where = {"file": "rec00.wav", "start": 0.0, "end": 0.5}
+    local = TestClient(app, base_url="http://127.0.0.1:8000")
+    assert local.get("/api/audio", params=where).status_code == 200
+    assert local.get("/api/audio", params=where,
+                     headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    embedded = local.get("/api/audio", params=where, headers={"Sec-Fetch-Site": "cross-site"})
+    assert embedded.status_code == 403 and "other web sites" in embedded.json()["error"]
+    rebound = TestClient(app, base_url="http://attacker.example:8000")  # DNS rebinding
+    assert rebound.get("/api/audio", params=where).status_code == 400
+
+
 def test_a_folder_that_is_no_index_fails_at_once(tmp_path):
     with pytest.raises(ConfigError, match="not an asrkit index"):
         create_app(tmp_path)
@@ -274,8 +287,8 @@ def live_server(indexed):
     import uvicorn
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(indexed[0] / "index"),
-                                           log_level="warning"))
+    app = create_app(indexed[0] / "index", allowed_hosts=["127.0.0.1", "localhost"])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -9,6 +9,7 @@ nothing here talks to other processes.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -113,11 +114,14 @@ def data_parallel(module: nn.Module, cluster: Cluster, device: torch.device) -> 
     if not cluster.distributed:
         return module
     # Buffers (normalisation statistics) do not change while training: one broadcast
-    # now, rather than one before every forward pass as DDP would do.
+    # now, rather than one before every forward pass as DDP would do by default.
     for buffer in module.buffers():
         dist.broadcast(buffer.data, src=0)
+    ddp = nn.parallel.DistributedDataParallel
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in \
+        inspect.signature(ddp.__init__).parameters else "broadcast_buffers"  # older torch
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return ddp(module, device_ids=ids, **{no_sync: False})
 
 
 def all_reduce_sum(values: Sequence[float], cluster: Cluster,

@@ -158,3 +158,22 @@ def test_fp16_on_the_cpu_is_a_config_error(corpus, tmp_path, one_thread):
 def test_accumulate_must_be_positive(corpus, tmp_path, one_thread):
     with pytest.raises(ConfigError, match="train.accumulate"):
         in_process(corpus, tmp_path / "run", "train.accumulate=0")
+
+
+def test_loss_scaling_changes_nothing_and_resumes_exactly(corpus, tmp_path, one_thread,
+                                                          monkeypatch):
+    """The fp16 path's GradScaler, run on the CPU with autocast left off (oneDNN has no
+    fp16 LSTM): power-of-two loss scaling leaves the updates as they were, and its
+    state travels through a checkpoint."""
+    import contextlib
+    from asrkit import training
+    fp32 = in_process(corpus, tmp_path / "fp32", "train.max_steps=4")
+    monkeypatch.setattr(training, "check_precision", lambda precision, device: None)
+    monkeypatch.setattr(training, "autocast", lambda precision, device: contextlib.nullcontext())
+    in_process(corpus, tmp_path / "scaled", "train.precision=fp16", "train.max_steps=2")
+    in_process(corpus, tmp_path / "scaled", "train.precision=fp16", "train.max_steps=4",
+               resume=True)
+    assert fp32.steps == 4
+    assert_same_weights(tmp_path / "fp32", tmp_path / "scaled")
+    scaler = load_record(tmp_path / "scaled" / "last.pt")["training"]["scaler"]
+    assert scaler["scale"] == 65536.0 and scaler["_growth_tracker"] == 4  # restored at 2

@@ -35,7 +35,7 @@ from torch import nn
 
 from . import __version__
 from .audio import MIN_PEAK, PEAK_TARGET
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError
 from .features import LOG_FLOOR
 from .io import atomic_open, atomic_write_json
 from .model import AsrModel

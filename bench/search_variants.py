@@ -1,0 +1,127 @@
+"""Search front ends compared on held-out AN4 voices: candidate segments and frames.
+
+1. ``segments``: one embedder, the held-out speakers' archive indexed three ways —
+   VAD windows, word runs from a recogniser's CTC alignment, and both — scored by
+   archive MAP exactly as in ``bench/search_quality.py`` (each held-out single word
+   queries the archive; relevant = the transcript holds the word).
+2. ``frames``: two embedders trained alike on the same short budget (same recordings,
+   epochs, pairs, seed), one on log-mel frames and one on the acoustic model's states,
+   scored on the isolated-word task (AP / MAP / P@10) and on archive MAP (windows).
+
+The bundled AN4 acoustic model was trained on AN4 *with transcripts*, including most
+held-out search speakers (they are held out from the embedder only), so numbers that
+involve it are optimistic for truly unseen voices.
+
+    python bench/search_variants.py segments [--embedder E] [--asr-model an4]
+    python bench/search_variants.py frames [--recordings 240] [--epochs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _an4 import heldout_audio, training_audio, word_sets
+from asrkit.embedder_training import TrainConfig, train_embedder
+from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
+                              asr_frontend_config, load_embedder)
+from asrkit.features import FeatureConfig
+from asrkit.index import SearchIndex, build_index
+from asrkit.search_eval import average_precision, evaluate_embeddings, load_word_segments
+from asrkit.segments import SegmentConfig
+from search_quality import _embedding_rankings
+
+
+def archive_map(embedder, words, archive, config: SegmentConfig, work: Path) -> dict:
+    """Index ``archive`` with ``config`` candidates, then archive MAP over ``words``."""
+    started = time.perf_counter()
+    summary = build_index(archive, work, embedder, config)
+    build = time.perf_counter() - started
+    texts = {u.id: set(u.text.upper().split()) for u in archive}
+    names = [u.id for u in archive]
+    with SearchIndex(work) as idx:
+        ranks, times = _embedding_rankings(idx, words, names)
+    aps = []
+    for w, scores in zip(words, ranks):
+        keep = [n != w.id for n in names]
+        relevant = np.array([w.label in texts[n] for n in names])[keep]
+        if relevant.any():
+            aps.append(average_precision(-np.asarray(scores)[keep], relevant))
+    return {"map": float(np.mean(aps)), "queries": len(aps),
+            "segments": summary.total_segments, "build_seconds": round(build, 1),
+            "median_query_ms": round(1000 * float(np.median(times)), 2)}
+
+
+def compare_segments(args, words, archive, work: Path) -> dict:
+    embedder = load_embedder(args.embedder)
+    out = {}
+    for kind in ("windows", "words", "both"):
+        config = SegmentConfig(kind=kind, asr_model=None if kind == "windows" else
+                               args.asr_model, word_pad=args.word_pad)
+        out[kind] = archive_map(embedder, words, archive, config, work / kind)
+        print(f"  {kind:8s} archive MAP {out[kind]['map']:.3f}  ({out[kind]['segments']} "
+              f"segments, built in {out[kind]['build_seconds']:.0f} s, "
+              f"{out[kind]['median_query_ms']:.1f} ms/query)", flush=True)
+    return out
+
+
+def compare_frames(args, words, archive, work: Path) -> dict:
+    recordings = training_audio()[::max(1, len(training_audio()) // args.recordings)]
+    config = TrainConfig(epochs=args.epochs, windows_per_epoch=args.pairs,
+                         speed_factors=(0.9, 1.0, 1.1), seed=0)
+    fronts = {"log-mel": FrontendConfig(features=FeatureConfig(kind="fbank", n_mels=40)),
+              "asr": asr_frontend_config(args.asr_model)}
+    out = {}
+    for name, front in fronts.items():
+        started = time.perf_counter()
+        model = EmbedderConfig(front, AutoencoderConfig(
+            input_dim=front.dim, stack=2 if front.kind == "asr" else 3))
+        embedder = train_embedder(work / f"{name}.pt", recordings, config=config,
+                                  embedder_config=model)
+        trained = time.perf_counter() - started
+        r = evaluate_embeddings(embedder, words)
+        arch = archive_map(work / f"{name}.pt", words, archive, SegmentConfig(),
+                           work / f"{name}-index")
+        out[name] = {"isolated": asdict(r), "archive": arch,
+                     "train_seconds": round(trained), "recordings": len(recordings)}
+        print(f"  {name:8s} AP {r.average_precision:.3f}  MAP {r.mean_average_precision:.3f}"
+              f"  P@10 {r.precision_at_10:.3f}  archive MAP {arch['map']:.3f}  "
+              f"(trained on {len(recordings)} recordings in {trained:.0f} s)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=["segments", "frames"])
+    parser.add_argument("--embedder", type=Path, default=None)
+    parser.add_argument("--asr-model", default="an4")
+    parser.add_argument("--word-pad", type=float, default=0.1)
+    parser.add_argument("--recordings", type=int, default=240)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--pairs", type=int, default=2048, help="training pairs per epoch")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    held, _ = word_sets()
+    words = load_word_segments(held)
+    archive = heldout_audio()
+    print(f"held-out speakers: {len(words)} single words; archive of {len(archive)} "
+          f"recordings", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        task = compare_segments if args.task == "segments" else compare_frames
+        results = task(args, words, archive, Path(tmp))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

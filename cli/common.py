@@ -45,6 +45,26 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwarg
                 **kwargs)
 
 
+class CallbackBar:
+    """A progress bar fed by the library's ``progress(done, total)`` callbacks; made on the
+    first call, when the total is known (no bar at all if the work fails before it starts)."""
+
+    def __init__(self, unit: str, desc: str = ""):
+        self.unit, self.desc, self.bar = unit, desc, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress(total=total, desc=self.desc, unit=self.unit, initial=done)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:
     """List skipped items at the end of a batch job."""
     if not skipped:

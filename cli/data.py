@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, user_errors
+from .common import CallbackBar, progress, user_errors
 
 app = typer.Typer(help="Prepare, import and check data.", no_args_is_help=True)
 import_app = typer.Typer(help="Convert another corpus layout into a manifest.",
@@ -55,7 +55,7 @@ def validate(
         if model is not None:
             from asrkit.checkpoint import load_model
             asr = load_model(model)
-        with _LazyBar("checking", "utt") as bar:  # no bar if the manifest cannot be read
+        with CallbackBar("utt", "checking") as bar:  # no bar if the manifest cannot be read
             report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,
                                        progress=bar.update)
         typer.echo(report.to_json() if as_json else _summary(report, limit))
@@ -233,25 +233,6 @@ def _write_and_report(utts, out: Path, as_json: bool) -> None:
         return
     typer.echo(f"{n} utterances ({summary['with_text']} with transcripts, "
                f"{summary['speakers']} speakers) → {out}")
-
-
-class _LazyBar:
-    """A progress bar made on the first ``update(done, total)`` call."""
-
-    def __init__(self, desc: str, unit: str):
-        self.desc, self.unit, self.bar = desc, unit, None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress(total=total, desc=self.desc, unit=self.unit)
-        self.bar.update(done - self.bar.n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _summary(report, limit: int) -> str:

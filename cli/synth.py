@@ -14,7 +14,7 @@ import typer
 
 from asrkit.errors import ConfigError
 
-from .common import progress, user_errors
+from .common import CallbackBar, user_errors
 
 
 def synth(
@@ -92,7 +92,7 @@ def synth_archive(
             raise ConfigError(f"--texts must be one of {', '.join(WORD_SETS)} for an archive")
         word_list = text_source(words_file=words).items if words else builtin_words(texts)
         start = time.time()
-        with _Bar("words") as bar:
+        with CallbackBar("words") as bar:
             spans = make_archive(word_list, files, out, words_per_file=words_per_file,
                                  voices=_split_list(voices) or None, snr=snr, seed=seed,
                                  workers=workers, progress=bar.update)
@@ -108,7 +108,7 @@ def synth_archive(
 def _run_corpus(out: Path, config, workers: Optional[int], as_json: bool) -> None:
     from asrkit.synth import synth_corpus
     start = time.time()
-    with _Bar("utterances") as bar:
+    with CallbackBar("utterances") as bar:
         corpus = synth_corpus(out, config, workers=workers, progress=bar.update)
     elapsed = time.time() - start
     if as_json:
@@ -161,23 +161,3 @@ def _parse_snrs(value: str) -> tuple[float | None, ...]:
         except ValueError:
             raise ConfigError(f"--snr: {part!r} is not a number of dB or 'clean'") from None
     return tuple(snrs)
-
-
-class _Bar:
-    """A progress bar on stderr fed by the library's ``progress(done, total)`` callback;
-    made on the first call, when the total is known."""
-
-    def __init__(self, unit: str):
-        self.unit, self.bar = unit, None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress(total=total, unit=self.unit, initial=done)
-        self.bar.update(done - self.bar.n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

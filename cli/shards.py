@@ -13,7 +13,7 @@ from .common import progress, user_errors
 
 def merge(
     out: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Index folder to create (must not exist, or be empty).")],
-    shards: Annotated[list[Path], typer.Argument(metavar="SHARD_DIR...", help="Index folders to combine, e.g. those built with --shard 1/N ... N/N.")],
+    shards: Annotated[list[Path], typer.Argument(metavar="SHARD_DIR", help="Index folders to combine, e.g. those built with --shard 1/N ... N/N.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Combine shard indexes into one that answers like an index of the whole archive."""

@@ -95,24 +95,28 @@ def create_app(index_dir: str | os.PathLike, model: str | os.PathLike | None = N
     _add_body_limit(app, limit)
     _add_origin_checks(app, allowed_hosts)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    _add_page_routes(app, service, max_upload_mb)
+    _add_page_routes(app, service, run, max_upload_mb)
     _add_search_routes(app, service, run, limit)
     _add_media_routes(app, service, run, limit)
     _add_recognition_routes(app, service, run, limit)
     return app
 
 
-def _add_page_routes(app: FastAPI, service: ArchiveService, max_upload_mb: float) -> None:
+def _add_page_routes(app: FastAPI, service: ArchiveService, run,
+                     max_upload_mb: float) -> None:
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(WEB_DIR / "index.html")
 
-    @app.get("/api/info")
-    async def info():
+    def describe() -> dict:
         return {"index": service.name, "segments": service.segment_count(),
                 "model": service.model_name, "max_upload_mb": max_upload_mb,
                 "recordings": [{"name": r.name, "duration": round(r.duration, 3)}
                                for r in service.recordings()]}
+
+    @app.get("/api/info")
+    async def info():
+        return await run(describe)
 
 
 def _add_search_routes(app: FastAPI, service: ArchiveService, run, limit: int) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import AsrkitError, ConfigError
 from .manifest import Utterance
 from .segments import Span
 
@@ -73,18 +73,21 @@ class IndexStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
+        except sqlite3.Error as e:
+            raise _storage_error(self.path, e) from None
         version = self.setting("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(f"{self.path}: index format {version} is not supported by this "
                               f"asrkit (reads {FORMAT_VERSION}); rebuild the index")
 
     def transaction(self):
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     def is_new(self) -> bool:
         row = self.db.execute("SELECT name FROM sqlite_master WHERE name = 'settings'").fetchone()
@@ -258,14 +261,33 @@ class IndexStore:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception)."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception). A full disk or a
+    read-only folder becomes an :class:`AsrkitError`; the database keeps its last commit."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db, self.path = db, path
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise _storage_error(self.path, e) from None
         return self.db
 
-    def __exit__(self, exc_type, *exc):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as e:
+                exc = e
+        if self.db.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise _storage_error(self.path, exc) from None
+
+
+def _storage_error(path: Path, e: sqlite3.Error) -> AsrkitError:
+    return AsrkitError(f"{path}: cannot write the index database ({e}); it keeps every "
+                       "recording finished so far. Free disk space or make the folder "
+                       "writable, then run the command again to resume")

@@ -60,7 +60,7 @@ def transcribe(
                         "it an id without '..' or a leading '/'")
                        for u in utts if not _inside(output_dir, u.id, fmt)]
             utts = [u for u in utts if _inside(output_dir, u.id, fmt)]
-        sink = open(output, "a" if skip_done else "w", encoding="utf-8") if output else None
+        sink = _open_output(output, skip_done) if output else None
         audio_seconds, transcribed, t0 = 0.0, 0, time.monotonic()
         with progress(total=len(utts), desc="transcribing", unit="file") as bar:
             for tr in run(asr, utts, dec, batch_seconds,
@@ -69,8 +69,7 @@ def transcribe(
                 if output_dir:
                     _write_one(output_dir, tr.utt.id, fmt, text)
                 elif sink:
-                    sink.write(text)
-                    sink.flush()
+                    _append(sink, text, transcribed)
                 else:
                     typer.echo(text, nl=False)
                 audio_seconds += tr.duration
@@ -101,6 +100,28 @@ def _split_model(model: str | None, inputs: list[str]) -> tuple[str, list[str]]:
 def _write_one(folder: Path, uid: str, fmt: str, text: str) -> None:
     from asrkit.io import atomic_write_text
     atomic_write_text(folder / f"{uid}.{fmt}", text)
+
+
+def _open_output(output: Path, append: bool):
+    from asrkit.errors import AsrkitError
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return open(output, "a" if append else "w", encoding="utf-8")
+    except OSError as e:
+        raise AsrkitError(f"{output}: cannot write here ({e.strerror}); choose a writable "
+                          "output file") from None
+
+
+def _append(sink, text: str, done: int) -> None:
+    """One transcript, flushed, so a killed run keeps every finished line."""
+    from asrkit.errors import AsrkitError
+    try:
+        sink.write(text)
+        sink.flush()
+    except OSError as e:
+        raise AsrkitError(f"{sink.name}: write failed ({e.strerror}); the {done} transcript(s) "
+                          "before it are kept. Free disk space, then continue with "
+                          "--skip-done") from None
 
 
 def _inside(folder: Path, uid: str, fmt: str) -> bool:

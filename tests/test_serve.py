@@ -3,7 +3,6 @@ with the library it fronts, refusal of anything outside the index, and the real 
 driven in headless Chromium."""
 
 import io
-import os
 import shutil
 import struct
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import ConfigError
+from .errors import AsrkitError, ConfigError
 from .store import IndexStore
 
 FAISS_FILE = "vectors.faiss"
@@ -187,6 +187,12 @@ def _write_atomically(index: faiss.Index, path: Path) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as e:  # faiss reports I/O failures as RuntimeError
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1][:200]
+        raise AsrkitError(f"{path}: cannot write the FAISS index ({reason}); the previous "
+                          "file is intact and the database holds every vector, so the next "
+                          "command rebuilds it. Free disk space or make the folder "
+                          "writable") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

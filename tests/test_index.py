@@ -14,7 +14,7 @@ import torch
 
 from asrkit.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
                               save_embedder)
-from asrkit.errors import ConfigError, ManifestError
+from asrkit.errors import AsrkitError, ConfigError, ManifestError
 from asrkit.index import (SearchIndex, add_to_index, build_index, rebuild_index,
                           remove_from_index)
 from asrkit.manifest import Utterance, write_manifest
@@ -235,7 +235,7 @@ def test_failed_faiss_write_keeps_the_previous_file(built, tmp_path, monkeypatch
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(faiss, "write_index", failing_write)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AsrkitError, match="disk full"):
         remove_from_index(work, ["rec02.wav"])
     assert (work / FAISS_FILE).read_bytes() == before
     assert sorted(p.name for p in work.iterdir() if p.name.endswith(".tmp")) == []

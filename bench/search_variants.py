@@ -62,9 +62,10 @@ def archive_map(embedder, words, archive, config: SegmentConfig, work: Path) -> 
 def compare_segments(args, words, archive, work: Path) -> dict:
     embedder = load_embedder(args.embedder)
     out = {}
-    for kind in ("windows", "words", "both"):
+    for kind in args.kinds.split(","):
         config = SegmentConfig(kind=kind, asr_model=None if kind == "windows" else
-                               args.asr_model, word_pad=args.word_pad)
+                               args.asr_model, word_pad=args.word_pad,
+                               word_tail=args.word_tail, max_words=args.max_words)
         out[kind] = archive_map(embedder, words, archive, config, work / kind)
         print(f"  {kind:8s} archive MAP {out[kind]['map']:.3f}  ({out[kind]['segments']} "
               f"segments, built in {out[kind]['build_seconds']:.0f} s, "
@@ -102,7 +103,10 @@ def main() -> None:
     parser.add_argument("task", choices=["segments", "frames"])
     parser.add_argument("--embedder", type=Path, default=None)
     parser.add_argument("--asr-model", default="an4")
-    parser.add_argument("--word-pad", type=float, default=0.1)
+    parser.add_argument("--kinds", default="windows,words,both", help="segment kinds")
+    parser.add_argument("--word-pad", type=float, default=SegmentConfig.word_pad)
+    parser.add_argument("--word-tail", type=float, default=SegmentConfig.word_tail)
+    parser.add_argument("--max-words", type=int, default=SegmentConfig.max_words)
     parser.add_argument("--recordings", type=int, default=240)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=2048, help="training pairs per epoch")

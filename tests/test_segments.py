@@ -92,7 +92,8 @@ def test_config_round_trips_through_a_dict():
 from asrkit.segments import (MAX_WORD_SPAN, aligned_word_spans, with_asr_model,  # noqa: E402
                              word_run_spans)
 
-WORDS = SegmentConfig(kind="words", asr_model="an4", asr_fingerprint="x", word_pad=0.1)
+WORDS = SegmentConfig(kind="words", asr_model="an4", asr_fingerprint="x", word_pad=0.1,
+                      word_tail=0.1)
 
 
 def test_word_runs_are_single_words_and_neighbour_pairs_padded_and_clipped():
@@ -102,6 +103,17 @@ def test_word_runs_are_single_words_and_neighbour_pairs_padded_and_clipped():
                      Span(1.4, 1.85)]
     alone = word_run_spans(words, SegmentConfig(**{**WORDS.__dict__, "max_words": 1}), 1.85)
     assert alone == [Span(0.0, 0.4), Span(0.5, 1.0), Span(1.4, 1.85)]
+
+
+def test_word_tail_stops_at_the_next_word_and_the_end_of_speech():
+    config = SegmentConfig(**{**WORDS.__dict__, "word_pad": 0.05, "word_tail": 0.3})
+    words = [(0.5, 0.6), (0.75, 0.9), (1.5, 1.6)]
+    speech = [Span(0.45, 1.0), Span(1.4, 3.0)]
+    from asrkit.segments import word_extents
+    extents = np.array(word_extents(words, config, 3.0, speech))
+    assert np.allclose(extents, [(0.45, 0.75), (0.7, 1.0), (1.45, 1.9)])
+    no_detector = np.array(word_extents(words, config, 3.0))
+    assert np.allclose(no_detector, [(0.45, 0.75), (0.7, 1.2), (1.45, 1.9)])
 
 
 def test_overlong_word_runs_are_dropped():
@@ -137,7 +149,8 @@ def test_word_config_round_trips_and_old_settings_read_as_windows():
     from dataclasses import asdict
     assert SegmentConfig.from_dict(asdict(WORDS)) == WORDS
     old = {k: v for k, v in asdict(SegmentConfig()).items()
-           if k not in ("kind", "asr_model", "asr_fingerprint", "max_words", "word_pad")}
+           if k not in ("kind", "asr_model", "asr_fingerprint", "max_words", "word_pad",
+                        "word_tail")}
     assert SegmentConfig.from_dict(old).kind == "windows"
 
 

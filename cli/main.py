@@ -4,7 +4,8 @@ import typer
 
 from asrkit import __version__
 
-from . import data, embedder, evaluate, index, lm, models, search, synth, train, transcribe
+from . import (data, embedder, evaluate, export, index, lm, models, search, shards, synth,
+               train, transcribe)
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,8 @@ data.app.command("synth-archive")(synth.synth_archive)
 app.add_typer(lm.app, name="lm")
 app.add_typer(embedder.app, name="embedder")
 app.add_typer(index.app, name="index")
+index.app.command("merge")(shards.merge)
+app.command()(export.export)
 app.add_typer(search.app, name="search")
 
 

@@ -1,7 +1,7 @@
 """Training a CTC recogniser: resumable, early-stopped, with atomic checkpoints.
 
-``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/random state + position
-in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
+``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/loss-scaler state +
+position in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
 with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
 ``metrics.jsonl`` (one line per epoch and per checkpoint).
 
@@ -138,7 +138,7 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
                           "it or choose another --out")
     else:
         record, state = None, _State()
-        torch.manual_seed(config.train.seed)  # weight initialisation and dropout
+        torch.manual_seed(config.train.seed)  # weight initialisation
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
         model = AsrModel(vocab, config.model, config.features)
     check_precision(config.train.precision, device)

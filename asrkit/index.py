@@ -140,9 +140,11 @@ def rebuild_index(index_dir: str | os.PathLike, factory: str | None = None,
         return sync_vectors(store, folder)
 
 
-def archive_sources(archive: str | os.PathLike | Sequence[Utterance]) -> list[Utterance]:
+def archive_sources(archive: str | os.PathLike | Sequence[Utterance],
+                    root: str | os.PathLike | None = None) -> list[Utterance]:
     """The recordings of an archive: a folder (every audio file below it, named by its
-    relative path), a JSON Lines manifest (named by id), or utterances as given."""
+    relative path), a JSON Lines manifest (named by id), or utterances as given. With
+    ``root``, a manifest naming audio outside that folder is refused."""
     if not isinstance(archive, (str, os.PathLike)):
         return list(archive)
     path = Path(archive)
@@ -150,7 +152,7 @@ def archive_sources(archive: str | os.PathLike | Sequence[Utterance]) -> list[Ut
         return [Utterance(p.relative_to(path).as_posix(), str(p.resolve()))
                 for p in find_audio_files(path)]
     if path.is_file():
-        return read_manifest(path)
+        return read_manifest(path, root=root)
     raise ManifestError(f"{path}: no such folder or manifest; give the archive as a folder "
                         "of recordings or a JSON Lines manifest")
 

@@ -64,11 +64,18 @@ def iter_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
             if utt.id in seen:
                 raise ManifestError(f"{where(path, lineno)}: duplicate id {utt.id!r}; "
                                     "ids must be unique within a manifest")
-            if root_dir is not None and not Path(utt.audio).resolve().is_relative_to(root_dir):
-                raise ManifestError(f"{where(path, lineno)}: audio path {utt.audio!r} is "
-                                    f"outside the allowed root {root_dir}")
+            if root_dir is not None:
+                check_root(utt, root_dir, where(path, lineno))
             seen.add(utt.id)
             yield utt
+
+
+def check_root(utt: Utterance, root: Path, location: str) -> None:
+    """Raise :class:`ManifestError` if the audio of ``utt``, with symlinks and ``..``
+    resolved, lies outside the resolved folder ``root``."""
+    if not Path(utt.audio).resolve().is_relative_to(root):
+        raise ManifestError(f"{location}: audio path {utt.audio!r} is outside the allowed "
+                            f"root {root}; move the file below it or remove the line")
 
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance],

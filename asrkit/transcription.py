@@ -39,19 +39,21 @@ class Transcript:
         return self.hypothesis.text
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[Utterance]:
+def collect_inputs(inputs: Sequence[str | Path],
+                   root: str | Path | None = None) -> list[Utterance]:
     """Files, folders (recursive) and JSON Lines manifests → utterances.
 
     Ids are file stems for files, paths relative to the folder for folders (with the
     extension kept where ``a.wav`` and ``a.flac`` sit side by side), and the manifest's
-    own ids for manifests. Raises :class:`AsrkitError` for a missing input.
+    own ids for manifests. Raises :class:`AsrkitError` for a missing input, and with
+    ``root`` for a manifest line whose audio lies outside that folder.
     """
     utts: list[Utterance] = []
     for item in map(Path, inputs):
         if item.is_dir():
             utts += _folder_utterances(item)
         elif item.suffix.lower() in MANIFEST_SUFFIXES:
-            utts += list(iter_manifest(item))
+            utts += list(iter_manifest(item, root=root))
         elif item.exists():
             utts.append(Utterance(item.stem, str(item)))
         else:

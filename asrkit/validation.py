@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Literal
 from .audio import AudioInfo, audio_info, stream_audio
 from .errors import AsrkitError, ManifestError, where
 from .features import FeatureConfig
-from .manifest import Utterance, _parse_line  # the strict reader's own line rules
+from .manifest import Utterance, _parse_line, check_root  # the strict reader's own line rules
 from .text import CasePolicy, Vocabulary, ctc_min_frames, normalize_text
 
 if TYPE_CHECKING:
@@ -93,10 +93,11 @@ class ManifestEntry:
     utt: Utterance
 
 
-def read_manifest_tolerant(path: str | Path) -> tuple[list[ManifestEntry], list[Issue]]:
-    """Read every line of a manifest, collecting malformed lines and duplicate ids as
-    :class:`Issue` instead of stopping at the first. Raises :class:`ManifestError`
-    only when the file itself cannot be opened."""
+def read_manifest_tolerant(path: str | Path, root: str | Path | None = None,
+                           ) -> tuple[list[ManifestEntry], list[Issue]]:
+    """Read every line of a manifest, collecting malformed lines, duplicate ids and
+    (with ``root``) audio outside that folder as :class:`Issue` instead of stopping at
+    the first. Raises :class:`ManifestError` only when the file cannot be opened."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file")
@@ -105,6 +106,8 @@ def read_manifest_tolerant(path: str | Path) -> tuple[list[ManifestEntry], list[
     for lineno, raw in _lines(path):
         try:
             utt = _parse_line(raw.decode("utf-8"), path, lineno, base)
+            if root is not None:
+                check_root(utt, Path(root).resolve(), where(path, lineno))
         except UnicodeDecodeError:
             issues.append(Issue(where(path, lineno), None, "line is not valid UTF-8",
                                 "save the manifest as UTF-8"))
@@ -129,6 +132,7 @@ def validate_manifest(
     path: str | Path, model: AsrModel | None = None, case: CasePolicy = "upper",
     read_samples: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    root: str | Path | None = None,
 ) -> ValidationReport:
     """Check a manifest; see the module docstring.
 
@@ -137,10 +141,10 @@ def validate_manifest(
     configuration, and the character inventory is reported for inspection. With
     ``read_samples`` every audio file is decoded completely (finds truncated files and
     NaN samples); otherwise only headers are read. ``progress(done, total)`` is called
-    after each utterance.
+    after each utterance. With ``root``, lines naming audio outside it are problems.
     """
     path = Path(path)
-    entries, issues = read_manifest_tolerant(path)
+    entries, issues = read_manifest_tolerant(path, root)
     lines = len(entries) + len(issues)  # every non-empty line is one or the other
     checker = _Checker(model, case, issues)
     files: dict[str, AudioInfo | _AudioProblem] = {}  # each file is decoded once, however many segments

@@ -5,11 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
 
 import typer
 
 from asrkit.errors import AsrkitError
+
+
+RootOpt = Annotated[Optional[Path], typer.Option(
+    "--root", exists=True, file_okay=False,
+    help="Refuse manifests naming audio outside this folder (symlinks and '..' resolved).")]
 
 
 @contextlib.contextmanager

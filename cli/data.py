@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CallbackBar, progress, user_errors
+from .common import CallbackBar, RootOpt, progress, user_errors
 
 app = typer.Typer(help="Prepare, import and check data.", no_args_is_help=True)
 import_app = typer.Typer(help="Convert another corpus layout into a manifest.",
@@ -42,6 +42,7 @@ def validate(
     limit: Annotated[int, typer.Option(help="List at most this many problems and "
                                             "warnings each (--json lists all).")] = 50,
     as_json: JsonOpt = False,
+    root: RootOpt = None,
 ):
     """Check a manifest: audio readable, durations, sample rates, characters, CTC lengths.
 
@@ -57,7 +58,7 @@ def validate(
             asr = load_model(model)
         with CallbackBar("utt", "checking") as bar:  # no bar if the manifest cannot be read
             report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,
-                                       progress=bar.update)
+                                       progress=bar.update, root=root)
         typer.echo(report.to_json() if as_json else _summary(report, limit))
         if report.problems or (strict and report.warnings):
             raise typer.Exit(1)

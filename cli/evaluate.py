@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import progress, report_skipped, setup_logging, user_errors
+from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
 
 
 def evaluate(
@@ -22,6 +22,7 @@ def evaluate(
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
+    root: RootOpt = None,
 ):
     """Score a model: WER/CER with substitution, deletion and insertion counts."""
     setup_logging()
@@ -34,7 +35,7 @@ def evaluate(
         asr = load_model(model)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
-        utts = read_manifest(manifest)
+        utts = read_manifest(manifest, root)
         with progress(total=len(utts), desc="evaluating", unit="utt") as bar:
             report = run(asr, utts, dec, batch_seconds, on_result=lambda _: bar.update(1))
         if results:

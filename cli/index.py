@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, report_skipped, user_errors
+from .common import RootOpt, progress, report_skipped, user_errors
 
 app = typer.Typer(help="Build and update a search index of an audio archive.",
                   no_args_is_help=True)
@@ -48,6 +48,7 @@ def build(
     threads: ThreadsOpt = None,
     shard: ShardOpt = None,
     as_json: JsonOpt = False,
+    root: RootOpt = None,
 ):
     """Embed every candidate segment of ARCHIVE into a new index."""
     with user_errors():
@@ -62,7 +63,7 @@ def build(
                                                     ("hop", hop), ("kind", segments),
                                                     ("asr_model", asr_model))
                                   if v is not None})
-        sources = archive_sources(archive)
+        sources = archive_sources(archive, root)
         with _Bar(len(sources)) as bar:
             summary = build_index(sources, out, embedder, config, factory, bar.update,
                                   shard=part)

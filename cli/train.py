@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, report_skipped, setup_logging, user_errors
+from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
 
 
 def train(
@@ -24,6 +24,7 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=0.001 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    root: RootOpt = None,
 ):
     """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png."""
     setup_logging(verbose)
@@ -40,7 +41,8 @@ def train(
         if resume and config is None and (out / "config.yaml").is_file():
             config = out / "config.yaml"  # the run's own settings, plus any --set
         cfg = load_config(config, overrides or [])
-        train_utts, valid_utts = read_manifest(train_manifest), read_manifest(valid_manifest)
+        train_utts = read_manifest(train_manifest, root)
+        valid_utts = read_manifest(valid_manifest, root)
         bar = None
 
         def on_start(info: dict) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import progress, report_skipped, setup_logging, user_errors
+from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
 
 DEFAULT_MODEL = "an4"  # bundled model used when no model is named
 EXIT_PARTIAL = 3  # some inputs were skipped; the others were transcribed
@@ -27,6 +27,7 @@ def transcribe(
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
+    root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
 ):
     """Transcribe audio; prints a real-time-factor line at the end."""
@@ -50,7 +51,7 @@ def transcribe(
         asr = load_model(model_name)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
-        utts = select_shard(collect_inputs(paths), part,
+        utts = select_shard(collect_inputs(paths, root), part,
                             key=lambda u: (u.id, u.audio, u.offset))
         done = _done_ids(output, output_dir, fmt) if skip_done else set()
         utts = [u for u in utts if u.id not in done]

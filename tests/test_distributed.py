@@ -37,7 +37,7 @@ def corpus(tmp_path_factory):
             make_tone_corpus(root / "valid", 6, seed=12, prefix="v"))
 
 
-def torchrun(corpus, out, processes: int, *settings: str) -> None:
+def torchrun(corpus, out, processes: int, *settings: str) -> subprocess.CompletedProcess:
     """``asrkit train`` under torchrun, exactly as a user starts it."""
     script = out.parent / "asrkit_cli.py"
     script.write_text(CLI)
@@ -49,6 +49,7 @@ def torchrun(corpus, out, processes: int, *settings: str) -> None:
          "--valid", str(corpus[1]), "--out", str(out), *sets],
         capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def in_process(corpus, out, *settings: str, resume: bool = False):
@@ -72,7 +73,11 @@ def history(folder) -> list[dict]:
 def two_processes(corpus, tmp_path_factory):
     """A 2-process run of ``STEPS`` steps."""
     out = tmp_path_factory.mktemp("ddp") / "run"
-    torchrun(corpus, out, 2, f"train.max_steps={STEPS}")
+    done = torchrun(corpus, out, 2, f"train.max_steps={STEPS}")
+    # Rank 0 alone reports.
+    said = done.stdout + done.stderr
+    assert [said.count(x) for x in ("training on ", "epoch 1: train", "best validation")] \
+        == [1, 1, 1]
     return out
 
 

@@ -22,7 +22,9 @@ def normalize_text(text: str, case: CasePolicy = "upper") -> str:
         text = text.upper()
     elif case == "lower":
         text = text.lower()
-    return " ".join(text.split())
+    # Case mapping can decompose ("ΐ".upper() is three code points), so compose again:
+    # otherwise one visible text would encode two ways, and this would not be idempotent.
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 @dataclass(frozen=True)

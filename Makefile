@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/transcribe_rtf.py
 	$(VENV)/bin/pip install -q --no-deps pyctcdecode pygtrie
 	$(VENV)/bin/python bench/beam_decode.py
+	$(VENV)/bin/python bench/bf16_accuracy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

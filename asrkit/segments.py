@@ -32,6 +32,7 @@ VAD_HOP_MS = 10  # energy frame shift, milliseconds
 ENERGY_FLOOR_DB = -100.0  # digital silence is clamped here, so it stays finite
 NOISE_PERCENTILE = 10  # the quietest frames estimate the noise floor
 PEAK_PERCENTILE = 99  # the loudest frames (ignoring clicks) estimate the speech level
+ENERGY_BLOCK = 4096  # frames whose energy is computed at once (bounds memory)
 MAX_WORD_SPAN = 3.0  # seconds; a longer "word" run is a misalignment, not a candidate
 SEGMENT_KINDS = ("windows", "words", "both")
 
@@ -115,8 +116,10 @@ def frame_energy_db(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     hop = int(sample_rate * VAD_HOP_MS / 1000)
     if len(wave) < win:
         wave = np.pad(wave, (0, win - len(wave)))
-    frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
-    power = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]  # a view, no copy
+    # In blocks: a float64 copy of all frames of a 10-minute chunk would take 190 MB.
+    power = np.concatenate([np.mean(frames[i:i + ENERGY_BLOCK].astype(np.float64) ** 2, axis=1)
+                            for i in range(0, len(frames), ENERGY_BLOCK)])
     return np.maximum(10 * np.log10(power + 1e-20), ENERGY_FLOOR_DB)
 
 

@@ -14,6 +14,7 @@ involve it are optimistic for truly unseen voices.
 
     python bench/search_variants.py segments [--embedder E] [--asr-model an4]
     python bench/search_variants.py frames [--recordings 240] [--epochs 6]
+    ... --speakers unseen-by-asr   # speakers neither the acoustic model nor the embedder heard
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _an4 import heldout_audio, training_audio, word_sets
+from _an4 import AN4, an4_utterances, heldout_audio, training_audio, word_sets
+from asrkit.corpora.an4 import read_an4_split
 from asrkit.embedder_training import TrainConfig, train_embedder
 from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
                               asr_frontend_config, load_embedder)
@@ -73,17 +75,42 @@ def compare_segments(args, words, archive, work: Path) -> dict:
     return out
 
 
+def asr_unseen_speakers(valid_speakers: int = 6, seed: int = 0) -> set[str]:
+    """AN4 speakers the bundled acoustic model never heard: its validation speakers
+    (chosen as `asrkit.corpora.an4.prepare_an4` does) and the official test speakers."""
+    import random
+    train_speakers = sorted({u.speaker for u in read_an4_split(AN4, "train")})
+    valid = set(random.Random(seed).sample(train_speakers, valid_speakers))
+    return valid | {u.speaker for u in read_an4_split(AN4, "test")}
+
+
+def evaluation_sets(speakers: str):
+    """(query words, archive, embedder training recordings) for ``speakers``."""
+    if speakers == "heldout":
+        held, _ = word_sets()
+        return held, heldout_audio(), training_audio()
+    unseen = asr_unseen_speakers()
+    utts = an4_utterances()
+    words = [u for u in utts if u.speaker in unseen and len(u.text.split()) == 1]
+    return (words, [u for u in utts if u.speaker in unseen],
+            [u for u in training_audio() if u.speaker not in unseen])
+
+
 def compare_frames(args, words, archive, work: Path) -> dict:
-    recordings = training_audio()[::max(1, len(training_audio()) // args.recordings)]
+    material = args.training
+    recordings = material[::max(1, len(material) // args.recordings)]
     config = TrainConfig(epochs=args.epochs, windows_per_epoch=args.pairs,
                          speed_factors=(0.9, 1.0, 1.1), seed=0)
     fronts = {"log-mel": FrontendConfig(features=FeatureConfig(kind="fbank", n_mels=40)),
               "asr": asr_frontend_config(args.asr_model)}
     out = {}
     for name, front in fronts.items():
+        if name not in args.fronts.split(","):
+            continue
         started = time.perf_counter()
         model = EmbedderConfig(front, AutoencoderConfig(
             input_dim=front.dim, stack=2 if front.kind == "asr" else 3))
+        work = args.keep or work
         embedder = train_embedder(work / f"{name}.pt", recordings, config=config,
                                   embedder_config=model)
         trained = time.perf_counter() - started
@@ -110,14 +137,21 @@ def main() -> None:
     parser.add_argument("--recordings", type=int, default=240)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=2048, help="training pairs per epoch")
+    parser.add_argument("--speakers", choices=["heldout", "unseen-by-asr"], default="heldout",
+                        help="evaluate on the embedder's held-out speakers, or on the AN4 "
+                             "speakers the bundled acoustic model never heard (who are then "
+                             "also left out of embedder training)")
+    parser.add_argument("--fronts", default="log-mel,asr", help="frames to compare")
+    parser.add_argument("--keep", type=Path, default=None, help="keep trained embedders here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    held, _ = word_sets()
-    words = load_word_segments(held)
-    archive = heldout_audio()
-    print(f"held-out speakers: {len(words)} single words; archive of {len(archive)} "
+    queries, archive, args.training = evaluation_sets(args.speakers)
+    words = load_word_segments(queries)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    print(f"{args.speakers} speakers: {len(words)} single words; archive of {len(archive)} "
           f"recordings", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         task = compare_segments if args.task == "segments" else compare_frames

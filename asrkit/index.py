@@ -162,6 +162,9 @@ def embed_recording(embedder: Embedder, utt: Utterance, config: SegmentConfig,
     """All candidate segments of one recording → (spans in seconds of the audio file,
     unit vectors ``(segments, dim)``, seconds of audio). Long files go in chunks."""
     info = audio_info(utt.audio)
+    if info.frames == 0:  # as transcribe says; otherwise it is "indexed" with nothing in it
+        raise AudioError(f"{utt.audio}: the file holds no audio samples; remove it from the "
+                         "input")
     begin = utt.offset
     end = info.duration if utt.duration is None else min(info.duration, begin + utt.duration)
     overlap = config.longest + 2 * config.pad

@@ -5,7 +5,6 @@ corners (unicode ids, empty texts, backoff chains, one-frame words) are visited.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

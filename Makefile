@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/pip install -q --no-deps pyctcdecode pygtrie
 	$(VENV)/bin/python bench/beam_decode.py
 	$(VENV)/bin/python bench/bf16_accuracy.py
+	$(VENV)/bin/python bench/stream_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -212,7 +212,7 @@ def recognised_word_spans(wave: np.ndarray, config: SegmentConfig) -> list[Span]
     if config.asr_fingerprint is None:  # unchecked: only for configs never stored
         config = with_asr_model(config)
     model = load_referenced(AcousticModelRef(config.asr_model, config.asr_fingerprint),
-                            "these segment settings")
+                            "this word segmentation")
     return aligned_word_spans(wave_log_probs(model, wave), model.vocab, model.frame_seconds,
                               config, len(wave) / config.sample_rate,
                               detect_speech(wave, config))

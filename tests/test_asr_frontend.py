@@ -176,3 +176,20 @@ def test_cli_trains_an_asr_embedder_and_builds_a_word_index(tmp_path, one_thread
     r = runner.invoke(index_cli.app, ["build", str(tmp_path / "archive"), "--out",
                                       str(tmp_path / "idx2"), "--segments", "phones"])
     assert r.exit_code == 2 and "segments.kind" in r.output
+
+
+def test_an_index_refuses_a_changed_segment_model(tmp_path, one_thread):
+    """The index records the word-segment model; `add` after it changed is refused."""
+    from asrkit.acoustic_frontend import _load
+    model_path = tmp_path / "am.pt"
+    tiny_asr_model(model_path, 0)
+    make_archive(tmp_path / "a", [["garden"]], VOICES[0])
+    config = SegmentConfig(kind="both", asr_model=str(model_path))
+    build_index(tmp_path / "a", tmp_path / "idx", segment_config=config)
+    tiny_asr_model(model_path, 1)
+    _load.cache_clear()
+    more = make_archive(tmp_path / "b", [["pocket"]], VOICES[1])
+    with pytest.raises(ModelFileError, match="changed"):
+        add_to_index(tmp_path / "idx", [Utterance("b.wav", str(more[0].file))])
+    with pytest.raises(ConfigError):  # resuming the build with the new model
+        build_index(tmp_path / "a", tmp_path / "idx", segment_config=config)

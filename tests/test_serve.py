@@ -373,7 +373,7 @@ def test_the_page_searches_plays_and_reports_errors(browser, live_server, indexe
     # The fake microphone: recorded in the page, encoded as WAV there, then searched.
     browser.find_element(By.ID, "record").click()
     wait_for(browser, lambda c: "Stop" in c.find_element(By.ID, "record").text)
-    browser.execute_script("return new Promise((r) => setTimeout(r, 1500));")
+    browser.execute_script("return new Promise((r) => setTimeout(r, 3000));")  # slow machines
     browser.find_element(By.ID, "record").click()
     assert overlaps(first_hit(browser, "recording.wav"), occurrence(indexed, "yellow"))
 

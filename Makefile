@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   synthesise a small corpus, train, evaluate and transcribe (~10 min)
+#   make demo   synthesise a small corpus, train, evaluate, transcribe, search (~5 min)
 #   make test   run the test suite
 # Both install what they need on first use (Debian packages, .venv, Python packages).
 

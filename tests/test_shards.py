@@ -11,31 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from asrkit.embedding import AutoencoderConfig, Embedder, EmbedderConfig, save_embedder
+from asrkit.embedding import AutoencoderConfig, Embedder, EmbedderConfig
 from asrkit.errors import ConfigError
 from asrkit.index import SearchIndex, build_index, remove_from_index
 from asrkit.segments import SegmentConfig
 from asrkit.shards import Shard, merge_indexes, parse_shard, select_shard
 
-from _speech import VOICES, make_archive
-from test_index import FILES, SEGMENTS, probe_vectors, rows, top_ids
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("archive")
-    make_archive(folder, FILES, VOICES[0])
-    return folder
-
-
-@pytest.fixture(scope="module")
-def embedder_file(tmp_path_factory):
-    """A small untrained embedder: merging does not depend on its quality."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("embedder") / "tiny.pt"
-    save_embedder(path, Embedder(EmbedderConfig(autoencoder=AutoencoderConfig(
-        hidden=32, layers=1, dim=24, decoder_hidden=32))))
-    return path
+from test_index import (FILES, SEGMENTS, archive, embedder_file,  # noqa: F401 (fixtures)
+                        probe_vectors, rows, top_ids)
 
 
 @pytest.fixture(scope="module")

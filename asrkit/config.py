@@ -35,6 +35,8 @@ class TrainConfig:
     warmup_steps: int = 300  # at most a tenth of all steps
     final_lr_ratio: float = 0.05  # cosine decay ends at lr * this
     grad_clip: float = 5.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights, used for
+    # validation and best.pt (e.g. 0.998; 0 = off)
     patience: int = 10  # epochs without validation-WER improvement before stopping
     checkpoint_every: int = 100  # steps between checkpoints (plus one per epoch)
     seed: int = 0

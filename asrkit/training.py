@@ -32,18 +32,18 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_record, model_from_record, model_record, save_record
 from .config import ExperimentConfig, config_from_dict
 from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
-from .decoding import GreedyDecoder
 from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
                           detect_cluster, grad_scaler, process_group, select_device)
 from .errors import AsrkitError, ConfigError
+from .evaluation import validate
 from .features import RunningStats, spec_augment
 from .io import atomic_write_text
 from .manifest import Utterance
-from .metrics import char_errors, word_errors
 from .model import AsrModel
 from .text import Vocabulary
 
@@ -258,7 +258,17 @@ class _Loop:
                                            weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.scaler = grad_scaler(self.cfg.precision, self.device)
+        if not 0 <= self.cfg.ema < 1:
+            raise ConfigError(f"train.ema must be in [0, 1), not {self.cfg.ema}")
+        # The same on every process: each averages the same (all-reduced) weights.
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema),
+                                 use_buffers=True) if self.cfg.ema else None
         self._fps = 0.0
+
+    @property
+    def evaluated(self) -> AsrModel:
+        """The model that is validated and saved as ``best.pt``."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _lr_factor(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``final_lr_ratio``. Warm-up is capped at
@@ -275,6 +285,8 @@ class _Loop:
         self.scheduler.load_state_dict(training["scheduler"])
         if training.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(training["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(training["ema"])
 
     def run(self) -> None:
         s, c = self.state, self.cluster
@@ -325,6 +337,8 @@ class _Loop:
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         fps = frames * self.cluster.world_size / max(time.monotonic() - t, 1e-9)
         self._fps = fps if self._fps == 0 else 0.9 * self._fps + 0.1 * fps
         if self.cb.on_step:
@@ -368,7 +382,7 @@ class _Loop:
 
     def _end_epoch(self, losses: list[float], elapsed: float) -> None:
         s = self.state
-        valid_loss, cer, wer = validate(self.model, self.valid_ex, self.cfg.batch_seconds,
+        valid_loss, cer, wer = validate(self.evaluated, self.valid_ex, self.cfg.batch_seconds,
                                         self.cluster)
         # Equal WER (e.g. 100 % while CTC still emits only blanks) with a lower loss
         # is progress too: otherwise early stopping ends a run that is learning.
@@ -384,7 +398,7 @@ class _Loop:
         if improved:
             s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
             if self.cluster.is_main:
-                save_record(self.out / "best.pt", model_record(self.model, self._info()))
+                save_record(self.out / "best.pt", model_record(self.evaluated, self._info()))
         else:
             s.bad_epochs += 1
         s.epoch += 1
@@ -410,53 +424,8 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
         }
+        if self.ema is not None:
+            record["training"]["ema"] = self.ema.state_dict()
         save_record(self.out / "last.pt", record)
         lines = "".join(json.dumps(h) + "\n" for h in self.state.history)
         atomic_write_text(self.out / "metrics.jsonl", lines)
-
-
-def validate(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
-             cluster: Cluster = Cluster()) -> tuple[float, float, float]:
-    """CTC loss per label (averaged over utterances), CER and WER (greedy decoding).
-
-    With several processes (``cluster``), each decodes its share of the batches and the
-    sums are combined, so every process returns the figures of the whole set.
-    """
-    device = next(model.parameters()).device
-    sums = _validation_sums(model, examples, batch_seconds, cluster.rank, cluster.world_size)
-    loss, count, char_errs, chars, word_errs, words = all_reduce_sum(sums, cluster, device)
-
-    def rate(errors: float, length: float) -> float:  # as metrics.ErrorCounts.rate
-        return errors / length if length else float(errors > 0)
-
-    return loss / max(count, 1), rate(char_errs, chars), rate(word_errs, words)
-
-
-@torch.inference_mode()
-def _validation_sums(model: AsrModel, examples: Sequence[Example], batch_seconds: float,
-                     rank: int, world_size: int) -> list[float]:
-    """Loss sum, utterances, character errors, characters, word errors, words over
-    every ``world_size``-th batch, from the ``rank``-th."""
-    model.eval()
-    device = next(model.parameters()).device
-    decoder = GreedyDecoder(model.vocab, model.frame_seconds)
-    order = sorted(range(len(examples)), key=lambda i: examples[i].duration)
-    batches = bucket_batches([examples[i].duration for i in order], batch_seconds, 0, 0,
-                             shuffle=False)
-    refs, hyps, total, count = [], [], 0.0, 0
-    for idx in batches[rank::world_size]:
-        chunk = [examples[order[i]] for i in idx]
-        batch, _ = load_batch(chunk, model.feature_config.gain_normalize)
-        if batch is None:
-            continue
-        log_probs, lengths = model(batch.waves.to(device), batch.wave_lengths.to(device))
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets.to(device), lengths,
-                          batch.target_lengths.to(device), blank=0, reduction="mean")
-        total += loss.item() * len(batch.ids)  # per-label loss, as in training
-        count += len(batch.ids)
-        by_id = {e.utt.id: e for e in chunk}
-        refs += [model.vocab.normalize(by_id[i].utt.text) for i in batch.ids]
-        hyps += [h.text for h in decoder.decode(log_probs.cpu(), lengths.cpu())]
-    chars, words = char_errors(refs, hyps), word_errors(refs, hyps)
-    return [total, count, chars.errors, chars.reference_length, words.errors,
-            words.reference_length]

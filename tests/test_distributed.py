@@ -16,8 +16,9 @@ from asrkit.config import load_config
 from asrkit.dataset import bucket_batches, shard_batches
 from asrkit.distributed import Cluster, detect_cluster
 from asrkit.errors import ConfigError
+from asrkit.evaluation import validate
 from asrkit.manifest import read_manifest
-from asrkit.training import train, validate
+from asrkit.training import train
 
 from tones import make_tone_corpus
 
@@ -130,13 +131,13 @@ def test_sharded_validation_sums_to_the_whole(corpus, one_thread):
     from asrkit.features import FeatureConfig
     from asrkit.dataset import prepare_examples
     from asrkit.text import Vocabulary
-    from asrkit import training
+    from asrkit import evaluation
     utts = read_manifest(corpus[0])[:12]
     model = AsrModel(Vocabulary.from_texts(u.text for u in utts), ModelConfig(1, 16),
                      FeatureConfig(n_mels=20))
     examples, _ = prepare_examples(utts, model.vocab, lambda d: int(d * 50))
-    whole = training._validation_sums(model, examples, 2.0, 0, 1)
-    parts = [training._validation_sums(model, examples, 2.0, r, 3) for r in range(3)]
+    whole = evaluation._validation_sums(model, examples, 2.0, 0, 1)
+    parts = [evaluation._validation_sums(model, examples, 2.0, r, 3) for r in range(3)]
     assert [sum(p[i] for p in parts) for i in range(6)] == pytest.approx(whole)
     assert validate(model, examples, 2.0, Cluster()) == validate(model, examples, 2.0)
 

@@ -7,10 +7,11 @@ import torch
 
 from asrkit.checkpoint import load_model, load_record
 from asrkit.config import load_config
-from asrkit.errors import AsrkitError, ConfigError
-from asrkit.manifest import Utterance, read_manifest
-from asrkit.training import train, validate
 from asrkit.dataset import prepare_examples
+from asrkit.errors import AsrkitError, ConfigError
+from asrkit.evaluation import validate
+from asrkit.manifest import Utterance, read_manifest
+from asrkit.training import train
 
 from tones import make_tone_corpus
 
@@ -41,9 +42,10 @@ def test_tiny_model_learns_the_tone_language(corpus, tmp_path):
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == result.epochs_run
 
 
-def test_resume_equals_uninterrupted_run(corpus, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_equals_uninterrupted_run(corpus, tmp_path, ema):
     train_utts, valid_utts = corpus
-    base = TINY + ["train.epochs=2", "train.checkpoint_every=100"]
+    base = TINY + ["train.epochs=2", "train.checkpoint_every=100", f"train.ema={ema}"]
     # 30 steps straight through an epoch boundary (17 batches an epoch) ...
     train(train_utts, valid_utts, tmp_path / "a", load_config(None, base + ["train.max_steps=30"]))
     # ... equal 11 steps, a stop, then a resumed run to step 30.
@@ -54,6 +56,22 @@ def test_resume_equals_uninterrupted_run(corpus, tmp_path):
     assert a["training"]["state"]["step"] == b["training"]["state"]["step"] == 30
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-6)
+    assert ("ema" in a["training"]) == bool(ema)
+    for key, value in a["training"].get("ema", {}).items():
+        torch.testing.assert_close(value, b["training"]["ema"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_best_model_holds_the_averaged_weights(corpus, tmp_path):
+    train_utts, valid_utts = corpus
+    train(train_utts, valid_utts, tmp_path, load_config(None, TINY + ["train.epochs=1",
+                                                                      "train.ema=0.9"]))
+    last = load_record(tmp_path / "last.pt")
+    best = load_record(tmp_path / "best.pt")["state_dict"]  # the first epoch always improves
+    averaged = {k.removeprefix("module."): v for k, v in last["training"]["ema"].items()}
+    assert best.keys() <= averaged.keys()
+    for key, value in best.items():
+        torch.testing.assert_close(value, averaged[key].to(value.dtype))
+    assert not torch.equal(best["output.weight"], last["state_dict"]["output.weight"])
 
 
 def test_resume_refuses_a_different_experiment(corpus, tmp_path):

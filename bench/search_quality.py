@@ -66,12 +66,7 @@ def archive_search(embedder_path, words, archive, work: Path) -> dict:
            "build_seconds": summary.seconds}
     for method, ranks, times in (("embedding", emb_ranks, emb_times),
                                  ("dtw", dtw_ranks, dtw_times)):
-        aps = []
-        for w, scores in zip(words, ranks):
-            keep = [n != w.id for n in names]
-            relevant = np.array([w.label in texts[n] for n in names])[keep]
-            if relevant.any():
-                aps.append(average_precision(-np.asarray(scores)[keep], relevant))
+        aps = archive_average_precisions(words, ranks, names, texts)
         out[method] = {"map": float(np.mean(aps)), "queries": len(aps),
                        "median_query_seconds": statistics.median(times)}
         print(f"  {method:9s} archive MAP {out[method]['map']:.3f} over {len(aps)} queries, "
@@ -81,6 +76,19 @@ def archive_search(embedder_path, words, archive, work: Path) -> dict:
           f"queries {ratio:.0f}x faster")
     out["speedup"] = ratio
     return out
+
+
+def archive_average_precisions(words, ranks, names, texts) -> list[float]:
+    """Per query word: average precision of ranking the recordings (``ranks``, one score
+    per name, higher first) by whether their transcript ``texts`` holds the word. The
+    query's own recording is left out; words nowhere else are skipped."""
+    aps = []
+    for w, scores in zip(words, ranks):
+        keep = [n != w.id for n in names]
+        relevant = np.array([w.label in texts[n] for n in names])[keep]
+        if relevant.any():
+            aps.append(average_precision(-np.asarray(scores)[keep], relevant))
+    return aps
 
 
 def _embedding_rankings(idx: SearchIndex, words, names):

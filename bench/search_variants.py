@@ -36,9 +36,9 @@ from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
                               asr_frontend_config, load_embedder)
 from asrkit.features import FeatureConfig
 from asrkit.index import SearchIndex, build_index
-from asrkit.search_eval import average_precision, evaluate_embeddings, load_word_segments
+from asrkit.search_eval import evaluate_embeddings, load_word_segments
 from asrkit.segments import SegmentConfig
-from search_quality import _embedding_rankings
+from search_quality import _embedding_rankings, archive_average_precisions
 
 
 def archive_map(embedder, words, archive, config: SegmentConfig, work: Path) -> dict:
@@ -50,12 +50,7 @@ def archive_map(embedder, words, archive, config: SegmentConfig, work: Path) -> 
     names = [u.id for u in archive]
     with SearchIndex(work) as idx:
         ranks, times = _embedding_rankings(idx, words, names)
-    aps = []
-    for w, scores in zip(words, ranks):
-        keep = [n != w.id for n in names]
-        relevant = np.array([w.label in texts[n] for n in names])[keep]
-        if relevant.any():
-            aps.append(average_precision(-np.asarray(scores)[keep], relevant))
+    aps = archive_average_precisions(words, ranks, names, texts)
     return {"map": float(np.mean(aps)), "queries": len(aps),
             "segments": summary.total_segments, "build_seconds": round(build, 1),
             "median_query_ms": round(1000 * float(np.median(times)), 2)}

@@ -32,6 +32,18 @@ def indexed(tmp_path_factory):
     return root / "index", occurrences
 
 
+def spoken_words(folder, words, voices) -> list[Utterance]:
+    """Each word in each voice, one file apiece, listed in ``folder/words.jsonl``."""
+    utts = []
+    for w in words:
+        for v in voices:
+            path = folder / f"{w}-{v.replace('+', '_')}.wav"
+            write_audio(path, synth_word(w, v))
+            utts.append(Utterance(path.stem, str(path), w))
+    write_manifest(folder / "words.jsonl", utts)
+    return utts
+
+
 def correct(hit: Hit, word: str, occurrences) -> bool:
     return any(o.word == word and o.file.name == hit.source and abs(o.start - hit.start)
                < TOLERANCE for o in occurrences)
@@ -121,13 +133,7 @@ def test_cli_search_prints_json_lines(indexed, tmp_path):
 
 def test_cli_search_eval_reports_embeddings_and_dtw(tmp_path):
     from asrkit.cli.main import app
-    utts = []
-    for w in WORDS[:2]:
-        for v in VOICES[:2]:
-            path = tmp_path / f"{w}-{v.replace('+', '_')}.wav"
-            write_audio(path, synth_word(w, v))
-            utts.append(Utterance(path.stem, str(path), w))
-    write_manifest(tmp_path / "words.jsonl", utts)
+    spoken_words(tmp_path, WORDS[:2], VOICES[:2])
     r = CliRunner().invoke(app, ["search", "eval", str(tmp_path / "words.jsonl"), "--json"])
     assert r.exit_code == 0, r.output
     results = json.loads(r.stdout)
@@ -206,13 +212,7 @@ def test_average_precision_by_hand():
 
 
 def test_eval_ranks_words_above_chance(tmp_path):
-    utts = []
-    for w in WORDS[:4]:
-        for v in VOICES[:3]:
-            path = tmp_path / f"{w}-{v.replace('+', '_')}.wav"
-            write_audio(path, synth_word(w, v))
-            utts.append(Utterance(path.stem, str(path), w))
-    write_manifest(tmp_path / "words.jsonl", utts)
+    utts = spoken_words(tmp_path, WORDS[:4], VOICES[:3])
     words = load_word_segments(utts)
     chance = 2 / 11  # two other examples of the word among eleven
     for result in (evaluate_dtw(words), evaluate_embeddings(load_embedder(),

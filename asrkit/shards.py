@@ -15,6 +15,7 @@ temporary folder beside the target and renamed into place only when complete.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -103,6 +104,7 @@ def merge_indexes(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.Path
         _check_complete(stores)
         order = _merged_order(stores)
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_merges(out)
         tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -116,6 +118,25 @@ def merge_indexes(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.Path
         for store in stores:
             store.close()
     return MergeSummary(len(stores), *counts, time.perf_counter() - started)
+
+
+def _remove_abandoned_merges(out: Path) -> None:
+    """Delete the half-written folders of earlier merges into ``out`` whose process is
+    gone (killed before it could clean up); a merge still running keeps its own."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.merging-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def shard_setting(shard: Shard, archive_size: int, shard_size: int) -> dict:

@@ -1,7 +1,9 @@
 """Splitting an archive over machines (--shard I/N) and merging the shard indexes."""
 
 import json
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -148,9 +150,15 @@ def test_merge_never_overwrites_or_leaves_half_an_index(shards, tmp_path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("asrkit.shards.sync_vectors", disk_full)
+    killed = subprocess.Popen(["true"])
+    killed.wait()  # its pid now names no process, like a merge killed with SIGKILL
+    (tmp_path / f".merged.merging-{killed.pid}").mkdir()
+    (tmp_path / f".merged.merging-{os.getppid()}").mkdir()  # a merge still running
     with pytest.raises(OSError):
         merge_indexes(tmp_path / "merged", shards(2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temporary left
+    # No temporary left, the killed merge's removed, the running one's untouched:
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".merged.merging-{os.getppid()}",
+                                                          "taken"]
 
 
 def test_resuming_a_shard_as_another_is_refused(archive, embedder_file, shards, tmp_path):

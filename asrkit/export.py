@@ -1,7 +1,8 @@
 """Deployable copies of an acoustic model: TorchScript or ONNX, waveform → log-probs.
 
 The exported graph holds the whole recogniser — log-mel front end, normalisation,
-frame stacking and BiLSTM-CTC — so a runtime without asrkit needs only the audio::
+frame stacking or convolutions, BiLSTM-CTC — so a runtime without asrkit needs only
+the audio::
 
     inputs   waves (batch, samples) float32 at the model's sample rate, zero-padded
              lengths (batch,) int64, samples of each waveform
@@ -38,7 +39,7 @@ from .audio import MIN_PEAK, PEAK_TARGET
 from .errors import ConfigError
 from .features import LOG_FLOOR
 from .io import atomic_open, atomic_write_json
-from .model import AsrModel
+from .model import AsrModel, subtract_utterance_mean
 
 ExportFormat = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
@@ -71,6 +72,8 @@ class ExportGraph(nn.Module):
         self.register_buffer("mel_fb", model.features.mel.mel_scale.fb.clone())  # (freqs, mels)
         self.dct = getattr(model.features, "dct", None)  # (n_mels, n_mfcc), MFCC only
         self.normalizer = model.normalizer
+        self.utterance_mean = model.config.utterance_mean
+        self.conv = model.conv
         self.forward_layers = model.lstm.forward_layers
         self.backward_layers = model.lstm.backward_layers
         self.output = model.output
@@ -88,7 +91,13 @@ class ExportGraph(nn.Module):
         frames = torch.clamp(torch.div(lengths - self.n_fft, self.hop, rounding_mode="floor")
                              + 1, min=1)
         x = self.normalizer(feats)
-        x, frames = self._stack(x, frames)
+        if self.utterance_mean:
+            x = subtract_utterance_mean(x, _positions(x) < frames[:, None])
+        if self.conv is not None:
+            x = self.conv(x, _positions(x) < frames[:, None])
+            frames = torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
+        else:
+            x, frames = self._stack(x, frames)
         for fwd, bwd in zip(self.forward_layers, self.backward_layers):
             ahead, _ = fwd(x)
             behind, _ = bwd(_reverse(x, frames))

@@ -22,6 +22,11 @@ class ModelConfig:
     hidden: int = 256  # LSTM units per direction
     dropout: float = 0.15
     subsample: int = 2  # stack this many feature frames into one model frame (1, 2 or 3)
+    conv_channels: int = 0  # > 0: two 3x3 convolutions over (time, mel) with this many
+    # channels, each halving the mel axis, the second striding time by ``subsample``,
+    # replace frame stacking (0 = stack frames)
+    utterance_mean: bool = False  # subtract the mean feature vector of the audio given at
+    # once (an utterance; each chunk of a long recording, see asrkit.transcription)
 
     def __post_init__(self):
         if self.subsample not in (1, 2, 3):
@@ -30,6 +35,14 @@ class ModelConfig:
             raise ConfigError("model.layers and model.hidden must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError("model.dropout must be in [0, 1)")
+        if self.conv_channels < 0:
+            raise ConfigError("model.conv_channels must be 0 (no convolution) or positive")
+
+
+def frame_mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(batch, frames)``: True for the frames of ``x (batch, frames, dim)`` inside each
+    row's length."""
+    return torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]
 
 
 def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):
@@ -48,6 +61,41 @@ def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):
         feats = nn.functional.pad(feats, (0, 0, 0, pad))
     feats = feats.reshape(batch, (frames + pad) // factor, dim * factor)
     return feats, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+
+
+def subtract_utterance_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``x (batch, frames, dim)`` minus each row's mean over its ``valid (batch, frames)``
+    frames; frames outside are zeroed."""
+    mask = valid.unsqueeze(-1).to(x.dtype)
+    mean = (x * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
+    return (x - mean) * mask
+
+
+class ConvFrontend(nn.Module):
+    """Two 3×3 convolutions over (time, mel), as in DeepSpeech 2: local time-frequency
+    patterns (bursts, formant transitions) seen the same at any pitch. Each halves the
+    mel axis; the second strides time by ``subsample``, which takes the place of frame
+    stacking: ``frames`` → ``ceil(frames / subsample)``.
+
+    Exact for zero-padded batches: frames past each length are zeroed before each
+    convolution, which is what the convolution's own zero padding gives a sequence
+    alone, and no output frame inside a length reaches further than one padding frame.
+    """
+
+    def __init__(self, n_mels: int, channels: int, subsample: int):
+        super().__init__()
+        self.subsample = subsample
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=(1, 2), padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=(subsample, 2), padding=1)
+        self.output_dim = channels * ((((n_mels + 1) // 2) + 1) // 2)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``x (batch, frames, mels)`` and its ``valid (batch, frames)`` mask →
+        ``(batch, ceil(frames / subsample), output_dim)``."""
+        keep = valid[:, None, :, None].to(x.dtype)  # (batch, 1, frames, 1)
+        h = nn.functional.gelu(self.conv1(x.unsqueeze(1) * keep))
+        h = nn.functional.gelu(self.conv2(h * keep))  # (batch, channels, frames', mels')
+        return h.permute(0, 2, 1, 3).flatten(2)
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -102,8 +150,13 @@ class AsrModel(nn.Module):
         self.feature_config = feature_config
         self.features = FeatureExtractor(feature_config)
         self.normalizer = Normalizer(feature_config.dim)
-        self.lstm = BiLSTM(feature_config.dim * config.subsample, config.hidden,
-                           config.layers, config.dropout)
+        if config.conv_channels:
+            self.conv = ConvFrontend(feature_config.dim, config.conv_channels, config.subsample)
+            lstm_input = self.conv.output_dim
+        else:
+            self.conv = None
+            lstm_input = feature_config.dim * config.subsample
+        self.lstm = BiLSTM(lstm_input, config.hidden, config.layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(2 * config.hidden, len(vocab))
 
@@ -135,9 +188,16 @@ class AsrModel(nn.Module):
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor, augment=None):
         """Top BiLSTM states ``(batch, frames, 2 * hidden)`` and their lengths."""
         x = self.normalizer(feats)
+        if self.config.utterance_mean:
+            x = subtract_utterance_mean(x, frame_mask(x, lengths))
         if augment is not None:
             x = augment(x, lengths)
-        x, lengths = stack_frames(x, lengths, self.config.subsample)
+        if self.conv is not None:
+            x = self.conv(x, frame_mask(x, lengths))
+            lengths = torch.div(lengths + self.config.subsample - 1, self.config.subsample,
+                                rounding_mode="floor")
+        else:
+            x, lengths = stack_frames(x, lengths, self.config.subsample)
         return self.lstm(x, lengths), lengths
 
     def num_parameters(self) -> int:

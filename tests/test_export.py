@@ -24,6 +24,8 @@ CONFIGS = {
     "mfcc-stack3": (ModelConfig(layers=1, hidden=16, subsample=3),
                     FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13)),
     "fbank-stack1": (ModelConfig(layers=1, hidden=8, subsample=1), FeatureConfig(n_mels=24)),
+    "fbank-conv2-mean": (ModelConfig(layers=1, hidden=8, subsample=2, conv_channels=4,
+                                     utterance_mean=True), FeatureConfig(n_mels=30)),
 }
 
 

@@ -22,11 +22,12 @@ FEATURES = FeatureConfig(n_mels=20)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-def tiny_model(subsample: int = 2, seed: int = 0, kind: str = "fbank") -> AsrModel:
+def tiny_model(subsample: int = 2, seed: int = 0, kind: str = "fbank", **options) -> AsrModel:
+    """``options``: more :class:`ModelConfig` fields (conv_channels, utterance_mean)."""
     torch.manual_seed(seed)
     features = FeatureConfig(kind=kind, n_mels=20, n_mfcc=10)
-    model = AsrModel(VOCAB, ModelConfig(layers=2, hidden=16, dropout=0.1, subsample=subsample),
-                     features)
+    model = AsrModel(VOCAB, ModelConfig(layers=2, hidden=16, dropout=0.1, subsample=subsample,
+                                        **options), features)
     with torch.no_grad():  # non-trivial statistics, so the file must carry them
         model.normalizer.mean.uniform_(-3, 3)
         model.normalizer.std.uniform_(0.5, 2)
@@ -41,11 +42,15 @@ def waves(lengths, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 LENGTHS = [16000, 9000, 4321, 600]
+# Front ends: frame stacking, convolutions, each with per-utterance mean subtraction.
+FRONT_ENDS = {"stack": {}, "conv": {"conv_channels": 3}, "stack-mean": {"utterance_mean": True},
+              "conv-mean": {"conv_channels": 4, "utterance_mean": True}}
 
 
+@pytest.mark.parametrize("front", FRONT_ENDS)
 @pytest.mark.parametrize("subsample", [1, 2, 3])
-def test_output_shapes(subsample):
-    model = tiny_model(subsample)
+def test_output_shapes(subsample, front):
+    model = tiny_model(subsample, **FRONT_ENDS[front])
     x, lengths = waves(LENGTHS)
     log_probs, out_lengths = model(x, lengths)
     feature_frames = [FEATURES.num_frames(n) for n in LENGTHS]
@@ -59,9 +64,10 @@ def test_output_shapes(subsample):
     assert hidden.shape == (4, max(expected), 2 * 16)
 
 
+@pytest.mark.parametrize("front", FRONT_ENDS)
 @pytest.mark.parametrize("subsample", [1, 2, 3])
-def test_padded_batch_equals_single(subsample):
-    model = tiny_model(subsample)
+def test_padded_batch_equals_single(subsample, front):
+    model = tiny_model(subsample, **FRONT_ENDS[front])
     x, lengths = waves(LENGTHS, seed=1)
     with torch.no_grad():
         batch, out_lengths = model(x, lengths)
@@ -82,8 +88,29 @@ def test_stack_frames():
     assert same is feats and same_lengths.tolist() == [5, 3]
 
 
+def test_utterance_mean_ignores_level_and_padding():
+    """With ``utterance_mean`` a constant gain (a shift of every log-mel) changes nothing,
+    however much padding follows the utterance."""
+    model = tiny_model(2, utterance_mean=True)
+    x, lengths = waves([8000, 5000], seed=2)
+    with torch.no_grad():
+        feats, frames = model.features(x, lengths)
+        a, _ = model.encode(feats, frames)
+        b, _ = model.encode(torch.cat([feats + 1.5, feats[:, :7] - 9.0], 1), frames)
+    n = model.output_frames(int(frames[1]))
+    torch.testing.assert_close(a[0], b[0, :a.shape[1]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a[1, :n], b[1, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_conv_front_end_replaces_stacking():
+    model = tiny_model(2, conv_channels=3)
+    assert model.conv.output_dim == 3 * 5  # 20 mels halved twice
+    assert model.lstm.forward_layers[0].input_size == 15
+    assert tiny_model(2).conv is None
+
+
 @pytest.mark.parametrize("config", [dict(subsample=4), dict(layers=0), dict(hidden=0),
-                                    dict(dropout=1.0)])
+                                    dict(dropout=1.0), dict(conv_channels=-1)])
 def test_bad_model_configs(config):
     with pytest.raises(ConfigError):
         ModelConfig(**config)
@@ -91,9 +118,10 @@ def test_bad_model_configs(config):
 
 # --- model files ---
 
-@pytest.mark.parametrize("subsample,kind", [(1, "fbank"), (3, "mfcc")])
-def test_save_load_round_trip(tmp_path, subsample, kind):
-    model = tiny_model(subsample, seed=3, kind=kind)
+@pytest.mark.parametrize("subsample,kind,front", [(1, "fbank", "stack"), (3, "mfcc", "stack"),
+                                                  (2, "fbank", "conv-mean")])
+def test_save_load_round_trip(tmp_path, subsample, kind, front):
+    model = tiny_model(subsample, seed=3, kind=kind, **FRONT_ENDS[front])
     path = tmp_path / "m.pt"
     save_model(path, model, info={"note": "tiny", "epoch": 2})
     loaded = load_model(path)
@@ -122,8 +150,20 @@ def test_the_file_is_plain_data(tmp_path):
     record = torch.load(tmp_path / "m.pt", weights_only=True)  # no pickled classes at all
     assert record["format_version"] == FORMAT_VERSION
     assert record["model_config"] == {"layers": 2, "hidden": 16, "dropout": 0.1,
-                                      "subsample": 2}
+                                      "subsample": 2, "conv_channels": 0,
+                                      "utterance_mean": False}
     assert record["vocabulary"] == VOCAB.to_dict()
+
+
+def test_files_from_before_the_front_end_options_load(tmp_path):
+    """A model file whose config predates ``conv_channels`` and ``utterance_mean`` is a
+    frame-stacking model without mean subtraction, as it was when written."""
+    model = tiny_model()
+    record = model_record(model)
+    for key in ("conv_channels", "utterance_mean"):
+        del record["model_config"][key]
+    save_record(tmp_path / "old.pt", record)
+    assert load_model(tmp_path / "old.pt").config == model.config
 
 
 MARKER_CODE = "open({marker!r}, 'w').write('code ran')"

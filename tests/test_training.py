@@ -27,10 +27,16 @@ def corpus(tmp_path_factory):
             read_manifest(make_tone_corpus(root / "valid", 16, seed=2, prefix="v")))
 
 
-def test_tiny_model_learns_the_tone_language(corpus, tmp_path):
+# The convolutions start from random filters: they leave the all-blank plateau later.
+@pytest.mark.parametrize("front,epochs", [
+    ([], 10), (["model.utterance_mean=true"], 10),
+    (["model.conv_channels=8", "model.utterance_mean=true"], 30)],
+    ids=["stacked-frames", "utterance-mean", "conv-utterance-mean"])
+def test_tiny_model_learns_the_tone_language(corpus, tmp_path, front, epochs):
     train_utts, valid_utts = corpus
-    cfg = load_config(None, TINY + ["train.epochs=10", "train.patience=20",
-                                   "train.spec_augment=false", "train.speed_perturb=false"])
+    cfg = load_config(None, TINY + front + [f"train.epochs={epochs}", "train.patience=40",
+                                           "train.spec_augment=false",
+                                           "train.speed_perturb=false"])
     result = train(train_utts, valid_utts, tmp_path / "run", cfg)
     model = load_model(tmp_path / "run")
     from asrkit.training import _examples  # the same checked examples training used

@@ -91,29 +91,27 @@ class ExportGraph(nn.Module):
         frames = torch.clamp(torch.div(lengths - self.n_fft, self.hop, rounding_mode="floor")
                              + 1, min=1)
         x = self.normalizer(feats)
+        valid = _positions(x) < frames[:, None]
         if self.utterance_mean:
-            x = subtract_utterance_mean(x, _positions(x) < frames[:, None])
-        if self.conv is not None:
-            x = self.conv(x, _positions(x) < frames[:, None])
-            frames = torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
-        else:
-            x, frames = self._stack(x, frames)
+            x = subtract_utterance_mean(x, valid)
+        x = self.conv(x, valid) if self.conv is not None else self._stack(x, valid)
+        frames = torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
         for fwd, bwd in zip(self.forward_layers, self.backward_layers):
             ahead, _ = fwd(x)
             behind, _ = bwd(_reverse(x, frames))
             x = torch.cat([ahead, _reverse(behind, frames)], dim=-1)
         return self.output(x).log_softmax(dim=-1), frames
 
-    def _stack(self, x: torch.Tensor, frames: torch.Tensor):
+    def _stack(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """:func:`asrkit.model.stack_frames` without shape arithmetic: ``(batch, t,
-        feats)`` → ``(batch, ceil(t / factor), feats * factor)``."""
+        feats)`` and its ``valid (batch, t)`` mask → ``(batch, ceil(t / factor), feats *
+        factor)``."""
         if self.factor == 1:
-            return x, frames
-        x = x.masked_fill(~(_positions(x) < frames[:, None])[:, :, None], 0.0)
+            return x
+        x = x.masked_fill(~valid[:, :, None], 0.0)
         x = nn.functional.pad(x.transpose(1, 2), (0, self.factor - 1))  # (batch, feats, t')
         # a strided convolution drops the incomplete last run: t + f - 1 frames → ceil(t / f)
-        x = nn.functional.conv1d(x, self.stacker, stride=self.factor).transpose(1, 2)
-        return x, torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
+        return nn.functional.conv1d(x, self.stacker, stride=self.factor).transpose(1, 2)
 
 
 def dft_kernels(window: torch.Tensor, n_fft: int) -> torch.Tensor:

@@ -54,8 +54,7 @@ def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):
     batch, frames, dim = feats.shape
     # Frames past each length are zeroed, so an utterance's last run is padded the same
     # way alone or in a batch (where padding frames hold features of silence).
-    valid = torch.arange(frames, device=feats.device) < lengths.to(feats.device)[:, None]
-    feats = feats.masked_fill(~valid[:, :, None], 0.0)
+    feats = feats.masked_fill(~frame_mask(feats, lengths)[:, :, None], 0.0)
     pad = (-frames) % factor
     if pad:
         feats = nn.functional.pad(feats, (0, 0, 0, pad))
@@ -84,7 +83,6 @@ class ConvFrontend(nn.Module):
 
     def __init__(self, n_mels: int, channels: int, subsample: int):
         super().__init__()
-        self.subsample = subsample
         self.conv1 = nn.Conv2d(1, channels, 3, stride=(1, 2), padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, stride=(subsample, 2), padding=1)
         self.output_dim = channels * ((((n_mels + 1) // 2) + 1) // 2)
@@ -188,12 +186,13 @@ class AsrModel(nn.Module):
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor, augment=None):
         """Top BiLSTM states ``(batch, frames, 2 * hidden)`` and their lengths."""
         x = self.normalizer(feats)
+        valid = frame_mask(x, lengths)
         if self.config.utterance_mean:
-            x = subtract_utterance_mean(x, frame_mask(x, lengths))
+            x = subtract_utterance_mean(x, valid)
         if augment is not None:
             x = augment(x, lengths)
         if self.conv is not None:
-            x = self.conv(x, frame_mask(x, lengths))
+            x = self.conv(x, valid)
             lengths = torch.div(lengths + self.config.subsample - 1, self.config.subsample,
                                 rounding_mode="floor")
         else:

@@ -13,28 +13,33 @@ __version__ = "0.1.0"
 from .errors import AsrkitError  # noqa: E402
 
 _LAZY = {
-    "load_model": "checkpoint",
-    "save_model": "checkpoint",
-    "transcribe": "transcription",
-    "train": "training",
-    "evaluate": "evaluation",
+    "load_model": "asr.checkpoint",
+    "save_model": "asr.checkpoint",
+    "transcribe": "asr.transcription",
+    "train": "asr.training",
+    "evaluate": "asr.evaluation",
     "read_manifest": "manifest",
     "write_manifest": "manifest",
     "Utterance": "manifest",
     "load_audio": "audio",
-    "build_index": "index",
-    "search": "search",
+    "build_index": "search.index",
+    "search_index": "search.query",
 }
+
+_SUBPACKAGES = ("asr", "decoding", "lm", "search", "serve", "corpora", "synth")
 
 
 def __getattr__(name):
     # Heavy modules (torch, faiss) load on first use, so `asrkit --help` stays fast.
     if name in _LAZY:
         import importlib
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        # Importing asrkit.search binds the submodule as an attribute; pin the function.
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, "search" if name == "search_index" else name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'asrkit' has no attribute {name!r}")
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrkit.beam import BeamSearchDecoder
-from asrkit.lm import write_arpa
-from asrkit.lm_estimate import estimate_kneser_ney
+from asrkit.decoding.beam import BeamSearchDecoder
+from asrkit.lm.ngram import write_arpa
+from asrkit.lm.estimate import estimate_kneser_ney
 from asrkit.metrics import cer, wer
 from asrkit.text import Vocabulary
 

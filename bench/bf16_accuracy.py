@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tones import make_tone_corpus  # noqa: E402  (the test suite's corpus generator)
 
-from asrkit.config import load_config  # noqa: E402
+from asrkit.asr.config import load_config  # noqa: E402
 from asrkit.manifest import read_manifest  # noqa: E402
-from asrkit.training import TrainCallbacks, train  # noqa: E402
+from asrkit.asr.training import TrainCallbacks, train  # noqa: E402
 
 
 def step_seconds() -> tuple[TrainCallbacks, list[float]]:

@@ -7,7 +7,7 @@
    single word queries it. A recording is relevant when its transcript contains the
    word (the query's own recording excluded). Recordings are ranked by their best
    segment (embeddings: cosine over the index; DTW: subsequence DTW over the whole
-   recording). Time per query: `asrkit.search.search` (embed + FAISS + merge) vs a
+   recording). Time per query: `asrkit.search.query.search` (embed + FAISS + merge) vs a
    full subsequence-DTW scan of the archive.
 
 With ``--archive all`` every AN4 recording is searched (about 2.7 times longer; the
@@ -31,11 +31,11 @@ import torch
 
 from _an4 import an4_utterances, heldout_audio, word_sets
 from asrkit.audio import load_audio
-from asrkit.dtw import dtw_features, subsequence_dtw
-from asrkit.embedding import load_embedder
-from asrkit.index import SearchIndex, build_index
-from asrkit.search import Query, search
-from asrkit.search_eval import (average_precision, evaluate_dtw, evaluate_embeddings,
+from asrkit.search.dtw import dtw_features, subsequence_dtw
+from asrkit.search.embedding import load_embedder
+from asrkit.search.index import SearchIndex, build_index
+from asrkit.search.query import Query, search
+from asrkit.search.evaluation import (average_precision, evaluate_dtw, evaluate_embeddings,
                                 load_word_segments)
 
 

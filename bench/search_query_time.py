@@ -5,15 +5,15 @@ with asrkit's own code; nothing is extrapolated.
 
 - Embedding search: real AN4 audio (the held-out speakers' 413 recordings, 0.31 h; with
   ``--archive all`` all 1078, 0.81 h) is indexed once with the bundled embedder
-  (`asrkit.index.build_index`: speech detection, candidate windows, embeddings, SQLite).
+  (`asrkit.search.index.build_index`: speech detection, candidate windows, embeddings, SQLite).
   The index is then grown to each archive size with copies of the recordings (same
   spans, each vector jittered as in bench/search_scale.py), and opened with
   `SearchIndex`, which builds the FAISS index asrkit picks for that many segments. A
-  query is `asrkit.search.search(index, [Query(...)], top=10)`: trim, embed, FAISS,
+  query is `asrkit.search.query.search(index, [Query(...)], top=10)`: trim, embed, FAISS,
   merge of overlapping hits, metadata from SQLite.
-- DTW baseline: the MFCC + CMVN frames of the same recordings (`asrkit.dtw.dtw_features`)
+- DTW baseline: the MFCC + CMVN frames of the same recordings (`asrkit.search.dtw.dtw_features`)
   are computed once and tiled to the same number of hours; a query is its own
-  `dtw_features` plus `asrkit.dtw.subsequence_dtw` over every recording. Tiling is fair
+  `dtw_features` plus `asrkit.search.dtw.subsequence_dtw` over every recording. Tiling is fair
   for timing: the DTW cost depends only on the numbers of frames, not on what they hold.
 
 Queries: real single words of the held-out AN4 speakers. One torch, FAISS and BLAS thread
@@ -45,13 +45,13 @@ from threadpoolctl import threadpool_limits
 from _an4 import an4_utterances, heldout_audio, word_sets
 from search_scale import JITTER
 from asrkit.audio import load_audio
-from asrkit.dtw import DTW_FEATURES, dtw_features, subsequence_dtw
-from asrkit.index import SearchIndex, build_index
+from asrkit.search.dtw import DTW_FEATURES, dtw_features, subsequence_dtw
+from asrkit.search.index import SearchIndex, build_index
 from asrkit.manifest import Utterance
-from asrkit.search import CANDIDATES_PER_HIT, Query, search
-from asrkit.search_eval import WordSegment, load_word_segments
-from asrkit.segments import Span
-from asrkit.store import IndexStore
+from asrkit.search.query import CANDIDATES_PER_HIT, Query, search
+from asrkit.search.evaluation import WordSegment, load_word_segments
+from asrkit.search.segments import Span
+from asrkit.search.store import IndexStore
 
 TOP = 10
 
@@ -74,7 +74,7 @@ class SizeResult:
     segments: int
     factory: str
     faiss_build_seconds: float
-    embedding_ms: float  # median per query, end to end (asrkit.search.search)
+    embedding_ms: float  # median per query, end to end (asrkit.search.query.search)
     faiss_ms: float  # median per query, the FAISS lookup alone (part of the above)
     dtw_ms: float  # median per query (features + subsequence DTW over the archive)
 

@@ -29,12 +29,12 @@ import torch
 
 from _an4 import an4_utterances, word_sets
 from asrkit.audio import load_audio
-from asrkit.dtw import dtw_features, subsequence_dtw
-from asrkit.index import SearchIndex, build_index
-from asrkit.search import Query, search
-from asrkit.search_eval import load_word_segments
-from asrkit.store import IndexStore
-from asrkit.vector_index import IVF_TRAIN_PER_LIST, VectorIndex, choose_factory, make_index
+from asrkit.search.dtw import dtw_features, subsequence_dtw
+from asrkit.search.index import SearchIndex, build_index
+from asrkit.search.query import Query, search
+from asrkit.search.evaluation import load_word_segments
+from asrkit.search.store import IndexStore
+from asrkit.search.vector_index import IVF_TRAIN_PER_LIST, VectorIndex, choose_factory, make_index
 
 JITTER = 0.35  # noise norm relative to the unit vector (cosine to the source ≈ 0.94)
 QUERIES = 200

@@ -31,13 +31,13 @@ import torch
 
 from _an4 import AN4, an4_utterances, heldout_audio, training_audio, word_sets
 from asrkit.corpora.an4 import read_an4_split
-from asrkit.embedder_training import TrainConfig, train_embedder
-from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
+from asrkit.search.embedder_training import TrainConfig, train_embedder
+from asrkit.search.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
                               asr_frontend_config, load_embedder)
 from asrkit.features import FeatureConfig
-from asrkit.index import SearchIndex, build_index
-from asrkit.search_eval import evaluate_embeddings, load_word_segments
-from asrkit.segments import SegmentConfig
+from asrkit.search.index import SearchIndex, build_index
+from asrkit.search.evaluation import evaluate_embeddings, load_word_segments
+from asrkit.search.segments import SegmentConfig
 from search_quality import _embedding_rankings, archive_average_precisions
 
 

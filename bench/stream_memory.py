@@ -52,8 +52,8 @@ def write_manifest(path: Path, files: list[Path]) -> Path:
 
 def make_model(path: Path) -> Path:
     import torch
-    from asrkit.checkpoint import save_model
-    from asrkit.model import AsrModel, ModelConfig
+    from asrkit.asr.checkpoint import save_model
+    from asrkit.asr.model import AsrModel, ModelConfig
     from asrkit.text import Vocabulary
     torch.manual_seed(0)
     save_model(path, AsrModel(Vocabulary(tuple(" ABCDEFGH")), ModelConfig(layers=2, hidden=64)))

@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from asrkit.model import AsrModel, ModelConfig
+from asrkit.asr.model import AsrModel, ModelConfig
 from asrkit.text import Vocabulary
 
 

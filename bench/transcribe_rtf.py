@@ -18,9 +18,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asrkit.model import AsrModel
+from asrkit.asr.model import AsrModel
 from asrkit.text import Vocabulary
-from asrkit.transcription import transcribe
+from asrkit.asr.transcription import transcribe
 
 
 def main() -> None:

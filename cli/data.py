@@ -49,12 +49,12 @@ def validate(
     Exits with 1 when a problem is found (with --strict, also on warnings).
     """
     with user_errors():
-        from asrkit.validation import validate_manifest
+        from asrkit.asr.validation import validate_manifest
         if case not in ("upper", "lower", "keep"):
             raise typer.BadParameter("choose upper, lower or keep", param_hint="--case")
         asr = None
         if model is not None:
-            from asrkit.checkpoint import load_model
+            from asrkit.asr.checkpoint import load_model
             asr = load_model(model)
         with CallbackBar("utt", "checking") as bar:  # no bar if the manifest cannot be read
             report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,

@@ -54,12 +54,12 @@ def train(
     """Train a sequence-autoencoder embedder on unlabelled recordings (and/or words)."""
     with user_errors():
         set_threads(threads)
-        from asrkit.embedder_training import TrainConfig, train_embedder
-        from asrkit.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
+        from asrkit.search.embedder_training import TrainConfig, train_embedder
+        from asrkit.search.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
                                       asr_frontend_config)
         from asrkit.errors import ConfigError
         from asrkit.features import FeatureConfig
-        from asrkit.index import archive_sources
+        from asrkit.search.index import archive_sources
         from asrkit.manifest import read_manifest
         if manifest is None and audio_dir is None and words is None:
             raise ConfigError("give training audio: --manifest, --audio-dir and/or --words")
@@ -105,9 +105,9 @@ def evaluate(
     """Same-different AP, query-by-example MAP and P@10, and time per query:
     embeddings vs frame-level DTW."""
     with user_errors():
-        from asrkit.embedding import load_embedder
+        from asrkit.search.embedding import load_embedder
         from asrkit.manifest import read_manifest
-        from asrkit.search_eval import evaluate_dtw, evaluate_embeddings, load_word_segments
+        from asrkit.search.evaluation import evaluate_dtw, evaluate_embeddings, load_word_segments
         utts = read_manifest(manifest)
         with progress(total=len(utts), desc="loading", unit="word") as bar:
             segments = load_word_segments(utts, trim=trim, progress=bar.update)
@@ -127,7 +127,7 @@ def evaluate(
 
 
 class _EpochBar:
-    """One tqdm bar per epoch, fed by :class:`asrkit.embedder_training.TrainProgress`."""
+    """One tqdm bar per epoch, fed by :class:`asrkit.search.embedder_training.TrainProgress`."""
 
     def __init__(self):
         self.bar = None

@@ -27,8 +27,8 @@ def evaluate(
     """Score a model: WER/CER with substitution, deletion and insertion counts."""
     setup_logging()
     with user_errors():
-        from asrkit.checkpoint import load_model
-        from asrkit.evaluation import evaluate as run
+        from asrkit.asr.checkpoint import load_model
+        from asrkit.asr.evaluation import evaluate as run
         from asrkit.io import atomic_open
         from asrkit.manifest import read_manifest
 

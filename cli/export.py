@@ -20,9 +20,9 @@ def export(
 ):
     """Export MODEL (waveform → CTC log-probabilities, front end included)."""
     with user_errors():
-        from asrkit.checkpoint import load_model
+        from asrkit.asr.checkpoint import load_model
         from asrkit.errors import ConfigError
-        from asrkit.export import FORMATS, check_export, export_model
+        from asrkit.asr.export import FORMATS, check_export, export_model
 
         if fmt not in FORMATS:  # before loading anything
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -52,11 +52,11 @@ def build(
 ):
     """Embed every candidate segment of ARCHIVE into a new index."""
     with user_errors():
-        from asrkit.shards import parse_shard
+        from asrkit.shard import parse_shard
         part = parse_shard(shard) if shard is not None else None
         set_threads(threads)
-        from asrkit.index import archive_sources, build_index
-        from asrkit.segments import SegmentConfig
+        from asrkit.search.index import archive_sources, build_index
+        from asrkit.search.segments import SegmentConfig
         if segments != "windows":
             asr_model = asr_model or "an4"
         config = SegmentConfig(**{k: v for k, v in (("durations", _floats(durations)),
@@ -78,7 +78,7 @@ def add(index: IndexArg, archive: ArchiveArg, threads: ThreadsOpt = None,
     """Add the recordings of ARCHIVE not yet in INDEX (and retry skipped ones)."""
     with user_errors():
         set_threads(threads)
-        from asrkit.index import add_to_index, archive_sources
+        from asrkit.search.index import add_to_index, archive_sources
         sources = archive_sources(archive)
         with _Bar(len(sources)) as bar:
             summary = add_to_index(index, sources, bar.update)
@@ -95,7 +95,7 @@ def remove(
 ):
     """Remove recordings and all their segments from INDEX."""
     with user_errors():
-        from asrkit.index import remove_from_index
+        from asrkit.search.index import remove_from_index
         removed = remove_from_index(index, names)
         typer.echo(f"removed {len(removed)} recording(s) from {index}")
 
@@ -110,7 +110,7 @@ def rebuild(
 ):
     """Rebuild the FAISS index from the stored vectors (no re-embedding)."""
     with user_errors():
-        from asrkit.index import rebuild_index
+        from asrkit.search.index import rebuild_index
         kind = rebuild_index(index, factory, params)
         typer.echo(f"{index}: FAISS index rebuilt as {kind}")
 
@@ -119,7 +119,7 @@ def rebuild(
 def info(index: IndexArg, as_json: JsonOpt = False):
     """Show what INDEX holds: recordings, segments, index type, skipped files."""
     with user_errors():
-        from asrkit.index import SearchIndex
+        from asrkit.search.index import SearchIndex
         with SearchIndex(index) as idx:
             sources = idx.sources()
             indexed = [s for s in sources if s.status == "indexed"]
@@ -183,7 +183,7 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
 
 
 class _Bar:
-    """tqdm bar over recordings, fed by :class:`asrkit.index.BuildProgress` reports."""
+    """tqdm bar over recordings, fed by :class:`asrkit.search.index.BuildProgress` reports."""
 
     def __init__(self, total: int):
         self.bar = progress(total=total, desc="indexing", unit="rec")

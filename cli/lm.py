@@ -27,8 +27,8 @@ def build(
     if case not in ("upper", "lower", "keep"):
         raise typer.BadParameter("choose upper, lower or keep", param_hint="--case")
     with user_errors():
-        from asrkit.lm import write_arpa
-        from asrkit.lm_estimate import estimate_kneser_ney, read_sentences
+        from asrkit.lm.ngram import write_arpa
+        from asrkit.lm.estimate import estimate_kneser_ney, read_sentences
         from asrkit.text import normalize_text
 
         sentences = read_sentences(text, lambda line: normalize_text(line, case))
@@ -72,7 +72,7 @@ def tune(
     Writes a decoding config for `transcribe`/`evaluate --decoding-config`.
     """
     setup_logging()
-    from asrkit.lm_tuning import DEFAULT_ALPHAS, DEFAULT_BETAS
+    from asrkit.lm.tuning import DEFAULT_ALPHAS, DEFAULT_BETAS
     grid_a = _floats(alphas, DEFAULT_ALPHAS, "--alphas")
     grid_b = _floats(betas, DEFAULT_BETAS, "--betas")
     if method not in ("grid", "coordinate"):
@@ -91,14 +91,14 @@ def tune(
 
 def _tune(model, dev_manifest, lm, out, beam_size, alphas, betas, method, lexicon,
           batch_seconds):
-    from asrkit.beam import BeamSearchDecoder, save_decoding_config
-    from asrkit.checkpoint import load_model
-    from asrkit.decoding import GreedyDecoder
+    from asrkit.decoding.beam import BeamSearchDecoder, save_decoding_config
+    from asrkit.asr.checkpoint import load_model
+    from asrkit.decoding.base import GreedyDecoder
     from asrkit.errors import ManifestError
-    from asrkit.lm_tuning import tune_lm
+    from asrkit.lm.tuning import tune_lm
     from asrkit.manifest import read_manifest
     from asrkit.metrics import wer
-    from asrkit.transcription import compute_log_probs
+    from asrkit.asr.transcription import compute_log_probs
 
     asr = load_model(model)
     decoder = BeamSearchDecoder(asr.vocab, asr.frame_seconds, beam_size=beam_size, lm=lm,

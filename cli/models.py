@@ -14,7 +14,7 @@ from .common import user_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False):
     """List bundled models with training data, vocabulary and test WER."""
     with user_errors():
-        from asrkit.checkpoint import load_record
+        from asrkit.asr.checkpoint import load_record
         from asrkit.errors import ModelFileError
 
         rows = []

@@ -52,7 +52,7 @@ def search(
     """Search INDEX for each spoken QUERY; print file, start, end and score per hit."""
     with user_errors():
         from asrkit.errors import ConfigError
-        from asrkit.search import load_query, parse_span, search as run_search
+        from asrkit.search.query import load_query, parse_span, search as run_search
         if rerank not in (None, "dtw"):
             raise ConfigError(f"--rerank must be 'dtw', not {rerank!r}")
         qs = [load_query(q) for q in queries or []] + [parse_span(s) for s in span or []]

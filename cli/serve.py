@@ -29,7 +29,7 @@ def serve(
         try:
             import uvicorn
 
-            from asrkit.serve import create_app
+            from asrkit.serve.app import create_app
         except ImportError as e:
             from asrkit.errors import ConfigError
             raise ConfigError(f"`asrkit serve` needs {e.name}; install it with "

@@ -29,14 +29,14 @@ def train(
     """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png."""
     setup_logging(verbose)
     with user_errors():
-        from asrkit.distributed import detect_cluster
+        from asrkit.asr.distributed import detect_cluster
         main_process = detect_cluster().is_main
         if not main_process:  # rank 0 reports for all; the others speak only of errors
             logging.getLogger("asrkit").setLevel(logging.ERROR)
-        from asrkit.config import load_config
+        from asrkit.asr.config import load_config
         from asrkit.manifest import read_manifest
         from asrkit.plots import plot_training_curve
-        from asrkit.training import TrainCallbacks, train as run_training
+        from asrkit.asr.training import TrainCallbacks, train as run_training
 
         if resume and config is None and (out / "config.yaml").is_file():
             config = out / "config.yaml"  # the run's own settings, plus any --set

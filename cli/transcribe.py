@@ -33,12 +33,12 @@ def transcribe(
     """Transcribe audio; prints a real-time-factor line at the end."""
     setup_logging()
     with user_errors():
-        from asrkit.checkpoint import load_model
+        from asrkit.asr.checkpoint import load_model
         from asrkit.errors import ConfigError
-        from asrkit.output import FORMATS, format_transcript
-        from asrkit.shards import parse_shard, select_shard
-        from asrkit.transcription import collect_inputs
-        from asrkit.transcription import transcribe as run
+        from asrkit.asr.output import FORMATS, format_transcript
+        from asrkit.shard import parse_shard, select_shard
+        from asrkit.asr.transcription import collect_inputs
+        from asrkit.asr.transcription import transcribe as run
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")

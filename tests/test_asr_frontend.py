@@ -5,19 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from asrkit.acoustic_frontend import (AcousticModelRef, hidden_states, load_referenced,
+from asrkit.search.asr_frontend import (AcousticModelRef, hidden_states, load_referenced,
                                       model_fingerprint, reference_model)
-from asrkit.checkpoint import save_model
-from asrkit.embedder_training import TrainConfig, train_embedder
-from asrkit.embedding import (AutoencoderConfig, Embedder, EmbedderConfig,
+from asrkit.asr.checkpoint import save_model
+from asrkit.search.embedder_training import TrainConfig, train_embedder
+from asrkit.search.embedding import (AutoencoderConfig, Embedder, EmbedderConfig,
                               asr_frontend_config, load_embedder, save_embedder)
 from asrkit.errors import ConfigError, ModelFileError
 from asrkit.features import AugmentConfig, FeatureConfig
-from asrkit.index import SearchIndex, add_to_index, build_index
+from asrkit.search.index import SearchIndex, add_to_index, build_index
 from asrkit.manifest import Utterance
-from asrkit.model import AsrModel, ModelConfig
-from asrkit.search import load_query, search
-from asrkit.segments import SegmentConfig
+from asrkit.asr.model import AsrModel, ModelConfig
+from asrkit.search.query import load_query, search
+from asrkit.search.segments import SegmentConfig
 from asrkit.text import Vocabulary
 
 from _speech import VOICES, make_archive, synth_word
@@ -87,7 +87,7 @@ def test_a_changed_or_missing_acoustic_model_is_refused(tmp_path):
     save_embedder(tmp_path / "e.pt", asr_embedder(front))
     assert load_embedder(tmp_path / "e.pt").dim == 8
     tiny_asr_model(model_path, 1)  # same file name, other weights
-    from asrkit.acoustic_frontend import _load
+    from asrkit.search.asr_frontend import _load
     _load.cache_clear()
     with pytest.raises(ModelFileError, match="changed"):
         load_embedder(tmp_path / "e.pt")
@@ -181,7 +181,7 @@ def test_cli_trains_an_asr_embedder_and_builds_a_word_index(tmp_path, one_thread
 
 def test_an_index_refuses_a_changed_segment_model(tmp_path, one_thread):
     """The index records the word-segment model; `add` after it changed is refused."""
-    from asrkit.acoustic_frontend import _load
+    from asrkit.search.asr_frontend import _load
     model_path = tmp_path / "am.pt"
     tiny_asr_model(model_path, 0)
     make_archive(tmp_path / "a", [["garden"]], VOICES[0])

@@ -366,8 +366,8 @@ def test_three_hour_file_is_transcribed_and_indexed_chunk_by_chunk(long_file, tm
     """About 4 CPU-minutes: the recording is read, resampled and run 30 s (transcribe)
     or 10 min (index) at a time. A small random model keeps transcription cheap."""
     import torch
-    from asrkit.checkpoint import save_model
-    from asrkit.model import AsrModel, ModelConfig
+    from asrkit.asr.checkpoint import save_model
+    from asrkit.asr.model import AsrModel, ModelConfig
     from asrkit.text import Vocabulary
     torch.manual_seed(0)
     save_model(tmp_path / "tiny.pt", AsrModel(Vocabulary(tuple(" AB")),

@@ -15,12 +15,12 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from asrkit.beam import BeamSearchDecoder, load_decoding_config, save_decoding_config
-from asrkit.decoding import GreedyDecoder, make_decoder
+from asrkit.decoding.beam import BeamSearchDecoder, load_decoding_config, save_decoding_config
+from asrkit.decoding.base import GreedyDecoder, make_decoder
 from asrkit.errors import ConfigError, DecodingError
-from asrkit.lm import KenLMModel, NgramLM, write_arpa
-from asrkit.lm_estimate import estimate_kneser_ney
-from asrkit.lm_tuning import tune_lm
+from asrkit.lm.ngram import KenLMModel, NgramLM, write_arpa
+from asrkit.lm.estimate import estimate_kneser_ney
+from asrkit.lm.tuning import tune_lm
 from asrkit.text import Vocabulary
 
 VOCAB = Vocabulary(tuple(" ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
@@ -316,10 +316,10 @@ def test_empty_utterance():
 
 def test_cli_lm_tune(tmp_path, cat_lm):
     from asrkit.audio import write_audio
-    from asrkit.checkpoint import save_model
+    from asrkit.asr.checkpoint import save_model
     from asrkit.cli import lm as lm_cli
     from asrkit.manifest import Utterance, write_manifest
-    from asrkit.model import AsrModel, ModelConfig
+    from asrkit.asr.model import AsrModel, ModelConfig
 
     torch.manual_seed(0)
     save_model(tmp_path / "model.pt", AsrModel(VOCAB, ModelConfig(layers=1, hidden=8)))

@@ -117,7 +117,7 @@ def test_bundled_model_is_listed_and_used_without_a_model_argument(trained):
 
 
 def test_bundled_fp16_copy_matches_the_trained_model(trained, tmp_path):
-    from asrkit.checkpoint import bundle_record, load_model, load_record, save_record
+    from asrkit.asr.checkpoint import bundle_record, load_model, load_record, save_record
     run = trained[0] / "run"
     save_record(tmp_path / "small.pt", bundle_record(load_record(run / "best.pt"), {"x": 1}))
     assert (tmp_path / "small.pt").stat().st_size < 0.6 * (run / "best.pt").stat().st_size

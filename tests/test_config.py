@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from asrkit.config import ExperimentConfig, config_from_dict, load_config
+from asrkit.asr.config import ExperimentConfig, config_from_dict, load_config
 from asrkit.errors import ConfigError
 from asrkit.features import AugmentConfig, FeatureConfig
-from asrkit.model import ModelConfig
+from asrkit.asr.model import ModelConfig
 
 
 def write(tmp_path, text: str):

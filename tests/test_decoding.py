@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asrkit.decoding import (GreedyDecoder, WordTiming, check_log_probs, collapse,
+from asrkit.decoding.base import (GreedyDecoder, WordTiming, check_log_probs, collapse,
                              make_decoder)
 from asrkit.errors import DecodingError
 from asrkit.text import BLANK, Vocabulary

@@ -11,14 +11,14 @@ import sys
 import pytest
 import torch
 
-from asrkit.checkpoint import load_record
-from asrkit.config import load_config
-from asrkit.dataset import bucket_batches, shard_batches
-from asrkit.distributed import Cluster, detect_cluster
+from asrkit.asr.checkpoint import load_record
+from asrkit.asr.config import load_config
+from asrkit.asr.dataset import bucket_batches, shard_batches
+from asrkit.asr.distributed import Cluster, detect_cluster
 from asrkit.errors import ConfigError
-from asrkit.evaluation import validate
+from asrkit.asr.evaluation import validate
 from asrkit.manifest import read_manifest
-from asrkit.training import train
+from asrkit.asr.training import train
 
 from tones import make_tone_corpus
 
@@ -127,11 +127,11 @@ def test_shards_are_disjoint_equal_and_cover_whole_global_batches():
 
 
 def test_sharded_validation_sums_to_the_whole(corpus, one_thread):
-    from asrkit.model import AsrModel, ModelConfig
+    from asrkit.asr.model import AsrModel, ModelConfig
     from asrkit.features import FeatureConfig
-    from asrkit.dataset import prepare_examples
+    from asrkit.asr.dataset import prepare_examples
     from asrkit.text import Vocabulary
-    from asrkit import evaluation
+    from asrkit.asr import evaluation
     utts = read_manifest(corpus[0])[:12]
     model = AsrModel(Vocabulary.from_texts(u.text for u in utts), ModelConfig(1, 16),
                      FeatureConfig(n_mels=20))
@@ -172,7 +172,7 @@ def test_loss_scaling_changes_nothing_and_resumes_exactly(corpus, tmp_path, one_
     fp16 LSTM): power-of-two loss scaling leaves the updates as they were, and its
     state travels through a checkpoint."""
     import contextlib
-    from asrkit import training
+    from asrkit.asr import training
     fp32 = in_process(corpus, tmp_path / "fp32", "train.max_steps=4")
     monkeypatch.setattr(training, "check_precision", lambda precision, device: None)
     monkeypatch.setattr(training, "autocast", lambda precision, device: contextlib.nullcontext())

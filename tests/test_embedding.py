@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from asrkit.embedder_training import (TrainConfig, checkpoint_path,
+from asrkit.search.embedder_training import (TrainConfig, checkpoint_path,
                                       supervised_contrastive_loss, train_embedder)
-from asrkit.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
+from asrkit.search.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
                               save_embedder)
 from asrkit.errors import ConfigError, ModelFileError
 from asrkit.features import AugmentConfig
 from asrkit.manifest import Utterance
 from asrkit.audio import write_audio
-from asrkit.search_eval import evaluate_embeddings, load_word_segments
+from asrkit.search.evaluation import evaluate_embeddings, load_word_segments
 
 from _speech import VOICES, synth_word
 

@@ -7,11 +7,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from asrkit.checkpoint import save_model
+from asrkit.asr.checkpoint import save_model
 from asrkit.errors import AsrkitError, ConfigError
-from asrkit.export import EXAMPLE_SAMPLES, export_model, run_exported, sidecar_path
+from asrkit.asr.export import EXAMPLE_SAMPLES, export_model, run_exported, sidecar_path
 from asrkit.features import FeatureConfig
-from asrkit.model import AsrModel, ModelConfig
+from asrkit.asr.model import AsrModel, ModelConfig
 from asrkit.text import Vocabulary
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest

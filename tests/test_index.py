@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from asrkit.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
+from asrkit.search.embedding import (AutoencoderConfig, Embedder, EmbedderConfig, load_embedder,
                               save_embedder)
 from asrkit.errors import AsrkitError, ConfigError, ManifestError
-from asrkit.index import (SearchIndex, add_to_index, build_index, rebuild_index,
+from asrkit.search.index import (SearchIndex, add_to_index, build_index, rebuild_index,
                           remove_from_index)
 from asrkit.manifest import Utterance, write_manifest
-from asrkit.segments import SegmentConfig
-from asrkit.store import IndexStore
-from asrkit.vector_index import FAISS_FILE
+from asrkit.search.segments import SegmentConfig
+from asrkit.search.store import IndexStore
+from asrkit.search.vector_index import FAISS_FILE
 
 from _speech import VOICES, WORDS, make_archive
 
@@ -197,8 +197,8 @@ def test_killed_build_leaves_a_consistent_index(archive, embedder_file, tmp_path
     """SIGKILL a build process mid-way: the database passes its integrity check, and
     resuming gives the same index as an uninterrupted build."""
     out = tmp_path / "idx"
-    code = ("import sys, time; from asrkit.index import build_index; "
-            "from asrkit.segments import SegmentConfig; "
+    code = ("import sys, time; from asrkit.search.index import build_index; "
+            "from asrkit.search.segments import SegmentConfig; "
             "build_index(sys.argv[1], sys.argv[2], sys.argv[3], "
             "SegmentConfig(durations=(0.3, 0.6, 0.9), hop=0.1), "
             "progress=lambda p: (print(p.done, flush=True), time.sleep(0.5)))")

@@ -13,8 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from asrkit.errors import DecodingError
-from asrkit.lm import BOS, EOS, UNK, NgramLM, load_lm, read_arpa, write_arpa
-from asrkit.lm_estimate import estimate_kneser_ney
+from asrkit.lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, read_arpa, write_arpa
+from asrkit.lm.estimate import estimate_kneser_ney
 
 TINY_ARPA = """\\data\\
 ngram 1=4

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from asrkit.checkpoint import (FORMAT_VERSION, load_model, load_record, model_record,
+from asrkit.asr.checkpoint import (FORMAT_VERSION, load_model, load_record, model_record,
                                save_model, save_record)
 from asrkit.errors import ConfigError, ModelFileError
 from asrkit.features import FeatureConfig
-from asrkit.model import AsrModel, ModelConfig, stack_frames
+from asrkit.asr.model import AsrModel, ModelConfig, stack_frames
 from asrkit.text import Vocabulary
 
 VOCAB = Vocabulary(tuple(" ABC"))

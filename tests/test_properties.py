@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from asrkit.decoding import GreedyDecoder, collapse
+from asrkit.decoding.base import GreedyDecoder, collapse
 from asrkit.features import FeatureConfig
-from asrkit.lm import ArpaModel, NgramLM, read_arpa, write_arpa
+from asrkit.lm.ngram import ArpaModel, NgramLM, read_arpa, write_arpa
 from asrkit.manifest import Utterance, read_manifest, write_manifest
-from asrkit.model import AsrModel, ModelConfig
+from asrkit.asr.model import AsrModel, ModelConfig
 from asrkit.text import BLANK, Vocabulary, normalize_text
 
 FAST = settings(deadline=None, max_examples=40,

@@ -5,14 +5,14 @@ import pytest
 from typer.testing import CliRunner
 
 from asrkit.audio import write_audio
-from asrkit.dtw import (DtwCollection, cosine_cost, dtw_distance, pairwise_dtw,
+from asrkit.search.dtw import (DtwCollection, cosine_cost, dtw_distance, pairwise_dtw,
                         subsequence_dtw)
-from asrkit.embedding import load_embedder
+from asrkit.search.embedding import load_embedder
 from asrkit.errors import AudioError, ConfigError
-from asrkit.index import build_index
+from asrkit.search.index import build_index
 from asrkit.manifest import Utterance, write_manifest
-from asrkit.search import Hit, Query, merge_overlapping, parse_span, search
-from asrkit.search_eval import (average_precision, evaluate_dtw, evaluate_embeddings,
+from asrkit.search.query import Hit, Query, merge_overlapping, parse_span, search
+from asrkit.search.evaluation import (average_precision, evaluate_dtw, evaluate_embeddings,
                                 load_word_segments, query_by_example, same_different_ap)
 
 from _speech import VOICES, WORDS, make_archive, synth_word

@@ -3,7 +3,7 @@ import pytest
 
 from asrkit.audio import SAMPLE_RATE
 from asrkit.errors import ConfigError
-from asrkit.segments import (SegmentConfig, Span, candidate_segments, detect_speech,
+from asrkit.search.segments import (SegmentConfig, Span, candidate_segments, detect_speech,
                              trim_silence, windows_in)
 
 from _speech import synth_word
@@ -89,7 +89,7 @@ def test_config_round_trips_through_a_dict():
 
 # --- candidates from a recogniser's word alignment ---------------------------------
 
-from asrkit.segments import (MAX_WORD_SPAN, aligned_word_spans, with_asr_model,  # noqa: E402
+from asrkit.search.segments import (MAX_WORD_SPAN, aligned_word_spans, with_asr_model,  # noqa: E402
                              word_run_spans)
 
 WORDS = SegmentConfig(kind="words", asr_model="an4", asr_fingerprint="x", word_pad=0.1,
@@ -109,7 +109,7 @@ def test_word_tail_stops_at_the_next_word_and_the_end_of_speech():
     config = SegmentConfig(**{**WORDS.__dict__, "word_pad": 0.05, "word_tail": 0.3})
     words = [(0.5, 0.6), (0.75, 0.9), (1.5, 1.6)]
     speech = [Span(0.45, 1.0), Span(1.4, 3.0)]
-    from asrkit.segments import word_extents
+    from asrkit.search.segments import word_extents
     extents = np.array(word_extents(words, config, 3.0, speech))
     assert np.allclose(extents, [(0.45, 0.75), (0.7, 1.0), (1.45, 1.9)])
     no_detector = np.array(word_extents(words, config, 3.0))

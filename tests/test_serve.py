@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from asrkit.audio import audio_info, load_audio  # noqa: E402
 from asrkit.errors import ConfigError  # noqa: E402
-from asrkit.index import build_index  # noqa: E402
+from asrkit.search.index import build_index  # noqa: E402
 from asrkit.manifest import Utterance  # noqa: E402
-from asrkit.search import Query, search  # noqa: E402
-from asrkit.segments import SegmentConfig  # noqa: E402
-from asrkit.serve import create_app  # noqa: E402
+from asrkit.search.query import Query, search  # noqa: E402
+from asrkit.search.segments import SegmentConfig  # noqa: E402
+from asrkit.serve.app import create_app  # noqa: E402
 
 from _speech import VOICES, make_archive, synth_word  # noqa: E402
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asrkit.checkpoint import load_model, load_record
-from asrkit.config import load_config
-from asrkit.dataset import prepare_examples
+from asrkit.asr.checkpoint import load_model, load_record
+from asrkit.asr.config import load_config
+from asrkit.asr.dataset import prepare_examples
 from asrkit.errors import AsrkitError, ConfigError
-from asrkit.evaluation import validate
+from asrkit.asr.evaluation import validate
 from asrkit.manifest import Utterance, read_manifest
-from asrkit.training import train
+from asrkit.asr.training import train
 
 from tones import make_tone_corpus
 
@@ -39,7 +39,7 @@ def test_tiny_model_learns_the_tone_language(corpus, tmp_path, front, epochs):
                                            "train.speed_perturb=false"])
     result = train(train_utts, valid_utts, tmp_path / "run", cfg)
     model = load_model(tmp_path / "run")
-    from asrkit.training import _examples  # the same checked examples training used
+    from asrkit.asr.training import _examples  # the same checked examples training used
     _, valid_ex, _ = _examples(model, cfg, train_utts, valid_utts)
     _, cer, wer = validate(model, valid_ex, 30.0)
     # Chance is a CER near 100 %; the model has to hear which tone is which.

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from asrkit.checkpoint import load_record
-from asrkit.config import load_config
+from asrkit.asr.checkpoint import load_record
+from asrkit.asr.config import load_config
 from asrkit.manifest import read_manifest
-from asrkit.training import train
+from asrkit.asr.training import train
 from tones import make_tone_corpus
 
 SETTINGS = ["model.layers=1", "model.hidden=32", "features.n_mels=40", "train.threads=1",

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import asrkit.transcription as T
+import asrkit.asr.transcription as T
 from asrkit.errors import AudioError
 from asrkit.manifest import Utterance
-from asrkit.model import AsrModel, ModelConfig
+from asrkit.asr.model import AsrModel, ModelConfig
 from asrkit.text import Vocabulary
 from tones import make_tone_corpus
 

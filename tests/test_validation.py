@@ -13,13 +13,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from asrkit.checkpoint import save_model
+from asrkit.asr.checkpoint import save_model
 from asrkit.cli import data
 from asrkit.errors import ManifestError
 from asrkit.features import FeatureConfig
-from asrkit.model import AsrModel, ModelConfig
+from asrkit.asr.model import AsrModel, ModelConfig
 from asrkit.text import Vocabulary
-from asrkit.validation import read_manifest_tolerant, validate_manifest
+from asrkit.asr.validation import read_manifest_tolerant, validate_manifest
 
 SR = 16_000
 

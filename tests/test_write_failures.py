@@ -22,7 +22,7 @@ import faiss
 import pytest
 from typer.testing import CliRunner
 
-import asrkit.store
+import asrkit.search.store
 from asrkit.cli.main import app
 from tones import make_tone_corpus
 
@@ -158,14 +158,14 @@ def _index_count(index: Path) -> int:
 
 def test_index_build_on_a_full_disk_resumes_when_space_is_back(corpus, tmp_path, monkeypatch):
     archive = corpus[0].parent
-    opened = asrkit.store.IndexStore.__init__
+    opened = asrkit.search.store.IndexStore.__init__
 
     def nearly_full(self, path):  # room for the settings and a few recordings only
         opened(self, path)
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         self.db.execute(f"PRAGMA max_page_count = {pages + 3}")
 
-    monkeypatch.setattr(asrkit.store.IndexStore, "__init__", nearly_full)
+    monkeypatch.setattr(asrkit.search.store.IndexStore, "__init__", nearly_full)
     out = tmp_path / "idx"
     result = invoke("index", "build", archive, "--out", out, "--threads", "1")
     assert_one_line_error(result, "index.sqlite", "full")

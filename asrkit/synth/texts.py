@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..text import normalize_text
 
-WORD_SETS = ("digits", "letters", "commands")  # files asrkit/data/<name>.txt
+WORD_SETS = ("digits", "letters", "commands")  # files asrkit/synth/words/<name>.txt
 BUILTIN_SETS = ("mixed", *WORD_SETS)  # "mixed": AN4-like strings of all three
 # Shapes of a "mixed" utterance and how often each is drawn.
 MIXED_SHAPES = (("digits", 0.30), ("command", 0.20), ("command+digits", 0.15),
@@ -80,7 +80,7 @@ def text_source(builtin: str = "mixed", words_file: str | os.PathLike | None = N
 
 def builtin_words(name: str) -> tuple[str, ...]:
     """The words of the built-in set ``name`` (one of :data:`WORD_SETS`)."""
-    text = resources.files("asrkit").joinpath("data", f"{name}.txt").read_text("utf-8")
+    text = resources.files("asrkit.synth").joinpath("words", f"{name}.txt").read_text("utf-8")
     return tuple(w for w in (clean_label(line) for line in text.splitlines()) if w)
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from asrkit.checkpoint import bundle_record, load_record, save_record
+from asrkit.asr.checkpoint import bundle_record, load_record, save_record
 from asrkit.metrics import char_errors, word_errors
 
 

@@ -1,0 +1,1 @@
+"""Recognition: the acoustic model, its training, evaluation, transcription and export."""

@@ -1,0 +1,127 @@
+"""Self-describing model files.
+
+A model file is a plain dictionary of tensors, numbers and strings, readable with
+``torch.load(..., weights_only=True)`` — so a file from a stranger cannot run code::
+
+    {"format": "asrkit-model", "format_version": 1, "asrkit_version": "...",
+     "model_config": {...}, "feature_config": {...}, "vocabulary": {...},
+     "state_dict": {...}, "info": {...}}
+
+Training checkpoints add optimiser, scheduler, random-generator and progress state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import AsrkitError, ModelFileError
+from ..features import FeatureConfig
+from ..io import atomic_open
+from .model import AsrModel, ModelConfig
+from ..text import Vocabulary
+
+FORMAT = "asrkit-model"
+FORMAT_VERSION = 1
+
+
+def model_record(model: AsrModel, info: dict | None = None) -> dict:
+    """Everything needed to rebuild ``model``, as a weights-only-loadable dict."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "asrkit_version": __version__,
+        "model_config": dataclasses.asdict(model.config),
+        "feature_config": dataclasses.asdict(model.feature_config),
+        "vocabulary": model.vocab.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "info": dict(info or {}),
+    }
+
+
+def save_model(path: str | os.PathLike, model: AsrModel, info: dict | None = None) -> None:
+    """Write a model file atomically."""
+    save_record(path, model_record(model, info))
+
+
+def save_record(path: str | os.PathLike, record: dict) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(record, f)
+
+
+def load_record(path: str | os.PathLike) -> dict:
+    """Load a model or checkpoint file safely; raise :class:`ModelFileError` if it is
+    missing, corrupt, executable (pickled objects) or not an asrkit model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFileError(f"{path}: refused: the file holds Python objects that would run "
+                             "code when loaded; only plain asrkit model files are accepted "
+                             f"({str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure of an untrusted file
+        # (torch raises KeyError, IndexError, zipfile errors... on garbage input)
+        raise ModelFileError(f"{path}: not a readable model file ({str(e)[:160]}); "
+                             "it may be truncated — use another copy") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an asrkit model file")
+    if record.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {record['format_version']} is "
+                             f"newer than this asrkit understands ({FORMAT_VERSION}); upgrade asrkit")
+    return record
+
+
+def model_from_record(record: dict, path: str | os.PathLike = "<model>") -> AsrModel:
+    try:
+        model = AsrModel(Vocabulary.from_dict(record["vocabulary"]),
+                         ModelConfig(**record["model_config"]),
+                         FeatureConfig(**record["feature_config"]))
+        model.load_state_dict(record["state_dict"])
+    except (KeyError, TypeError, RuntimeError, AsrkitError) as e:  # AsrkitError: bad config
+        raise ModelFileError(f"{path}: model file is inconsistent ({str(e)[:200]})") from None
+    model.eval()
+    return model
+
+
+def load_model(path: str | os.PathLike) -> AsrModel:
+    """Load an :class:`AsrModel` from a model file or a training checkpoint.
+
+    ``path`` may also name the folder a training run wrote (``best.pt`` is used) or a
+    bundled model by name (see ``asrkit models``).
+    """
+    path = resolve_model_path(path)
+    record = load_record(path)
+    model = model_from_record(record, path)
+    model.info = record.get("info", {})
+    return model
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise ModelFileError(f"{p}: folder holds no best.pt or last.pt")
+    if not p.exists():
+        bundled = Path(__file__).parent.parent / "pretrained" / f"{p.name.removesuffix('.pt')}.pt"
+        if bundled.is_file():
+            return bundled
+    return p
+
+
+def bundle_record(record: dict, info: dict) -> dict:
+    """A compact copy of a model record for shipping: float weights stored as fp16
+    (half the size; they are cast back to fp32 on load) and no training state."""
+    out = {k: v for k, v in record.items() if k != "training"}
+    out["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                         for k, v in record["state_dict"].items()}
+    out["info"] = {**record.get("info", {}), **info}
+    return out

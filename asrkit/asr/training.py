@@ -1,0 +1,431 @@
+"""Training a CTC recogniser: resumable, early-stopped, with atomic checkpoints.
+
+``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/loss-scaler state +
+position in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
+with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
+``metrics.jsonl`` (one line per epoch and per checkpoint).
+
+Under ``torchrun`` every process calls :func:`train` with the same arguments; they
+train one model together (DistributedDataParallel, see :mod:`asrkit.asr.distributed`).
+Each optimiser step takes a global batch of ``processes × train.accumulate`` bucketed
+batches, each process its own part, and averages the gradients of all of them: the
+weights are those of one process taking the same global batch with ``accumulate``
+raised to match. Randomness (augmentation, dropout) is seeded by the batch's position
+in the epoch, not by the process, for the same reason. Rank 0 alone writes files and
+reports progress; validation is shared out and its sums combined. A checkpoint holds
+the position in the epoch as a count of batches, so a run may resume with another
+number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .checkpoint import load_record, model_from_record, model_record, save_record
+from .config import ExperimentConfig, config_from_dict
+from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
+from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
+                          detect_cluster, grad_scaler, process_group, select_device)
+from ..errors import AsrkitError, ConfigError
+from .evaluation import validate
+from ..features import RunningStats, spec_augment
+from ..io import atomic_write_text
+from ..manifest import Utterance
+from .model import AsrModel
+from ..text import Vocabulary
+
+log = logging.getLogger("asrkit")
+
+STATS_MAX_UTTERANCES = 2000  # normalisation statistics come from at most this many
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    epoch: int
+    step: int  # global optimiser step, from 1
+    batch: int  # optimiser step within the epoch, from 1
+    batches: int  # optimiser steps in this epoch
+    loss: float  # of this process's batches
+    frames_per_second: float  # feature frames through the model (all processes), smoothed
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_cer: float
+    valid_wer: float
+    improved: bool
+    seconds: float
+
+
+@dataclass
+class TrainCallbacks:
+    """Optional hooks for progress display; the library itself never prints."""
+
+    on_start: Callable[[dict], None] | None = None  # summary of the run
+    on_step: Callable[[StepInfo], None] | None = None
+    on_epoch: Callable[[EpochInfo], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    best_wer: float
+    best_epoch: int
+    epochs_run: int
+    steps: int
+    skipped: tuple[Skipped, ...]
+    seconds: float
+
+
+@dataclass
+class _State:
+    """Everything that changes during training, saved in ``last.pt`` for resuming."""
+
+    epoch: int = 0
+    batch: int = 0  # batches of ``epoch`` already done
+    step: int = 0
+    best_wer: float = math.inf
+    best_loss: float = math.inf  # validation loss at the best WER (breaks ties)
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+    stopped: bool = False
+
+
+def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
+          out_dir: str | os.PathLike, config: ExperimentConfig = ExperimentConfig(),
+          resume: bool = False, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    """Train (or, with ``resume``, continue training) a model; see the module docs."""
+    cluster = detect_cluster()
+    device = select_device(cluster)
+    cb = (callbacks or TrainCallbacks()) if cluster.is_main else TrainCallbacks()
+    torch.set_num_threads(config.train.threads or cluster.cpu_threads())
+    with process_group(cluster, device):
+        return _train(train_utts, valid_utts, Path(out_dir), config, resume, cb, cluster,
+                      device)
+
+
+def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: bool,
+           cb: TrainCallbacks, cluster: Cluster, device: torch.device) -> TrainResult:
+    if resume and (out / "last.pt").exists():
+        record = load_record(out / "last.pt")
+        stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
+        config = _resume_config(stored, config)
+        model = model_from_record(record)
+        state = _State(**record["training"]["state"])
+    elif resume:
+        raise AsrkitError(f"{out}: nothing to resume (no last.pt); run without --resume")
+    elif (out / "last.pt").exists():
+        raise AsrkitError(f"{out}: holds a training run already; pass --resume to continue "
+                          "it or choose another --out")
+    else:
+        record, state = None, _State()
+        torch.manual_seed(config.train.seed)  # weight initialisation
+        vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
+        model = AsrModel(vocab, config.model, config.features)
+    check_precision(config.train.precision, device)
+    if config.train.accumulate < 1:
+        raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
+    train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
+    if record is None and cluster.is_main:  # the other processes receive rank 0's weights
+        _fit_normalizer(model, train_ex, config)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config.to_yaml())
+    loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster)
+    if record is not None:
+        loop.restore(record["training"])
+    if cb.on_start:
+        cb.on_start({"train_utterances": len(train_ex), "valid_utterances": len(valid_ex),
+                     "train_hours": sum(e.duration for e in train_ex) / 3600,
+                     "skipped": len(skipped), "parameters": model.num_parameters(),
+                     "vocabulary": len(model.vocab), "resumed_at_step": state.step,
+                     "steps_per_epoch": loop.steps_per_epoch,
+                     "processes": cluster.world_size, "device": str(device)})
+    loop.run()
+    return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
+                       tuple(skipped), state.seconds)
+
+
+# A resumed run may also change its number of processes; ``accumulate`` can then keep
+# the global batch the same, and ``precision`` must change when the GPU is gone.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "checkpoint_every", "threads",
+                     "accumulate", "precision")
+
+
+def _resume_config(stored: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
+    """The stored config, with the run-length settings of ``given``. Any other
+    difference would make the resumed run a different experiment, so it is an error."""
+    changes = {k: getattr(given.train, k) for k in RESUMABLE_CHANGES}
+    merged = replace(stored, train=replace(stored.train, **changes))
+    if merged != given:
+        a, b = merged.to_dict(), given.to_dict()
+        diff = [f"{sec}.{k}" for sec in a for k in a[sec] if a[sec][k] != b[sec][k]]
+        raise ConfigError(f"cannot resume with a different configuration ({', '.join(diff)}); "
+                          f"only train.{{{','.join(RESUMABLE_CHANGES)}}} may change")
+    return merged
+
+
+def _examples(model, config, train_utts, valid_utts):
+    max_speed = max(config.augment.speed_factors) if config.train.speed_perturb else 1.0
+    fps = model.feature_config.frames_per_second
+
+    def out_frames(duration: float, speed: float = 1.0) -> int:
+        return model.output_frames(int(duration / speed * fps))
+
+    train_ex, skipped = prepare_examples(train_utts, model.vocab,
+                                         lambda d: out_frames(d, max_speed))
+    valid_ex, skipped_valid = prepare_examples(valid_utts, model.vocab, out_frames)
+    for s in skipped + skipped_valid:
+        log.warning("excluded %s: %s", s.id, s.reason)
+    if not train_ex:
+        raise AsrkitError("no usable training utterances (all were excluded; see the log)")
+    if not valid_ex:
+        raise AsrkitError("no usable validation utterances (all were excluded; see the log)")
+    return train_ex, valid_ex, skipped + skipped_valid
+
+
+def _fit_normalizer(model: AsrModel, examples: Sequence[Example], config) -> None:
+    stats = RunningStats(model.feature_config.dim)
+    step = max(1, len(examples) // STATS_MAX_UTTERANCES)
+    chosen = examples[::step]
+    for i in range(0, len(chosen), 32):
+        batch, _ = load_batch(chosen[i:i + 32], model.feature_config.gain_normalize)
+        if batch is None:
+            continue
+        feats, lengths = model.features(batch.waves, batch.wave_lengths)
+        for f, n in zip(feats, lengths):
+            stats.update(f[:n])
+    model.normalizer.fit(stats)
+
+
+class _Network(nn.Module):
+    """The trainable part of an :class:`AsrModel` (normaliser → BiLSTM → output) as one
+    ``forward``, the call DistributedDataParallel hooks into."""
+
+    def __init__(self, model: AsrModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, augment=None):
+        """``feats (batch, frames, feats)``, ``lengths (batch,)`` → log-probs, lengths."""
+        return self.model.forward_features(feats, lengths, augment)
+
+
+def _batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of batch ``index`` of ``epoch``: the same whichever process
+    takes the batch, and after a resume."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % 2 ** 63
+
+
+class _Loop:
+    """The training loop proper. Its state is small and fully checkpointed."""
+
+    def __init__(self, model: AsrModel, config: ExperimentConfig, examples, out: Path,
+                 state: _State, cb: TrainCallbacks, cluster: Cluster):
+        self.model, self.config, self.cfg = model, config, config.train
+        (self.train_ex, self.valid_ex), self.out, self.state, self.cb = examples, out, state, cb
+        self.cluster, self.device = cluster, next(model.parameters()).device
+        self.group = cluster.world_size * self.cfg.accumulate  # batches per optimiser step
+        self.durations = [e.duration for e in self.train_ex]
+        batches = len(bucket_batches(self.durations, self.cfg.batch_seconds, 0, self.cfg.seed))
+        self.steps_per_epoch = batches // self.group
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"an epoch holds {batches} batches, fewer than one global batch "
+                              f"({cluster.world_size} processes × train.accumulate "
+                              f"{self.cfg.accumulate}); lower train.batch_seconds or use "
+                              "fewer processes")
+        self.total_steps = max(1, self.steps_per_epoch * self.cfg.epochs)
+        self.net = data_parallel(_Network(model), cluster, self.device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scaler = grad_scaler(self.cfg.precision, self.device)
+        if not 0 <= self.cfg.ema < 1:
+            raise ConfigError(f"train.ema must be in [0, 1), not {self.cfg.ema}")
+        # The same on every process: each averages the same (all-reduced) weights.
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema),
+                                 use_buffers=True) if self.cfg.ema else None
+        self._fps = 0.0
+
+    @property
+    def evaluated(self) -> AsrModel:
+        """The model that is validated and saved as ``best.pt``."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to ``final_lr_ratio``. Warm-up is capped at
+        a tenth of the run, so small corpora do not spend half of it warming up."""
+        warmup = max(1, min(self.cfg.warmup_steps, self.total_steps // 10))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        r = self.cfg.final_lr_ratio
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def restore(self, training: dict) -> None:
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        if training.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(training["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(training["ema"])
+
+    def run(self) -> None:
+        s, c = self.state, self.cluster
+        t0 = time.monotonic() - s.seconds
+        while s.epoch < self.cfg.epochs and not s.stopped:
+            batches = bucket_batches(self.durations, self.cfg.batch_seconds, s.epoch,
+                                     self.cfg.seed)
+            mine = shard_batches(batches, s.batch, c.world_size, c.rank, self.cfg.accumulate)
+            losses = []
+            for step_batches in mine:
+                first = s.batch + c.rank * self.cfg.accumulate  # position of our first batch
+                losses.append(self._step(step_batches, first, len(batches) // self.group))
+                s.batch += self.group
+                s.step += 1
+                s.seconds = time.monotonic() - t0
+                if self.cfg.max_steps and s.step >= self.cfg.max_steps:
+                    self._save()
+                    return
+                if s.step % self.cfg.checkpoint_every == 0:
+                    self._save()
+            self._end_epoch(losses, time.monotonic() - t0)
+
+    def _step(self, step_batches: list[list[int]], first: int, n_steps: int) -> float:
+        """One optimiser step over this process's ``step_batches`` (epoch positions
+        ``first``, ``first + 1``...); gradients of all processes are averaged."""
+        s, cfg = self.state, self.cfg
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t, losses, frames = time.monotonic(), [], 0
+        for j, indices in enumerate(step_batches):
+            # Only the last backward pass of a step exchanges gradients.
+            last = j == len(step_batches) - 1 or not self.cluster.distributed
+            with contextlib.nullcontext() if last else self.net.no_sync():
+                loss, n = self._backward(indices, first + j)
+            losses.append(loss)
+            frames += n
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        # The averaged gradients are the same on every process, so all stop together
+        # (with fp16, overflowing gradients are normal until the loss scale adapts).
+        if self.scaler.is_enabled() and self.scaler.get_scale() < 1.0 or \
+                not self.scaler.is_enabled() and not torch.isfinite(norm):
+            raise AsrkitError(f"training diverged at step {s.step + 1} (gradient norm "
+                              f"{float(norm)}, loss {', '.join(map(str, losses))}); "
+                              "lower train.lr or resume from the last checkpoint")
+        finite = [x for x in losses if math.isfinite(x)]
+        loss = sum(finite) / len(finite) if finite else float("nan")
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        fps = frames * self.cluster.world_size / max(time.monotonic() - t, 1e-9)
+        self._fps = fps if self._fps == 0 else 0.9 * self._fps + 0.1 * fps
+        if self.cb.on_step:
+            self.cb.on_step(StepInfo(s.epoch + 1, s.step + 1, s.batch // self.group + 1,
+                                     n_steps, loss, self._fps, self.scheduler.get_last_lr()[0]))
+        return loss
+
+    def _backward(self, indices: list[int], position: int) -> tuple[float, int]:
+        """Forward and backward pass over one batch; its loss and feature frames."""
+        cfg, model, dev = self.cfg, self.model, self.device
+        seed = _batch_seed(cfg.seed, self.state.epoch, position)
+        generator = torch.Generator().manual_seed(seed)  # augmentation
+        torch.manual_seed(seed)  # dropout
+        examples = [self.train_ex[i] for i in indices]
+        factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
+        picks = torch.randint(len(factors), (len(examples),), generator=generator)
+        batch, skipped = load_batch(examples, model.feature_config.gain_normalize,
+                                    [factors[int(p)] for p in picks])
+        for sk in skipped:
+            log.warning("skipped %s: %s", sk.id, sk.reason)
+        if batch is None:
+            self._idle_backward()
+            return float("nan"), 0
+        feats, lengths = model.features(batch.waves.to(dev), batch.wave_lengths.to(dev))
+        augment = (lambda x, n: spec_augment(x, n, self.config.augment, generator)) \
+            if cfg.spec_augment else None
+        with autocast(cfg.precision, dev):
+            log_probs, out_lengths = self.net(feats, lengths, augment)
+        loss = F.ctc_loss(log_probs.float().transpose(0, 1), batch.targets.to(dev),
+                          out_lengths, batch.target_lengths.to(dev), blank=0, reduction="mean")
+        self.scaler.scale(loss / cfg.accumulate).backward()
+        return loss.item(), int(lengths.sum())
+
+    def _idle_backward(self) -> None:
+        """A pass that adds nothing to the gradients, for a batch with no readable audio:
+        this process must still take part in the averaging, or the others wait forever."""
+        frames = self.model.config.subsample
+        feats = torch.zeros(1, frames, self.model.feature_config.dim, device=self.device)
+        log_probs, _ = self.net(feats, torch.tensor([frames], device=self.device))
+        (log_probs.sum() * 0.0).backward()
+
+    def _end_epoch(self, losses: list[float], elapsed: float) -> None:
+        s = self.state
+        valid_loss, cer, wer = validate(self.evaluated, self.valid_ex, self.cfg.batch_seconds,
+                                        self.cluster)
+        # Equal WER (e.g. 100 % while CTC still emits only blanks) with a lower loss
+        # is progress too: otherwise early stopping ends a run that is learning.
+        improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
+                                              and valid_loss < s.best_loss)
+        finite = [x for x in losses if math.isfinite(x)]
+        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
+                         elapsed)
+        s.history.append({"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
+                          "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
+                          "seconds": round(elapsed, 1)})
+        if improved:
+            s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
+            if self.cluster.is_main:
+                save_record(self.out / "best.pt", model_record(self.evaluated, self._info()))
+        else:
+            s.bad_epochs += 1
+        s.epoch += 1
+        s.batch = 0
+        s.stopped = s.bad_epochs >= self.cfg.patience
+        self._save()
+        if self.cb.on_epoch:
+            self.cb.on_epoch(info)
+
+    def _info(self) -> dict:
+        s = self.state
+        return {"trained_steps": s.step, "epochs": s.epoch + 1,
+                "train_hours": round(sum(self.durations) / 3600, 3),
+                "train_utterances": len(self.train_ex), "valid_wer": s.best_wer,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _save(self) -> None:
+        if not self.cluster.is_main:
+            return
+        record = model_record(self.model, self._info())
+        record["training"] = {
+            "config": self.config.to_dict(), "state": vars(self.state).copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+        }
+        if self.ema is not None:
+            record["training"]["ema"] = self.ema.state_dict()
+        save_record(self.out / "last.pt", record)
+        lines = "".join(json.dumps(h) + "\n" for h in self.state.history)
+        atomic_write_text(self.out / "metrics.jsonl", lines)

@@ -1,0 +1,210 @@
+"""Batch transcription: inputs (files, folders, manifests) → log-probs → transcripts.
+
+Work is batched by length, streamed (memory stays bounded however many files), and
+long recordings are cut into overlapping chunks whose centres are stitched together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..audio import MIN_PEAK, PEAK_TARGET, audio_info, load_audio, stream_audio
+from ..decoding.base import Decoder, GreedyDecoder, Hypothesis
+from ..errors import AsrkitError, AudioError
+from ..manifest import Utterance, find_audio_files, iter_manifest
+from .model import AsrModel
+
+log = logging.getLogger("asrkit")
+
+CHUNK_SECONDS = 30.0  # recordings longer than this are processed chunk by chunk
+CONTEXT_SECONDS = 2.0  # extra audio on each side of a chunk, discarded after the model
+MANIFEST_SUFFIXES = (".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    utt: Utterance
+    hypothesis: Hypothesis
+    duration: float  # seconds of audio
+
+    @property
+    def text(self) -> str:
+        return self.hypothesis.text
+
+
+def collect_inputs(inputs: Sequence[str | Path],
+                   root: str | Path | None = None) -> list[Utterance]:
+    """Files, folders (recursive) and JSON Lines manifests → utterances.
+
+    Ids are file stems for files, paths relative to the folder for folders (with the
+    extension kept where ``a.wav`` and ``a.flac`` sit side by side), and the manifest's
+    own ids for manifests. Raises :class:`AsrkitError` for a missing input, and with
+    ``root`` for a manifest line whose audio lies outside that folder.
+    """
+    utts: list[Utterance] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            utts += _folder_utterances(item)
+        elif item.suffix.lower() in MANIFEST_SUFFIXES:
+            utts += list(iter_manifest(item, root=root))
+        elif item.exists():
+            utts.append(Utterance(item.stem, str(item)))
+        else:
+            raise AudioError(f"{item}: no such file or folder")
+    return utts
+
+
+def _folder_utterances(folder: Path) -> list[Utterance]:
+    files = find_audio_files(folder)
+    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
+    utts = []
+    for f in files:
+        rel = f.relative_to(folder)
+        stem = rel.with_suffix("").as_posix()
+        # Two files with one stem would share an id and so one output file.
+        utts.append(Utterance(stem if stems[stem] == 1 else rel.as_posix(), str(f)))
+    return utts
+
+
+def compute_log_probs(
+    model: AsrModel, utterances: Iterable[Utterance], batch_seconds: float = 240.0,
+    on_skip: Callable[[Utterance, str], None] | None = None, group: int = 512,
+) -> Iterator[tuple[Utterance, torch.Tensor]]:
+    """Yield ``(utterance, log_probs (frames, vocab))`` for each readable utterance.
+
+    Utterances are taken ``group`` at a time, sorted by length and batched so the
+    padded audio of a batch stays under ``batch_seconds``. Unreadable ones are passed
+    to ``on_skip(utt, reason)`` and left out. Output order follows input order within
+    each group.
+    """
+    model.eval()
+    pending: list[Utterance] = []
+    for utt in utterances:
+        pending.append(utt)
+        if len(pending) >= group:
+            yield from _process_group(model, pending, batch_seconds, on_skip)
+            pending = []
+    if pending:
+        yield from _process_group(model, pending, batch_seconds, on_skip)
+
+
+def transcribe(
+    model: AsrModel, inputs: Iterable[Utterance] | Sequence[str | Path],
+    decoder: Decoder | None = None, batch_seconds: float = 240.0,
+    on_skip: Callable[[Utterance, str], None] | None = None,
+) -> Iterator[Transcript]:
+    """Transcribe utterances (or paths, see :func:`collect_inputs`) one by one."""
+    inputs = list(inputs)
+    if inputs and not isinstance(inputs[0], Utterance):
+        inputs = collect_inputs(inputs)
+    decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
+    for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip):
+        hyp = decoder.decode(log_probs.unsqueeze(0))[0]
+        duration = log_probs.shape[0] * model.frame_seconds
+        yield Transcript(utt, hyp, duration)
+
+
+def _process_group(model, utts, batch_seconds, on_skip):
+    # Work is keyed by position in the group, not by id: ids given by the user (two
+    # manifests, a file named twice) need not be unique.
+    durations = {}
+    for i, utt in enumerate(utts):
+        try:
+            durations[i] = _duration(utt)
+        except AsrkitError as e:
+            _skip(on_skip, utt, str(e))
+    short = sorted((i for i in durations if durations[i] <= CHUNK_SECONDS),
+                   key=lambda i: durations[i])
+    results: dict[int, torch.Tensor] = {}
+    batch: list[int] = []
+    for i in short:
+        if batch and durations[i] * (len(batch) + 1) > batch_seconds:
+            results.update(_run_batch(model, utts, batch, on_skip))
+            batch = []
+        batch.append(i)
+    if batch:
+        results.update(_run_batch(model, utts, batch, on_skip))
+    for i in durations:
+        if i in results:
+            yield utts[i], results.pop(i)
+        elif durations[i] > CHUNK_SECONDS:
+            try:
+                yield utts[i], _long_log_probs(model, utts[i])
+            except AsrkitError as e:
+                _skip(on_skip, utts[i], str(e))
+
+
+@torch.inference_mode()
+def _run_batch(model: AsrModel, utts: list[Utterance], positions: list[int], on_skip,
+               ) -> dict[int, torch.Tensor]:
+    """Log-probs ``(frames, vocab)`` of ``utts[i]`` for each readable ``i`` in ``positions``."""
+    waves, kept = [], []
+    for i in positions:
+        try:
+            waves.append(torch.from_numpy(_load(model, utts[i])))
+            kept.append(i)
+        except AsrkitError as e:
+            _skip(on_skip, utts[i], str(e))
+    if not kept:
+        return {}
+    lengths = torch.tensor([len(w) for w in waves])
+    padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    log_probs, out_lengths = model(padded, lengths)
+    return {i: log_probs[b, :out_lengths[b]].clone() for b, i in enumerate(kept)}
+
+
+@torch.inference_mode()
+def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
+    """Chunked inference for a long recording, memory bounded by the chunk size.
+
+    Each chunk of :data:`CHUNK_SECONDS` is run with :data:`CONTEXT_SECONDS` of audio
+    on both sides so the BiLSTM sees context; only the centre frames are kept.
+    """
+    total = _duration(utt)
+    step_frames = round(CHUNK_SECONDS / model.frame_seconds)
+    gain = _gain(utt) if model.feature_config.gain_normalize else 1.0
+    pieces, start = [], 0.0
+    while start < total:
+        left = min(CONTEXT_SECONDS, start)
+        seg_start = start - left
+        seg_dur = min(left + CHUNK_SECONDS + CONTEXT_SECONDS, total - seg_start)
+        wave = load_audio(utt.audio, offset=utt.offset + seg_start, duration=seg_dur,
+                          normalize=False)
+        log_probs, _ = model(torch.from_numpy(wave * gain).unsqueeze(0))
+        skip = round(left / model.frame_seconds) if start > 0 else 0
+        pieces.append(log_probs[0, skip:skip + step_frames])
+        start += CHUNK_SECONDS
+    return torch.cat(pieces)
+
+
+def _gain(utt: Utterance) -> float:
+    """The gain that :func:`~asrkit.audio.normalize_gain` would apply to the whole
+    recording, found by streaming it once."""
+    peak = 0.0
+    for _, block in stream_audio(utt.audio, CHUNK_SECONDS):
+        peak = max(peak, float(np.abs(block).max()))
+    return PEAK_TARGET / peak if peak >= MIN_PEAK else 1.0
+
+
+def _load(model: AsrModel, utt: Utterance):
+    return load_audio(utt.audio, offset=utt.offset, duration=utt.duration,
+                      normalize=model.feature_config.gain_normalize)
+
+
+def _duration(utt: Utterance) -> float:
+    if utt.duration is not None:
+        return utt.duration
+    return audio_info(utt.audio).duration - utt.offset
+
+
+def _skip(on_skip, utt, reason):
+    log.debug("skipped %s: %s", utt.id, reason)
+    if on_skip is not None:
+        on_skip(utt, reason)

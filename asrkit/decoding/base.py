@@ -1,0 +1,169 @@
+"""CTC decoding: log-probabilities → text with word times and confidences.
+
+All decoders share one interface (:class:`Decoder`) and are built by
+:func:`make_decoder`. Input is ``log_probs (batch, frames, vocab)`` with the blank at
+index 0 (as every asrkit model emits) and ``lengths (batch,)`` in frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import DecodingError
+from ..text import BLANK, WORD_SEPARATOR, Vocabulary
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    word: str
+    start: float  # seconds
+    end: float  # seconds
+    confidence: float  # 0..1
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded transcript."""
+
+    text: str
+    tokens: tuple[int, ...]  # label ids after collapsing, no blanks
+    frames: tuple[int, ...]  # output frame at which each token was emitted
+    words: tuple[WordTiming, ...] = ()
+    score: float = 0.0  # total log score (acoustic + weighted LM for beam search)
+    am_score: float = 0.0  # acoustic log-probability
+    lm_score: float = 0.0  # language-model log-probability (natural log)
+
+
+class Decoder:
+    """Common interface of every CTC decoder."""
+
+    def __init__(self, vocab: Vocabulary, frame_seconds: float):
+        self.vocab = vocab
+        self.frame_seconds = frame_seconds  # seconds per output frame
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
+               ) -> list[Hypothesis]:
+        """Best hypothesis per utterance."""
+        return [nbest[0] for nbest in self.decode_nbest(log_probs, lengths)]
+
+    def decode_nbest(self, log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
+                     ) -> list[list[Hypothesis]]:
+        raise NotImplementedError
+
+
+class GreedyDecoder(Decoder):
+    """Best path: the most likely symbol per frame, repeats collapsed, blanks dropped."""
+
+    def decode_nbest(self, log_probs, lengths=None):
+        log_probs, lengths = check_log_probs(log_probs, lengths, len(self.vocab))
+        best, best_ids = log_probs.max(dim=-1)  # (batch, frames)
+        out = []
+        for b in range(log_probs.shape[0]):
+            n = int(lengths[b])
+            ids = best_ids[b, :n].tolist()
+            tokens, frames = collapse(ids)
+            conf = best[b, :n].exp().tolist()
+            out.append([make_hypothesis(self.vocab, tokens, frames, conf, self.frame_seconds,
+                                        score=float(best[b, :n].sum()))])
+        return out
+
+
+def collapse(ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """CTC collapse of a frame-level path: merge repeats, drop blanks.
+    Returns the tokens and the frame at which each starts."""
+    tokens, frames, prev = [], [], BLANK
+    for t, i in enumerate(ids):
+        if i != prev and i != BLANK:
+            tokens.append(i)
+            frames.append(t)
+        prev = i
+    return tokens, frames
+
+
+def make_hypothesis(vocab: Vocabulary, tokens: Sequence[int], frames: Sequence[int],
+                    frame_conf: Sequence[float], frame_seconds: float, score: float = 0.0,
+                    am_score: float | None = None, lm_score: float = 0.0) -> Hypothesis:
+    """Assemble a :class:`Hypothesis`, with word timings from the token frames.
+
+    A word starts at its first token's frame and ends one frame after its last
+    token's frame; its confidence is the geometric mean of its tokens' frame
+    probabilities (``frame_conf[t]`` for each token frame ``t``).
+    """
+    words = word_timings(vocab, tokens, frames, frame_conf, frame_seconds)
+    text = " ".join(w.word for w in words)
+    return Hypothesis(text, tuple(tokens), tuple(frames), tuple(words), score,
+                      score if am_score is None else am_score, lm_score)
+
+
+def word_timings(vocab: Vocabulary, tokens: Sequence[int], frames: Sequence[int],
+                 frame_conf: Sequence[float], frame_seconds: float) -> list[WordTiming]:
+    words: list[WordTiming] = []
+    chars: list[str] = []
+    span: list[int] = []
+
+    def flush():
+        if chars:
+            logc = sum(math.log(max(frame_conf[t], 1e-12)) for t in span) / len(span)
+            words.append(WordTiming("".join(chars), round(span[0] * frame_seconds, 3),
+                                    round((span[-1] + 1) * frame_seconds, 3),
+                                    round(math.exp(logc), 4)))
+        chars.clear()
+        span.clear()
+
+    for tok, t in zip(tokens, frames):
+        sym = vocab.symbols[tok - 1]
+        if sym == WORD_SEPARATOR:
+            flush()
+        else:
+            chars.append(sym)
+            span.append(t)
+    flush()
+    return words
+
+
+def check_log_probs(log_probs: torch.Tensor, lengths: torch.Tensor | None, vocab_size: int,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate decoder input; returns float32 CPU ``(batch, frames, vocab)`` and lengths."""
+    if not isinstance(log_probs, torch.Tensor):
+        log_probs = torch.as_tensor(log_probs)
+    if log_probs.dim() == 2:
+        log_probs = log_probs.unsqueeze(0)
+    if log_probs.dim() != 3:
+        raise DecodingError(f"log_probs must be (batch, frames, vocab), got shape "
+                            f"{tuple(log_probs.shape)}")
+    if log_probs.shape[-1] != vocab_size:
+        raise DecodingError(f"log_probs have {log_probs.shape[-1]} symbols per frame but the "
+                            f"vocabulary has {vocab_size} (blank included); wrong layout "
+                            "(expected batch, frames, vocab) or a vocabulary of another model")
+    log_probs = log_probs.detach().float().cpu()
+    if torch.isnan(log_probs).any() or (log_probs == math.inf).any():
+        raise DecodingError("log_probs hold NaN or +inf values; check the model's output")
+    batch, frames, _ = log_probs.shape
+    if lengths is None:
+        lengths = torch.full((batch,), frames, dtype=torch.long)
+    lengths = torch.as_tensor(lengths).long().cpu()
+    if lengths.shape != (batch,) or (lengths < 0).any() or (lengths > frames).any():
+        raise DecodingError(f"lengths must be (batch,) with values in 0..{frames}")
+    return log_probs, lengths
+
+
+def make_decoder(kind: str, vocab: Vocabulary, frame_seconds: float, **options) -> Decoder:
+    """Build a decoder by name: ``greedy`` or ``beam`` (options go to the beam decoder).
+
+    Asking for beam-only options (an LM, a lexicon, hotwords) with ``greedy`` is an
+    error rather than being silently ignored.
+    """
+    if kind == "greedy":
+        used = {k for k, v in options.items() if v not in (None, False, (), [], {})}
+        if used:
+            raise DecodingError(f"the greedy decoder takes no {', '.join(sorted(used))}; "
+                                "use --decoder beam")
+        return GreedyDecoder(vocab, frame_seconds)
+    if kind == "beam":
+        from .beam import BeamSearchDecoder  # noqa: PLC0415 (optional heavy import)
+        return BeamSearchDecoder(vocab, frame_seconds, **options)
+    raise DecodingError(f"unknown decoder {kind!r}; choose 'greedy' or 'beam'")

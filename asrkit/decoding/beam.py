@@ -1,0 +1,318 @@
+"""CTC prefix beam search (Hannun et al. 2014) with word n-gram LM fusion.
+
+Each beam entry is a label prefix with two log-probabilities: of all alignments of
+the frames so far that yield the prefix and end in a blank (``pb``) or in its last
+label (``pnb``). Its score adds ``alpha * LM + beta * words + hotword bonus``.
+
+:class:`BeamSearchDecoder` checks its options, turns the LM, lexicon and hotwords
+into arrays and runs the compiled search of :mod:`asrkit.decoding.beam_kernel` on them; this
+module also reads and writes decoding configs. Tuning ``alpha`` and ``beta`` on a
+dev set is :mod:`asrkit.lm.tuning`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, LMSCORE, LMSTATE, NEED_LM, NEG_INF,
+                          NWORDS, PARENT, SEPBONUS, TOKEN, WLEN, WNODE, WSSCORE, WSSTATE,
+                          WSVALID, beam_search)
+from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
+from ..errors import ConfigError, DecodingError
+from ..io import atomic_write_json
+from .lexicon import HotwordAutomaton, WordTrie, read_lexicon
+from ..lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, lm_score
+from ..text import Vocabulary
+
+
+
+class BeamSearchDecoder(Decoder):
+    """CTC prefix beam search, optionally with a word n-gram LM, a lexicon and hotwords.
+
+    Args:
+        beam_size: prefixes kept per frame.
+        lm: an ARPA file (``.arpa``/``.arpa.gz``), a KenLM binary (needs ``kenlm``), or a
+            loaded :class:`~asrkit.lm.ngram.NgramLM`/:class:`~asrkit.lm.ngram.KenLMModel`.
+        alpha: LM weight (natural-log LM scores are added times ``alpha``); LM only.
+        beta: bonus per finished word, against the LM's bias to short outputs; LM only.
+        lexicon: a word-list/lexicon file or an iterable of words: outputs only hold these.
+        hotwords: phrases to favour; each spelled character earns ``hotword_weight``.
+        nbest: hypotheses returned per utterance (distinct texts, best first).
+        beam_size_token: labels tried per frame (the most likely ones); None = all.
+        beam_threshold: prefixes scoring this far below the best are dropped.
+        num_workers: threads over the utterances of a batch (default: CPU count).
+    """
+
+    def __init__(self, vocab: Vocabulary, frame_seconds: float, beam_size: int = 50,
+                 lm=None, alpha: float = 0.5, beta: float = 1.0,
+                 lexicon: str | Path | Iterable[str] | None = None,
+                 hotwords: Iterable[str] | None = None, hotword_weight: float = 3.0,
+                 nbest: int = 1, beam_size_token: int | None = None,
+                 beam_threshold: float = 50.0, num_workers: int | None = None):
+        super().__init__(vocab, frame_seconds)
+        _check_options(beam_size, nbest, alpha, beta, hotword_weight, beam_threshold,
+                       beam_size_token)
+        self.beam_size, self.nbest = int(beam_size), int(nbest)
+        self.lm = load_lm(lm) if isinstance(lm, (str, Path)) else lm
+        self.alpha, self.beta = (float(alpha), float(beta)) if self.lm is not None else (0.0, 0.0)
+        self.num_workers = num_workers or min(os.cpu_count() or 1, 8)
+        words = (read_lexicon(lexicon) if isinstance(lexicon, (str, Path)) else lexicon)
+        self._setup_words(list(words) if words is not None else None)
+        self._setup_hotwords(list(hotwords or ()), float(hotword_weight))
+        tok = len(vocab) - 1 if beam_size_token is None else int(beam_size_token)
+        space = vocab.space_id
+        self._ip = np.array([self.beam_size, tok, -1 if space is None else space, self._lm_mode,
+                             self._trie_mode, int(self._hot is not None), len(vocab),
+                             self._unk], np.int64)
+        self._fp = np.array([self.alpha, self.beta, self._hot_weight, float(beam_threshold),
+                             self._unk_smear, self._slack()], np.float64)
+
+    def _setup_words(self, lexicon: list[str] | None) -> None:
+        lm = self.lm
+        self._lm_mode = 0 if lm is None else 1 if isinstance(lm, NgramLM) else 2
+        self._unk, self._unk_smear = 0, 0.0
+        if lexicon is not None:
+            trie, self._trie_mode = WordTrie.build(lexicon, self.vocab), 2
+            if not trie.words:
+                raise DecodingError("no lexicon word can be spelled with the model's symbols")
+        elif self._lm_mode == 1:  # LM words, to know a finished word's id without strings
+            trie, self._trie_mode = WordTrie.build(
+                (w for w in lm.words if w not in (BOS, EOS, UNK)), self.vocab), 1
+        else:
+            trie, self._trie_mode = WordTrie.build((), self.vocab), 0
+        word = trie.word.copy()
+        scores = np.zeros(len(trie.words))
+        if self._lm_mode == 1:
+            ids = _normalized_ids(lm, self.vocab)
+            lm_ids = np.array([ids.get(w, lm.unk_id) for w in trie.words], np.int32)
+            word[word >= 0] = lm_ids[word[word >= 0]]
+            scores = np.array([lm_score(lm.arrays, 0, i)[0] for i in lm_ids])
+            self._unk, self._unk_smear = lm.unk_id, float(lm_score(lm.arrays, 0, lm.unk_id)[0])
+        elif self._lm_mode == 2:
+            scores = np.array([lm.unigram(w) for w in trie.words])
+        smear = trie.smear(scores) if self._lm_mode else np.zeros(len(trie))
+        self.trie = trie
+        self._trie = (trie.start, trie.label, trie.child, word, smear.astype(np.float64),
+                      trie.mask)
+        self._lm_arrays = lm.arrays if self._lm_mode == 1 else _NO_LM
+
+    def reweighted(self, alpha: float, beta: float) -> "BeamSearchDecoder":
+        """The same decoder (sharing LM, lexicon, hotwords) with other LM weights."""
+        _check_options(self.beam_size, self.nbest, alpha, beta, self._hot_weight, 1.0, None)
+        other = copy.copy(self)
+        other.alpha, other.beta = float(alpha), float(beta)
+        other._fp = self._fp.copy()
+        other._fp[0], other._fp[1] = other.alpha, other.beta
+        other._fp[5] = other._slack()
+        return other
+
+    def _slack(self) -> float:
+        """Upper bound of the bonus a non-separator label can add to a prefix: one
+        more hotword character, or a look-ahead score rising along the trie."""
+        gain = max(self._hot_weight, 0.0)
+        if self._lm_mode:
+            smear = self._trie[4]
+            parents = np.repeat(np.arange(len(self.trie)), np.diff(self.trie.start))
+            inner = parents > 0  # from the root the look-ahead starts at 0: never a gain
+            rise = smear[self.trie.child[inner]] - smear[parents[inner]]
+            if self._trie_mode == 1 and len(smear) > 1:  # leaving the trie: <unk> score
+                rise = np.append(rise, self._unk_smear - smear[1:].min())
+            gain += self.alpha * max(0.0, float(rise.max(initial=0.0)))
+        return gain
+
+    def _setup_hotwords(self, hotwords: list[str], weight: float) -> None:
+        self._hot = HotwordAutomaton.build(hotwords, self.vocab) if hotwords else None
+        self._hot_weight = weight if hotwords else 0.0
+        h = self._hot or HotwordAutomaton(np.zeros((1, len(self.vocab)), np.int32),
+                                          np.zeros(1, np.int32), np.zeros(1, np.int32), 0)
+        self._hot_arrays = (h.goto, h.credit, h.reward)
+        self._hot_begin = h.begin
+
+    def decode_nbest(self, log_probs, lengths=None) -> list[list[Hypothesis]]:
+        """``log_probs (batch, frames, vocab)`` (blank = 0), ``lengths (batch,)`` →
+        the n-best hypotheses of each utterance."""
+        log_probs, lengths = check_log_probs(log_probs, lengths, len(self.vocab))
+        items = [np.ascontiguousarray(log_probs[b, :int(lengths[b])].numpy())
+                 for b in range(log_probs.shape[0])]
+        if len(items) > 1 and self.num_workers > 1:
+            with ThreadPoolExecutor(min(self.num_workers, len(items))) as pool:
+                return list(pool.map(self._decode_one, items))
+        return [self._decode_one(x) for x in items]
+
+    def _decode_one(self, lp: np.ndarray) -> list[Hypothesis]:
+        """``lp (frames, vocab)`` float32 → n-best list."""
+        B = self.beam_size
+        cap = 1 + lp.shape[0] * B  # each frame makes at most B new prefixes
+        ni = np.zeros((cap, 10), np.int32)
+        nf = np.zeros((cap, 5), np.float64)
+        nf[0, SEPBONUS] = math.nan
+        ni[0, PARENT], ni[0, FRAME], ni[0, HOT] = -1, -1, self._hot_begin
+        ni[0, WNODE] = 0 if self._trie_mode else -1
+        ni[0, LMSTATE] = self.lm.begin_state() if self.lm is not None else 0
+        nf[0, BONUS] = self._hot_weight * self._hot_arrays[1][self._hot_begin]
+        hcap = 1 << int(2 * cap).bit_length()
+        hk, hv = np.full(hcap, -1, np.int64), np.full(hcap, -1, np.int32)
+        bnode = np.zeros(B, np.int32)
+        bpb, bnb = np.full(B, NEG_INF), np.full(B, NEG_INF)
+        bpb[0] = 0.0
+        st = np.array([0, 1, 1, 0], np.int64)  # frame, nodes used, beam entries, misses
+        miss = np.zeros(B, np.int32)
+        while beam_search(lp, self._fp, self._ip, self._lm_arrays, self._trie, self._hot_arrays,
+                      ni, nf, hk, hv, bnode, bpb, bnb, st, miss) == NEED_LM:
+            for n in miss[:st[3]]:
+                p, s = self.lm.score(int(ni[n, LMSTATE]), self._last_word(ni, n))
+                nf[n, WSSCORE], ni[n, WSSTATE], ni[n, WSVALID] = p, s, 1
+        k = int(st[2])
+        return self._finish(lp, ni, nf, bnode[:k], np.logaddexp(bpb[:k], bnb[:k]))
+
+    def _last_word(self, ni, n) -> str:
+        chars, space = [], self.vocab.space_id
+        while n > 0 and ni[n, TOKEN] != space:
+            chars.append(self.vocab.symbols[ni[n, TOKEN] - 1])
+            n = ni[n, PARENT]
+        return "".join(reversed(chars))
+
+    def _finish(self, lp, ni, nf, nodes, am) -> list[Hypothesis]:
+        """Close each prefix's last word and the sentence, rank, build hypotheses."""
+        ranked = []
+        for strict in (True, False):  # if every prefix ends inside a word, keep them all
+            for n, a in zip(nodes.tolist(), am.tolist()):
+                closed = self._close(ni, nf, n, strict)
+                if closed is not None:
+                    lm_total, words, hot = closed
+                    score = a + self.alpha * lm_total + self.beta * words + self._hot_weight * hot
+                    ranked.append((score, a, lm_total, n))
+            if ranked:
+                break
+        ranked.sort(reverse=True)
+        out, seen = [], set()
+        for score, a, lm_total, n in ranked:
+            tokens, frames = [], []
+            while n > 0:
+                tokens.append(int(ni[n, TOKEN]))
+                frames.append(int(ni[n, FRAME]))
+                n = ni[n, PARENT]
+            tokens.reverse()
+            frames.reverse()
+            conf = np.zeros(lp.shape[0])
+            conf[frames] = np.exp(lp[frames, tokens])
+            hyp = make_hypothesis(self.vocab, tokens, frames, conf, self.frame_seconds,
+                                  score=score, am_score=a, lm_score=lm_total)
+            if hyp.text not in seen:
+                seen.add(hyp.text)
+                out.append(hyp)
+                if len(out) == self.nbest:
+                    break
+        return out
+
+    def _close(self, ni, nf, n, strict: bool = True):
+        """(LM score, words, hotword total) of prefix ``n`` once its last word and the
+        sentence end; None when ``strict`` and the lexicon lacks its last word."""
+        words, hot = int(ni[n, NWORDS]), float(nf[n, HOTDONE])
+        wn, state, lm_total = int(ni[n, WNODE]), int(ni[n, LMSTATE]), float(nf[n, LMSCORE])
+        if ni[n, WLEN] > 0:
+            if strict and self._trie_mode == 2 and (wn < 0 or self._trie[3][wn] < 0):
+                return None
+            words += 1
+            if self._lm_mode == 1:
+                wid = int(self._trie[3][wn]) if wn >= 0 and self._trie[3][wn] >= 0 else self._unk
+                p, state = lm_score(self._lm_arrays, state, wid)
+                lm_total += p
+            elif self._lm_mode == 2:
+                p, state = self.lm.score(state, self._last_word(ni, n))
+                lm_total += p
+        if self.lm is not None:
+            lm_total += self.lm.end_score(int(state))
+        if self._hot is not None and self.vocab.space_id is not None:
+            hot += self._hot.reward[self._hot.goto[ni[n, HOT], self.vocab.space_id]]
+        return lm_total, words, hot
+
+
+_NO_LM = (np.full(16, -1, np.int64), np.full(16, -1, np.int32), np.zeros(1), np.zeros(1),
+          np.zeros(1, np.int32), np.zeros(1, np.int32), np.int64(1))
+
+
+def _normalized_ids(lm: NgramLM, vocab: Vocabulary) -> dict[str, int]:
+    """LM word ids by the word as the model's vocabulary spells it (its case policy)."""
+    ids: dict[str, int] = {}
+    for w, i in lm.word_ids.items():
+        ids.setdefault(vocab.normalize(w), i)
+    return ids
+
+
+def _check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token):
+    if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
+        raise DecodingError(f"beam_size must be a positive integer, got {beam_size!r}")
+    if not isinstance(nbest, (int, np.integer)) or not 1 <= nbest <= beam_size:
+        raise DecodingError(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest!r}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("hotword_weight", hotword_weight)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise DecodingError(f"{name} must be a finite number, got {v!r}")
+    if alpha < 0 or hotword_weight < 0:
+        raise DecodingError("alpha and hotword_weight must not be negative")
+    if not threshold > 0:
+        raise DecodingError(f"beam_threshold must be positive, got {threshold!r}")
+    if beam_size_token is not None and beam_size_token < 1:
+        raise DecodingError(f"beam_size_token must be positive, got {beam_size_token!r}")
+
+
+# ------------------------------------------------------------ decoding configs
+
+CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwords",
+               "hotword_weight", "nbest", "beam_size_token", "beam_threshold"}
+
+
+def save_decoding_config(path: str | Path, options: dict, tuning: dict | None = None) -> None:
+    """Write decoder options (``decoder`` plus :func:`make_decoder` options) as JSON,
+    atomically; file paths are stored relative to the config's folder when inside it."""
+    path = Path(path)
+    out = {}
+    for k, v in options.items():
+        if k not in CONFIG_KEYS:
+            raise ConfigError(f"{k!r} is not a decoding option")
+        if k in ("lm", "lexicon") and v is not None:
+            v = _relative(Path(v), path.parent)
+        out[k] = list(v) if isinstance(v, tuple) else v
+    if tuning is not None:
+        out["tuning"] = tuning
+    atomic_write_json(path, out)
+
+
+def load_decoding_config(path: str | Path) -> dict:
+    """Options from a decoding config JSON: ``decoder`` ("greedy"/"beam") and the
+    :func:`~asrkit.decoding.base.make_decoder` options. File paths are resolved against
+    the config's folder; the ``tuning`` record is left out."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: decoding config not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a decoding config JSON file ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a decoding config is a JSON object")
+    raw.pop("tuning", None)
+    unknown = set(raw) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown decoding option(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(CONFIG_KEYS))}")
+    for k in ("lm", "lexicon"):
+        if raw.get(k) is not None:
+            raw[k] = str((path.parent / raw[k]).resolve())
+    raw.setdefault("decoder", "beam")
+    return raw
+
+
+def _relative(p: Path, folder: Path) -> str:
+    try:
+        return p.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return str(p.resolve())

@@ -1,0 +1,418 @@
+"""The compiled kernel of CTC prefix beam search (the decoder is :mod:`asrkit.decoding.beam`).
+
+The search runs in one compiled kernel (numba, releasing the GIL so a batch spreads
+over threads). Prefixes are nodes of a trie stored as parent-pointer arrays; a hash
+table maps (parent, label) to the child so a prefix has one node, whose word-level
+state (LM state and score, position in the lexicon trie, hotword automaton state)
+is computed once when the node is made. An LM that lives outside the kernel (KenLM)
+is asked between frames for the words the kernel could not score.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..lm.ngram import hash_find, hash_insert, lm_score
+from ..text import BLANK
+
+NEG_INF = -math.inf
+# integer node columns
+PARENT, TOKEN, FRAME, WNODE, WLEN, LMSTATE, NWORDS, HOT, WSSTATE, WSVALID = range(10)
+# float node columns (SEPBONUS: bonus after a word separator, NaN until known)
+LMSCORE, HOTDONE, BONUS, WSSCORE, SEPBONUS = range(5)
+NEED_LM = 1  # kernel status: some words need scores from an external LM
+
+
+@njit(cache=True, nogil=True)
+def _lae(a, b):
+    """log(exp(a) + exp(b)) without overflow."""
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@njit(cache=True, nogil=True)
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
+def _trie_step(start, labels, child, mask, node, label):
+    """Child of trie ``node`` by ``label``, or -1."""
+    if label < 64:  # bit mask of the node's labels: rank of `label` indexes its edges
+        bits = mask[node]
+        if not (bits >> np.uint64(label)) & np.uint64(1):
+            return -1
+        below = bits & ((np.uint64(1) << np.uint64(label)) - np.uint64(1))
+        return child[start[node] + _popcount(below)]
+    for e in range(start[node], start[node + 1]):
+        if labels[e] == label:
+            return child[e]
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
+    """Word-level state of prefix ``n`` + label ``c``: (bonus, word node, word length,
+    LM state, LM score, words, hotword state, hotword total). Bonus is -inf when the
+    lexicon forbids the extension and NaN when an external LM must score a word first."""
+    alpha, beta, hot_w, unk_smear = fp[0], fp[1], fp[2], fp[4]
+    space, lm_mode, trie_mode, unk = ip[2], ip[3], ip[4], ip[7]
+    wn, wlen, state, nw = ni[n, WNODE], ni[n, WLEN], ni[n, LMSTATE], ni[n, NWORDS]
+    lms = nf[n, LMSCORE]
+    if c == space:
+        if wlen > 0:  # the partial word is finished
+            if trie_mode == 2 and (wn < 0 or trie[3][wn] < 0):
+                return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
+            if lm_mode > 0:
+                if ni[n, WSVALID] == 0:
+                    if lm_mode == 2:
+                        return math.nan, wn, wlen, state, lms, nw, 0, 0.0
+                    wid = trie[3][wn] if wn >= 0 and trie[3][wn] >= 0 else unk
+                    p, s2 = lm_score(lm, state, wid)
+                    nf[n, WSSCORE] = p
+                    ni[n, WSSTATE] = s2
+                    ni[n, WSVALID] = 1
+                lms += nf[n, WSSCORE]
+                state = ni[n, WSSTATE]
+            nw += 1
+            wlen = 0
+            wn = 0 if trie_mode > 0 else -1
+    else:
+        if trie_mode > 0 and wn >= 0:
+            wn = _trie_step(trie[0], trie[1], trie[2], trie[5], wn, c)
+        if trie_mode == 2 and wn < 0:
+            return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
+        wlen += 1
+    hs, hd = ni[n, HOT], nf[n, HOTDONE]
+    if ip[5]:
+        hs = hot[0][hs, c]
+        hd += hot[2][hs]
+    smear = 0.0
+    if lm_mode > 0 and wlen > 0:
+        smear = trie[4][wn] if wn >= 0 else unk_smear
+    bonus = alpha * (lms + smear) + beta * nw + hot_w * (hd + hot[1][hs])
+    return bonus, wn, wlen, state, lms, nw, hs, hd
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode, trie_mode, use_hot,
+                  t_start, t_label, t_child, t_mask, t_smear, h_goto, h_credit, h_reward):
+    """The bonus :func:`_extend` gives prefix ``n`` + a letter ``c`` (not the word
+    separator), from scalars unpacked once per frame: the hot path."""
+    wn = ni[n, WNODE]
+    if trie_mode > 0 and wn >= 0:
+        wn = _trie_step(t_start, t_label, t_child, t_mask, wn, c)
+    if trie_mode == 2 and wn < 0:
+        return NEG_INF
+    hs, hd = ni[n, HOT], nf[n, HOTDONE]
+    if use_hot:
+        hs = h_goto[hs, c]
+        hd += h_reward[hs]
+    smear = 0.0
+    if lm_mode > 0:
+        smear = t_smear[wn] if wn >= 0 else unk_smear
+    return alpha * (nf[n, LMSCORE] + smear) + beta * ni[n, NWORDS] + hot_w * (hd + h_credit[hs])
+
+
+@njit(cache=True, nogil=True)
+def _child_node(p, c, t, ni, nf, hk, hv, st, fp, ip, lm, trie, hot):
+    """The node of prefix ``p`` + ``c``, made (with its word-level state) if new."""
+    V = ip[6]
+    key = np.int64(p) * V + c
+    m = hash_find(hk, hv, key)
+    if m < 0:
+        m = st[1]
+        st[1] += 1
+        hash_insert(hk, hv, key, m)
+        bonus, wn, wlen, state, lms, nw, hs, hd = _extend(p, c, ni, nf, fp, ip, lm, trie, hot)
+        ni[m, PARENT], ni[m, TOKEN], ni[m, WNODE], ni[m, WLEN] = p, c, wn, wlen
+        ni[m, LMSTATE], ni[m, NWORDS], ni[m, HOT], ni[m, WSVALID] = state, nw, hs, 0
+        nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS], nf[m, SEPBONUS] = lms, hd, bonus, math.nan
+    ni[m, FRAME] = t  # (re)entering the beam now
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _lexicon_labels(wn, t_start, t_label, space, tok_ok, tried, out):
+    """Labels that keep a prefix in the lexicon: its trie node's children (among the
+    labels tried at this frame: ``tok_ok[c] == tried``), and the word separator."""
+    n = 0
+    if wn >= 0:
+        for e in range(t_start[wn], t_start[wn + 1]):
+            if tok_ok[t_label[e]] == tried:
+                out[n] = t_label[e]
+                n += 1
+    if space >= 0 and tok_ok[space] == tried:
+        out[n] = space
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _tokens(row, k, out):
+    """Labels to try at this frame: all non-blank ones, or the ``k`` most likely."""
+    V = row.shape[0]
+    if k >= V - 1:
+        for c in range(1, V):
+            out[c - 1] = c
+        return V - 1
+    n = 0
+    for c in range(1, V):  # insertion into the sorted top k (k and V are small)
+        if n == k and row[c] <= row[out[k - 1]]:
+            continue
+        i = min(n, k - 1)
+        while i > 0 and row[out[i - 1]] < row[c]:
+            out[i] = out[i - 1]
+            i -= 1
+        out[i] = c
+        n = min(n + 1, k)
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(heap, i, value):
+    """Put ``value`` at ``i`` of the min-heap ``heap`` and sift it down."""
+    n = heap.shape[0]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= value:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = value
+
+
+@njit(cache=True, nogil=True)
+def _kth_largest(a, m, k):
+    """The ``k``-th largest of ``a[:m]`` (1-based), reordering ``a`` (quickselect)."""
+    lo, hi, want = 0, m - 1, k - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if want <= j:
+            hi = j
+        elif want >= i:
+            lo = i
+        else:
+            break
+    return a[want]
+
+
+@njit(cache=True, nogil=True)
+def _select(scores, m, beam, idx, work):
+    """Move the indices of the ``beam`` best of ``scores[:m]`` to the front of ``idx``."""
+    if m <= beam:
+        return m
+    for i in range(m):
+        work[i] = scores[i]
+    kth = _kth_largest(work, m, beam)
+    k = 0
+    for i in range(m):  # strictly better first, then ties up to the beam
+        if scores[i] > kth:
+            idx[k], idx[i] = idx[i], idx[k]
+            scores[k], scores[i] = scores[i], scores[k]
+            k += 1
+    for i in range(k, m):
+        if k < beam and scores[i] == kth:
+            idx[k], idx[i] = idx[i], idx[k]
+            scores[k], scores[i] = scores[i], scores[k]
+            k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def beam_search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss):
+    """Run the search from frame ``st[0]`` over ``lp (frames, vocab)``.
+
+    Beam: ``bnode/bpb/bnb[:st[2]]``; ``st[1]`` nodes in use. Returns 0 when done, or
+    NEED_LM with the nodes whose finished word needs a score in ``miss[:st[3]]``
+    (nothing else changed: the caller fills the scores in and calls again).
+    """
+    T, V = lp.shape
+    B = ip[0]
+    pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot (-1: not in the beam)
+    pos.fill(-1)
+    merge = np.empty(B * V, np.int32)  # (slot, label) -> slot that extension already is
+    merge.fill(-1)
+    new_pb, new_nb, heap = np.empty(B), np.empty(B), np.empty(B)
+    # candidates: parent slot, label, log p(ending in the label), score
+    cands = (np.empty(B * V, np.int32), np.empty(B * V, np.int32), np.empty(B * V),
+             np.empty(B * V))
+    pool = (np.empty(B * V + B), np.empty(B * V + B), np.empty(B * V + B, np.int32))
+    nxt = (np.empty(B, np.int32), np.empty(B), np.empty(B))
+    toks, labs, tok_ok = np.empty(V, np.int32), np.empty(V, np.int32), np.zeros(V, np.int64)
+    t = st[0]
+    while t < T:
+        row = lp[t]
+        ntok = _tokens(row, ip[1], toks)
+        for q in range(ntok):
+            tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
+        best = _stays(row, ni, nf, bnode, bpb, bnb, st[2], pos, merge, new_pb, new_nb, heap)
+        nc, nmiss, best = _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb,
+                                      bnb, st[2], toks, ntok, labs, tok_ok, merge, new_pb,
+                                      new_nb, heap, cands, miss)
+        k = 0
+        if nmiss == 0:
+            k = _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb,
+                           new_nb, cands, nc, pool, nxt)
+        _clear(ni, bnode, st[2], pos, merge, V)
+        if nmiss > 0:
+            st[3] = nmiss
+            return NEED_LM
+        for r in range(k):
+            bnode[r], bpb[r], bnb[r] = nxt[0][r], nxt[1][r], nxt[2][r]
+        st[2] = k
+        t += 1
+        st[0] = t
+    return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
+    """Each prefix staying as it is (a blank, or its last label again). Marks the beam
+    in ``pos``, the extensions that lead to another entry in ``merge``, and fills the
+    min-heap of the best scores so far. Returns the best score."""
+    V = row.shape[0]
+    best = NEG_INF
+    for j in range(nb):
+        n = bnode[j]
+        pos[n] = j
+        new_pb[j] = _lae(bpb[j], bnb[j]) + row[BLANK]
+        new_nb[j] = bnb[j] + row[ni[n, TOKEN]] if n != 0 else NEG_INF
+        heap[j] = _lae(new_pb[j], new_nb[j]) + nf[n, BONUS]
+        best = max(best, heap[j])
+    for j in range(nb):
+        p = ni[bnode[j], PARENT]
+        if p >= 0 and pos[p] >= 0:
+            merge[pos[p] * V + ni[bnode[j], TOKEN]] = j
+    # merges only raise the stays' scores, so the heap's minimum bounds the B-th best
+    for j in range(nb, heap.shape[0]):
+        heap[j] = NEG_INF
+    for j in range(heap.shape[0] // 2 - 1, -1, -1):  # heapify
+        _sift_down(heap, j, heap[j])
+    return best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
+                labs, tok_ok, merge, new_pb, new_nb, heap, cands, miss):
+    """Extend each prefix by each label tried: into another beam entry (merge), or as
+    a candidate if it beats the rising cutoff (the heap's minimum, or the threshold
+    below the best). Returns (candidates, misses, best)."""
+    V = row.shape[0]
+    alpha, beta, hot_w, thr, unk_smear, slack = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
+    space, lm_mode, trie_mode, use_hot = ip[2], ip[3], ip[4], ip[5]
+    t_start, t_label, t_child, t_smear, t_mask = trie[0], trie[1], trie[2], trie[4], trie[5]
+    h_goto, h_credit, h_reward = hot
+    c_slot, c_tok, c_nb, c_sc = cands
+    cutoff = max(best - thr, heap[0])
+    nc, nmiss = 0, 0
+    for i in range(nb):
+        n = bnode[i]
+        tot = _lae(bpb[i], bnb[i])
+        last = ni[n, TOKEN]
+        nlab = ntok
+        if trie_mode == 2:  # only the lexicon's next letters (and the separator)
+            nlab = _lexicon_labels(ni[n, WNODE], t_start, t_label, space, tok_ok, t + 1, labs)
+        for q in range(nlab):
+            c = toks[q] if trie_mode != 2 else labs[q]
+            a = row[c] + (bpb[i] if c == last else tot)
+            if a == NEG_INF:
+                continue
+            j = merge[i * V + c]
+            if j >= 0:
+                if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
+                    ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
+                new_nb[j] = _lae(new_nb[j], a)
+                continue
+            if c != space:
+                if a + nf[n, BONUS] + slack < cutoff:
+                    continue  # even the largest possible word-level gain would not do
+                bonus = _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode,
+                                      trie_mode, use_hot, t_start, t_label, t_child, t_mask,
+                                      t_smear, h_goto, h_credit, h_reward)
+            else:  # the same every frame: computed once per prefix
+                bonus = nf[n, SEPBONUS]
+                if math.isnan(bonus):
+                    bonus = nf[n, SEPBONUS] = _extend(n, c, ni, nf, fp, ip, lm, trie, hot)[0]
+            if math.isnan(bonus):
+                miss[nmiss] = n
+                nmiss += 1
+                continue
+            if a + bonus < cutoff or bonus == NEG_INF:
+                continue
+            c_slot[nc], c_tok[nc], c_nb[nc], c_sc[nc] = i, c, a, a + bonus
+            nc += 1
+            _sift_down(heap, 0, a + bonus)  # replaces the minimum
+            best = max(best, a + bonus)
+            cutoff = max(best - thr, heap[0])
+    return nc, nmiss, best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb, new_nb,
+               cands, nc, pool, nxt):
+    """The B best of the stays and candidates within the threshold of the best, as
+    (node, pb, pnb) in ``nxt``; chosen candidates become nodes. Returns how many."""
+    B, thr, nb = ip[0], fp[3], st[2]
+    c_slot, c_tok, c_nb, c_sc = cands
+    scores, work, idx = pool
+    for j in range(nb):
+        scores[j] = _lae(new_pb[j], new_nb[j]) + nf[bnode[j], BONUS]
+        best = max(best, scores[j])
+    m = 0
+    for j in range(nb):  # the pool: stays and candidates within the threshold
+        if scores[j] >= best - thr and scores[j] > NEG_INF:
+            scores[m], idx[m] = scores[j], j
+            m += 1
+    for q in range(nc):
+        if c_sc[q] >= best - thr:
+            scores[m], idx[m] = c_sc[q], B + q
+            m += 1
+    k = _select(scores, m, B, idx, work)
+    t_node, t_pb, t_nb = nxt
+    for r in range(k):
+        q = idx[r]
+        if q < B:
+            t_node[r], t_pb[r], t_nb[r] = bnode[q], new_pb[q], new_nb[q]
+        else:
+            q -= B
+            t_node[r] = _child_node(bnode[c_slot[q]], c_tok[q], t, ni, nf, hk, hv, st, fp, ip,
+                                    lm, trie, hot)
+            t_pb[r], t_nb[r] = NEG_INF, c_nb[q]
+    return k
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clear(ni, bnode, nb, pos, merge, V):
+    """Undo this frame's marks in ``merge`` and ``pos``."""
+    for j in range(nb):
+        p = ni[bnode[j], PARENT]
+        if p >= 0 and pos[p] >= 0:
+            merge[pos[p] * V + ni[bnode[j], TOKEN]] = -1
+    for j in range(nb):
+        pos[bnode[j]] = -1

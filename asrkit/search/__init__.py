@@ -1,0 +1,1 @@
+"""Audio search by spoken example: segments, embeddings, the index and queries."""

@@ -1,0 +1,313 @@
+"""A searchable index of an audio archive: one folder, SQLite + FAISS + the embedder.
+
+Layout of an index folder::
+
+    index.sqlite   sources (one row per recording, indexed or skipped with a reason),
+                   segments (id → source, start, end, unit vector), settings
+    vectors.faiss  FAISS index over the same vectors with the same 64-bit ids
+    embedder.pt    the embedder that made the vectors (so a query is embedded alike)
+
+SQLite is the record of truth: each recording's segments and vectors are committed in
+one transaction, so a build killed half-way resumes at the next recording and loses no
+finished work. The FAISS file is derived from it and always replaced atomically (write
+to a temporary file, then rename); a stale or damaged FAISS file is rebuilt from SQLite
+(see :mod:`asrkit.search.vector_index`). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..audio import audio_info, load_audio
+from .embedding import Embedder, load_embedder, save_embedder
+from ..errors import AudioError, ConfigError, ManifestError
+from ..manifest import Utterance, find_audio_files, read_manifest
+from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
+from ..shard import Shard, select_shard, shard_setting
+from .store import IndexStore, SegmentRecord, SourceRecord
+from .vector_index import VectorIndex, make_index, sync_vectors
+
+EMBEDDER_FILE = "embedder.pt"
+CHUNK_SECONDS = 600.0  # long recordings are embedded in chunks of this length
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Reported after each recording."""
+
+    done: int  # recordings handled so far in this run
+    total: int  # recordings to handle in this run
+    source: str
+    segments: int  # segments added for this recording
+    audio_seconds: float  # duration of this recording
+    skipped: str | None = None  # why it was skipped, if it was
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    indexed: int  # recordings embedded in this run
+    skipped: tuple[tuple[str, str], ...]  # (source, reason) for recordings left out
+    already: int  # recordings found finished from an earlier run (resume)
+    segments: int  # segments added in this run
+    audio_seconds: float
+    seconds: float  # wall time
+    total_segments: int  # segments in the index now
+    index_type: str  # FAISS factory string in use
+
+
+def build_index(
+    archive: str | os.PathLike | Sequence[Utterance], out_dir: str | os.PathLike,
+    embedder: Embedder | str | os.PathLike | None = None,
+    segment_config: SegmentConfig | None = None, factory: str | None = None,
+    progress: Callable[[BuildProgress], None] | None = None, shard: Shard | None = None,
+) -> BuildSummary:
+    """Embed every candidate segment of ``archive`` (a folder, a manifest, or utterances)
+    into a new index at ``out_dir``; rerunning on an unfinished index resumes it.
+
+    ``shard``: index only that part of the archive (see :mod:`asrkit.shard`); the
+    shard indexes of all parts combine with :func:`asrkit.shard.merge_indexes`.
+
+    ``embedder``: an :class:`Embedder`, a path, or None for the packaged default.
+    ``factory``: a FAISS factory string (e.g. ``"HNSW32"``, ``"IVF1024,Flat"``); by
+    default exact search up to :data:`asrkit.search.vector_index.FLAT_MAX` segments, IVF above.
+    """
+    out = Path(out_dir)
+    embedder = embedder if isinstance(embedder, Embedder) else load_embedder(embedder)
+    segment_config = with_asr_model(segment_config or SegmentConfig())
+    whole = archive_sources(archive)
+    sources = select_shard(whole, shard, key=lambda u: u.id)
+    part = shard and shard_setting(shard, len(whole), len(sources))
+    if factory is not None:
+        make_index(factory, embedder.dim)  # a typo fails now, not after hours of embedding
+    out.mkdir(parents=True, exist_ok=True)
+    with IndexStore(out / IndexStore.FILE) as store:
+        if store.is_new():
+            store.initialise(embedder.fingerprint(), embedder.dim, embedder.config.to_dict(),
+                             asdict(segment_config), factory)
+            store.set_settings(shard=part)
+        else:
+            _check_same_settings(store, out, embedder, segment_config, factory)
+            _check_same_shard(store, out, part)
+        if not (out / EMBEDDER_FILE).exists():
+            save_embedder(out / EMBEDDER_FILE, embedder)
+        return _index_sources(store, out, embedder, segment_config, sources, progress,
+                              retry_skipped=False)
+
+
+def add_to_index(index_dir: str | os.PathLike,
+                 archive: str | os.PathLike | Sequence[Utterance],
+                 progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
+    """Index recordings not yet in the index (and retry ones skipped before)."""
+    folder = _existing(index_dir)
+    sources = archive_sources(archive)
+    with IndexStore(folder / IndexStore.FILE) as store:
+        embedder = _load_index_embedder(folder, store)
+        config = SegmentConfig.from_dict(store.setting("segment_config"))
+        return _index_sources(store, folder, embedder, config, sources, progress,
+                              retry_skipped=True)
+
+
+def remove_from_index(index_dir: str | os.PathLike, names: Iterable[str]) -> list[str]:
+    """Remove recordings (by source name or audio path) with all their segments;
+    return the names removed. Raises :class:`ConfigError` for names not in the index."""
+    folder = _existing(index_dir)
+    with IndexStore(folder / IndexStore.FILE) as store:
+        found, missing = store.resolve_sources(list(names))
+        if missing:
+            raise ConfigError(f"{folder}: not in the index: {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}; see `asrkit index info`")
+        store.remove_sources([s.id for s in found])
+        sync_vectors(store, folder)
+        return [s.name for s in found]
+
+
+def rebuild_index(index_dir: str | os.PathLike, factory: str | None = None,
+                  search_params: str | None = None) -> str:
+    """Change the FAISS index type (None = chosen by size) and/or its search settings
+    (e.g. ``"nprobe=64"``, ``"efSearch=256"``) without re-embedding; return the type."""
+    folder = _existing(index_dir)
+    with IndexStore(folder / IndexStore.FILE) as store:
+        if search_params is not None:
+            _check_search_params(search_params)
+        store.set_settings(factory=factory, faiss_factory=None,
+                           search_params=search_params or store.setting("search_params"))
+        return sync_vectors(store, folder)
+
+
+def archive_sources(archive: str | os.PathLike | Sequence[Utterance],
+                    root: str | os.PathLike | None = None) -> list[Utterance]:
+    """The recordings of an archive: a folder (every audio file below it, named by its
+    relative path), a JSON Lines manifest (named by id), or utterances as given. With
+    ``root``, a manifest naming audio outside that folder is refused."""
+    if not isinstance(archive, (str, os.PathLike)):
+        return list(archive)
+    path = Path(archive)
+    if path.is_dir():
+        return [Utterance(p.relative_to(path).as_posix(), str(p.resolve()))
+                for p in find_audio_files(path)]
+    if path.is_file():
+        return read_manifest(path, root=root)
+    raise ManifestError(f"{path}: no such folder or manifest; give the archive as a folder "
+                        "of recordings or a JSON Lines manifest")
+
+
+def embed_recording(embedder: Embedder, utt: Utterance, config: SegmentConfig,
+                    ) -> tuple[list[Span], np.ndarray, float]:
+    """All candidate segments of one recording → (spans in seconds of the audio file,
+    unit vectors ``(segments, dim)``, seconds of audio). Long files go in chunks."""
+    info = audio_info(utt.audio)
+    if info.frames == 0:  # as transcribe says; otherwise it is "indexed" with nothing in it
+        raise AudioError(f"{utt.audio}: the file holds no audio samples; remove it from the "
+                         "input")
+    begin = utt.offset
+    end = info.duration if utt.duration is None else min(info.duration, begin + utt.duration)
+    overlap = config.longest + 2 * config.pad
+    spans: list[Span] = []
+    vectors = []
+    chunk_start = begin
+    while chunk_start < end - 1e-6:
+        chunk_end = min(chunk_start + CHUNK_SECONDS + overlap, end)
+        wave = load_audio(utt.audio, offset=chunk_start, duration=chunk_end - chunk_start)
+        last = chunk_end >= end - 1e-6
+        # Windows starting in the overlap belong to the next chunk, which sees them whole.
+        keep = [s for s in candidate_segments(wave, config)
+                if last or s.start < CHUNK_SECONDS]
+        if keep:
+            feats = embedder.features(wave)
+            vectors.append(embedder.embed_spans(feats, [(s.start, s.end) for s in keep]))
+            spans += [Span(round(s.start + chunk_start, 3), round(s.end + chunk_start, 3))
+                      for s in keep]
+        chunk_start += CHUNK_SECONDS
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
+    return spans, matrix, end - begin
+
+
+def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
+                   config: SegmentConfig, sources: Sequence[Utterance], progress,
+                   retry_skipped: bool) -> BuildSummary:
+    started = time.perf_counter()
+    known = store.source_status()
+    todo = [u for u in sources
+            if u.id not in known or (retry_skipped and known[u.id] == "skipped")]
+    _check_unique(sources)
+    skipped, n_segments, seconds = [], 0, 0.0
+    for done, utt in enumerate(todo, 1):
+        try:
+            spans, vectors, duration = embed_recording(embedder, utt, config)
+        except AudioError as e:
+            store.record_skipped(utt, str(e))
+            skipped.append((utt.id, str(e)))
+            if progress:
+                progress(BuildProgress(done, len(todo), utt.id, 0, 0.0, str(e)))
+            continue
+        store.add_source(utt, duration, spans, vectors)
+        n_segments += len(spans)
+        seconds += duration
+        if progress:
+            progress(BuildProgress(done, len(todo), utt.id, len(spans), duration))
+    index_type = sync_vectors(store, folder)
+    return BuildSummary(len(todo) - len(skipped), tuple(skipped), len(sources) - len(todo),
+                        n_segments, seconds, time.perf_counter() - started,
+                        store.segment_count(), index_type)
+
+
+def _check_same_settings(store: IndexStore, folder: Path, embedder: Embedder,
+                         config: SegmentConfig, factory: str | None) -> None:
+    if store.setting("embedder_fingerprint") != embedder.fingerprint():
+        raise ConfigError(f"{folder}: this index was started with another embedder; "
+                          "resume with the same --embedder or build into a new folder")
+    if SegmentConfig.from_dict(store.setting("segment_config")) != config:
+        raise ConfigError(f"{folder}: this index was started with other segment settings; "
+                          "resume with the same settings or build into a new folder")
+    if factory is not None and factory != store.setting("factory"):
+        raise ConfigError(f"{folder}: this index was started with index type "
+                          f"{store.setting('factory') or 'auto'!r}, not {factory!r}")
+
+
+def _check_same_shard(store: IndexStore, folder: Path, part: dict | None) -> None:
+    started = store.setting("shard")
+    if started == part:
+        return
+    def name(p):
+        return f"shard {p['index']}/{p['count']} of {p['archive_sources']} recordings" \
+            if p else "the whole archive"
+    raise ConfigError(f"{folder}: this index was started on {name(started)}, not "
+                      f"{name(part)}; resume with the same --shard and archive, or build "
+                      "into a new folder")
+
+
+def _check_search_params(params: str) -> None:
+    for part in filter(None, params.split(",")):
+        name, _, value = part.partition("=")
+        if name.strip() not in ("nprobe", "efSearch") or not value.strip().isdigit():
+            raise ConfigError(f"search setting {part!r} is not understood; use nprobe=N "
+                              "(IVF) or efSearch=N (HNSW)")
+
+
+def _check_unique(sources: Sequence[Utterance]) -> None:
+    seen = set()
+    for u in sources:
+        if u.id in seen:
+            raise ManifestError(f"archive names {u.id!r} twice; names must be unique")
+        seen.add(u.id)
+
+
+def _existing(index_dir) -> Path:
+    folder = Path(index_dir)
+    if not (folder / IndexStore.FILE).is_file():
+        raise ConfigError(f"{folder}: not an asrkit index (no {IndexStore.FILE}); "
+                          "create one with `asrkit index build`")
+    return folder
+
+
+def _load_index_embedder(folder: Path, store: IndexStore) -> Embedder:
+    embedder = load_embedder(folder / EMBEDDER_FILE)
+    if embedder.fingerprint() != store.setting("embedder_fingerprint"):
+        raise ConfigError(f"{folder / EMBEDDER_FILE}: does not match the vectors in the "
+                          "index (it was replaced); rebuild the index")
+    return embedder
+
+
+class SearchIndex:
+    """An index folder opened for searching: embedder, settings, vectors, metadata."""
+
+    def __init__(self, index_dir: str | os.PathLike):
+        self.folder = _existing(index_dir)
+        self.store = IndexStore(self.folder / IndexStore.FILE)
+        self.embedder = _load_index_embedder(self.folder, self.store)
+        self.segment_config = SegmentConfig.from_dict(self.store.setting("segment_config"))
+        self.vectors = VectorIndex.open(self.store, self.folder)
+
+    def __len__(self) -> int:
+        return self.vectors.ntotal
+
+    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``queries (q, dim)`` unit vectors → ``scores (q, k)``, ``ids (q, k)``
+        (cosine similarity, best first; id -1 where fewer than k exist)."""
+        return self.vectors.search(queries, k)
+
+    def segments(self, ids: Iterable[int]) -> dict[int, SegmentRecord]:
+        return self.store.segments(ids)
+
+    def spans(self, ids: np.ndarray) -> np.ndarray:
+        """Segment ``ids (n,)`` → ``(n, 3)`` rows of source id, start, end (seconds);
+        ids no longer in the index get source -1."""
+        return self.store.segment_spans(ids)
+
+    def sources(self) -> list[SourceRecord]:
+        return self.store.sources()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "SearchIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

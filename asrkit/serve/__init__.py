@@ -1,0 +1,1 @@
+"""The search page: an archive service and the web app of ``asrkit serve``."""

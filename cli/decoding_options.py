@@ -20,11 +20,11 @@ DecodingConfigOpt = Annotated[Optional[Path], typer.Option("--decoding-config", 
 def build_decoder(model, decoder: str, beam_size=None, lm=None, alpha=None, beta=None,
                   lexicon=None, hotwords=None, decoding_config=None):
     """Make the decoder the flags ask for; unset flags keep the decoder's defaults."""
-    from asrkit.decoding.base import make_decoder
+    from asrkit.decoding import make_decoder
 
     options = {}
     if decoding_config is not None:
-        from asrkit.decoding.beam import load_decoding_config
+        from asrkit.decoding import load_decoding_config
         options = dict(load_decoding_config(decoding_config))
         decoder = options.pop("decoder", "beam")
     given = {"beam_size": beam_size, "lm": lm, "alpha": alpha, "beta": beta,

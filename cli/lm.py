@@ -91,7 +91,8 @@ def tune(
 
 def _tune(model, dev_manifest, lm, out, beam_size, alphas, betas, method, lexicon,
           batch_seconds):
-    from asrkit.decoding.beam import BeamSearchDecoder, save_decoding_config
+    from asrkit.decoding import save_decoding_config
+    from asrkit.decoding.beam import BeamSearchDecoder
     from asrkit.asr.checkpoint import load_model
     from asrkit.decoding.base import GreedyDecoder
     from asrkit.errors import ManifestError

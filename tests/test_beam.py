@@ -15,8 +15,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from asrkit.decoding.beam import BeamSearchDecoder, load_decoding_config, save_decoding_config
-from asrkit.decoding.base import GreedyDecoder, make_decoder
+from asrkit.decoding import load_decoding_config, make_decoder, save_decoding_config
+from asrkit.decoding.beam import BeamSearchDecoder
+from asrkit.decoding.base import GreedyDecoder
 from asrkit.errors import ConfigError, DecodingError
 from asrkit.lm.ngram import KenLMModel, NgramLM, write_arpa
 from asrkit.lm.estimate import estimate_kneser_ney

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asrkit.decoding.base import (GreedyDecoder, WordTiming, check_log_probs, collapse,
-                             make_decoder)
+from asrkit.decoding import make_decoder
+from asrkit.decoding.base import GreedyDecoder, WordTiming, check_log_probs, collapse
 from asrkit.errors import DecodingError
 from asrkit.text import BLANK, Vocabulary
 

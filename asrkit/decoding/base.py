@@ -1,7 +1,7 @@
 """CTC decoding: log-probabilities → text with word times and confidences.
 
 All decoders share one interface (:class:`Decoder`) and are built by
-:func:`make_decoder`. Input is ``log_probs (batch, frames, vocab)`` with the blank at
+:func:`asrkit.decoding.make_decoder`. Input is ``log_probs (batch, frames, vocab)`` with the blank at
 index 0 (as every asrkit model emits) and ``lengths (batch,)`` in frames.
 """
 
@@ -149,21 +149,3 @@ def check_log_probs(log_probs: torch.Tensor, lengths: torch.Tensor | None, vocab
     if lengths.shape != (batch,) or (lengths < 0).any() or (lengths > frames).any():
         raise DecodingError(f"lengths must be (batch,) with values in 0..{frames}")
     return log_probs, lengths
-
-
-def make_decoder(kind: str, vocab: Vocabulary, frame_seconds: float, **options) -> Decoder:
-    """Build a decoder by name: ``greedy`` or ``beam`` (options go to the beam decoder).
-
-    Asking for beam-only options (an LM, a lexicon, hotwords) with ``greedy`` is an
-    error rather than being silently ignored.
-    """
-    if kind == "greedy":
-        used = {k for k, v in options.items() if v not in (None, False, (), [], {})}
-        if used:
-            raise DecodingError(f"the greedy decoder takes no {', '.join(sorted(used))}; "
-                                "use --decoder beam")
-        return GreedyDecoder(vocab, frame_seconds)
-    if kind == "beam":
-        from .beam import BeamSearchDecoder  # noqa: PLC0415 (optional heavy import)
-        return BeamSearchDecoder(vocab, frame_seconds, **options)
-    raise DecodingError(f"unknown decoder {kind!r}; choose 'greedy' or 'beam'")

@@ -5,15 +5,14 @@ the frames so far that yield the prefix and end in a blank (``pb``) or in its la
 label (``pnb``). Its score adds ``alpha * LM + beta * words + hotword bonus``.
 
 :class:`BeamSearchDecoder` checks its options, turns the LM, lexicon and hotwords
-into arrays and runs the compiled search of :mod:`asrkit.decoding.beam_kernel` on them; this
-module also reads and writes decoding configs. Tuning ``alpha`` and ``beta`` on a
-dev set is :mod:`asrkit.lm.tuning`.
+into arrays and runs the compiled search of :mod:`asrkit.decoding.beam_kernel` on them.
+Decoding-config files are :mod:`asrkit.decoding.config`; tuning ``alpha`` and ``beta``
+on a dev set is :mod:`asrkit.lm.tuning`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +21,16 @@ from typing import Iterable
 
 import numpy as np
 
-from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, LMSCORE, LMSTATE, NEED_LM, NEG_INF,
-                          NWORDS, PARENT, SEPBONUS, TOKEN, WLEN, WNODE, WSSCORE, WSSTATE,
-                          WSVALID, beam_search)
-from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
-from ..errors import ConfigError, DecodingError
-from ..io import atomic_write_json
-from .lexicon import HotwordAutomaton, WordTrie, read_lexicon
+from ..errors import DecodingError
 from ..lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, lm_score
 from ..text import Vocabulary
-
+from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
+from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, LM_ARRAYS, LM_EXTERNAL, LM_NONE,
+                          LMSTATE, NEED_LM, NEEDS_LM, NEG_INF, OUT_OF_LEXICON, PARENT,
+                          SEPBONUS, ST_BEAM, ST_MISSES, TOKEN, TRIE_LEXICON, TRIE_LM_WORDS,
+                          TRIE_NONE, WNODE, WSSCORE, WSSTATE, WSVALID, KernelHotwords,
+                          KernelTrie, SearchParams, beam_search, close_word, hot_step)
+from .lexicon import HotwordAutomaton, WordTrie, read_lexicon
 
 
 class BeamSearchDecoder(Decoder):
@@ -69,61 +68,63 @@ class BeamSearchDecoder(Decoder):
         self._setup_hotwords(list(hotwords or ()), float(hotword_weight))
         tok = len(vocab) - 1 if beam_size_token is None else int(beam_size_token)
         space = vocab.space_id
-        self._ip = np.array([self.beam_size, tok, -1 if space is None else space, self._lm_mode,
-                             self._trie_mode, int(self._hot is not None), len(vocab),
-                             self._unk], np.int64)
-        self._fp = np.array([self.alpha, self.beta, self._hot_weight, float(beam_threshold),
-                             self._unk_smear, self._slack()], np.float64)
+        self._params = SearchParams(
+            beam=self.beam_size, tokens=tok, space=-1 if space is None else int(space),
+            lm_mode=self._lm_mode, trie_mode=self._trie_mode,
+            use_hot=int(self._hot is not None), vocab=len(vocab), unk=int(self._unk),
+            alpha=self.alpha, beta=self.beta, hot_weight=self._hot_weight,
+            threshold=float(beam_threshold), unk_smear=self._unk_smear, slack=0.0)
+        self._params = self._params._replace(slack=self._slack())
 
     def _setup_words(self, lexicon: list[str] | None) -> None:
         lm = self.lm
-        self._lm_mode = 0 if lm is None else 1 if isinstance(lm, NgramLM) else 2
+        self._lm_mode = (LM_NONE if lm is None else LM_ARRAYS if isinstance(lm, NgramLM)
+                         else LM_EXTERNAL)
         self._unk, self._unk_smear = 0, 0.0
         if lexicon is not None:
-            trie, self._trie_mode = WordTrie.build(lexicon, self.vocab), 2
+            trie, self._trie_mode = WordTrie.build(lexicon, self.vocab), TRIE_LEXICON
             if not trie.words:
                 raise DecodingError("no lexicon word can be spelled with the model's symbols")
-        elif self._lm_mode == 1:  # LM words, to know a finished word's id without strings
+        elif self._lm_mode == LM_ARRAYS:  # LM words: a finished word's id without strings
             trie, self._trie_mode = WordTrie.build(
-                (w for w in lm.words if w not in (BOS, EOS, UNK)), self.vocab), 1
+                (w for w in lm.words if w not in (BOS, EOS, UNK)), self.vocab), TRIE_LM_WORDS
         else:
-            trie, self._trie_mode = WordTrie.build((), self.vocab), 0
+            trie, self._trie_mode = WordTrie.build((), self.vocab), TRIE_NONE
         word = trie.word.copy()
         scores = np.zeros(len(trie.words))
-        if self._lm_mode == 1:
+        if self._lm_mode == LM_ARRAYS:
             ids = _normalized_ids(lm, self.vocab)
             lm_ids = np.array([ids.get(w, lm.unk_id) for w in trie.words], np.int32)
             word[word >= 0] = lm_ids[word[word >= 0]]
             scores = np.array([lm_score(lm.arrays, 0, i)[0] for i in lm_ids])
             self._unk, self._unk_smear = lm.unk_id, float(lm_score(lm.arrays, 0, lm.unk_id)[0])
-        elif self._lm_mode == 2:
+        elif self._lm_mode == LM_EXTERNAL:
             scores = np.array([lm.unigram(w) for w in trie.words])
-        smear = trie.smear(scores) if self._lm_mode else np.zeros(len(trie))
+        smear = trie.smear(scores) if self._lm_mode != LM_NONE else np.zeros(len(trie))
         self.trie = trie
-        self._trie = (trie.start, trie.label, trie.child, word, smear.astype(np.float64),
-                      trie.mask)
-        self._lm_arrays = lm.arrays if self._lm_mode == 1 else _NO_LM
+        self._trie = KernelTrie(trie.start, trie.label, trie.child, word,
+                                smear.astype(np.float64), trie.mask)
+        self._lm_arrays = lm.arrays if self._lm_mode == LM_ARRAYS else _NO_LM
 
     def reweighted(self, alpha: float, beta: float) -> "BeamSearchDecoder":
         """The same decoder (sharing LM, lexicon, hotwords) with other LM weights."""
         _check_options(self.beam_size, self.nbest, alpha, beta, self._hot_weight, 1.0, None)
         other = copy.copy(self)
         other.alpha, other.beta = float(alpha), float(beta)
-        other._fp = self._fp.copy()
-        other._fp[0], other._fp[1] = other.alpha, other.beta
-        other._fp[5] = other._slack()
+        other._params = self._params._replace(alpha=other.alpha, beta=other.beta)
+        other._params = other._params._replace(slack=other._slack())
         return other
 
     def _slack(self) -> float:
         """Upper bound of the bonus a non-separator label can add to a prefix: one
         more hotword character, or a look-ahead score rising along the trie."""
         gain = max(self._hot_weight, 0.0)
-        if self._lm_mode:
-            smear = self._trie[4]
+        if self._lm_mode != LM_NONE:
+            smear = self._trie.smear
             parents = np.repeat(np.arange(len(self.trie)), np.diff(self.trie.start))
             inner = parents > 0  # from the root the look-ahead starts at 0: never a gain
             rise = smear[self.trie.child[inner]] - smear[parents[inner]]
-            if self._trie_mode == 1 and len(smear) > 1:  # leaving the trie: <unk> score
+            if self._trie_mode == TRIE_LM_WORDS and len(smear) > 1:  # leaving the trie: <unk> score
                 rise = np.append(rise, self._unk_smear - smear[1:].min())
             gain += self.alpha * max(0.0, float(rise.max(initial=0.0)))
         return gain
@@ -133,7 +134,7 @@ class BeamSearchDecoder(Decoder):
         self._hot_weight = weight if hotwords else 0.0
         h = self._hot or HotwordAutomaton(np.zeros((1, len(self.vocab)), np.int32),
                                           np.zeros(1, np.int32), np.zeros(1, np.int32), 0)
-        self._hot_arrays = (h.goto, h.credit, h.reward)
+        self._hot_arrays = KernelHotwords(h.goto, h.credit, h.reward)
         self._hot_begin = h.begin
 
     def decode_nbest(self, log_probs, lengths=None) -> list[list[Hypothesis]]:
@@ -157,21 +158,25 @@ class BeamSearchDecoder(Decoder):
         ni[0, PARENT], ni[0, FRAME], ni[0, HOT] = -1, -1, self._hot_begin
         ni[0, WNODE] = 0 if self._trie_mode else -1
         ni[0, LMSTATE] = self.lm.begin_state() if self.lm is not None else 0
-        nf[0, BONUS] = self._hot_weight * self._hot_arrays[1][self._hot_begin]
+        nf[0, BONUS] = self._hot_weight * self._hot_arrays.credit[self._hot_begin]
         hcap = 1 << int(2 * cap).bit_length()
         hk, hv = np.full(hcap, -1, np.int64), np.full(hcap, -1, np.int32)
         bnode = np.zeros(B, np.int32)
         bpb, bnb = np.full(B, NEG_INF), np.full(B, NEG_INF)
         bpb[0] = 0.0
-        st = np.array([0, 1, 1, 0], np.int64)  # frame, nodes used, beam entries, misses
+        st = np.array([0, 1, 1, 0], np.int64)  # ST_FRAME, ST_NODES, ST_BEAM, ST_MISSES
         miss = np.zeros(B, np.int32)
-        while beam_search(lp, self._fp, self._ip, self._lm_arrays, self._trie, self._hot_arrays,
-                      ni, nf, hk, hv, bnode, bpb, bnb, st, miss) == NEED_LM:
-            for n in miss[:st[3]]:
-                p, s = self.lm.score(int(ni[n, LMSTATE]), self._last_word(ni, n))
-                nf[n, WSSCORE], ni[n, WSSTATE], ni[n, WSVALID] = p, s, 1
-        k = int(st[2])
+        while beam_search(lp, self._params, self._lm_arrays, self._trie, self._hot_arrays,
+                          ni, nf, hk, hv, bnode, bpb, bnb, st, miss) == NEED_LM:
+            for n in miss[:st[ST_MISSES]]:
+                self._score_last_word(ni, nf, n)
+        k = int(st[ST_BEAM])
         return self._finish(lp, ni, nf, bnode[:k], np.logaddexp(bpb[:k], bnb[:k]))
+
+    def _score_last_word(self, ni, nf, n) -> None:
+        """Ask the external LM for node ``n``'s finished word; cache it on the node."""
+        p, s = self.lm.score(int(ni[n, LMSTATE]), self._last_word(ni, n))
+        nf[n, WSSCORE], ni[n, WSSTATE], ni[n, WSVALID] = p, s, 1
 
     def _last_word(self, ni, n) -> str:
         chars, space = [], self.vocab.space_id
@@ -216,24 +221,21 @@ class BeamSearchDecoder(Decoder):
     def _close(self, ni, nf, n, strict: bool = True):
         """(LM score, words, hotword total) of prefix ``n`` once its last word and the
         sentence end; None when ``strict`` and the lexicon lacks its last word."""
-        words, hot = int(ni[n, NWORDS]), float(nf[n, HOTDONE])
-        wn, state, lm_total = int(ni[n, WNODE]), int(ni[n, LMSTATE]), float(nf[n, LMSCORE])
-        if ni[n, WLEN] > 0:
-            if strict and self._trie_mode == 2 and (wn < 0 or self._trie[3][wn] < 0):
-                return None
-            words += 1
-            if self._lm_mode == 1:
-                wid = int(self._trie[3][wn]) if wn >= 0 and self._trie[3][wn] >= 0 else self._unk
-                p, state = lm_score(self._lm_arrays, state, wid)
-                lm_total += p
-            elif self._lm_mode == 2:
-                p, state = self.lm.score(state, self._last_word(ni, n))
-                lm_total += p
+        status, state, lm_total, words = close_word(n, ni, nf, self._params, self._lm_arrays,
+                                                    self._trie, strict)
+        if status == NEEDS_LM:
+            self._score_last_word(ni, nf, n)
+            status, state, lm_total, words = close_word(n, ni, nf, self._params,
+                                                        self._lm_arrays, self._trie, strict)
+        if status == OUT_OF_LEXICON:
+            return None
         if self.lm is not None:
             lm_total += self.lm.end_score(int(state))
-        if self._hot is not None and self.vocab.space_id is not None:
-            hot += self._hot.reward[self._hot.goto[ni[n, HOT], self.vocab.space_id]]
-        return lm_total, words, hot
+        hot = float(nf[n, HOTDONE])
+        if self._params.space >= 0:  # the utterance ends as if a separator followed
+            hot = hot_step(ni[n, HOT], hot, self._params.space, self._params,
+                           self._hot_arrays)[1]
+        return lm_total, int(words), float(hot)
 
 
 _NO_LM = (np.full(16, -1, np.int64), np.full(16, -1, np.int32), np.zeros(1), np.zeros(1),
@@ -262,57 +264,3 @@ def _check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, bea
         raise DecodingError(f"beam_threshold must be positive, got {threshold!r}")
     if beam_size_token is not None and beam_size_token < 1:
         raise DecodingError(f"beam_size_token must be positive, got {beam_size_token!r}")
-
-
-# ------------------------------------------------------------ decoding configs
-
-CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwords",
-               "hotword_weight", "nbest", "beam_size_token", "beam_threshold"}
-
-
-def save_decoding_config(path: str | Path, options: dict, tuning: dict | None = None) -> None:
-    """Write decoder options (``decoder`` plus :func:`make_decoder` options) as JSON,
-    atomically; file paths are stored relative to the config's folder when inside it."""
-    path = Path(path)
-    out = {}
-    for k, v in options.items():
-        if k not in CONFIG_KEYS:
-            raise ConfigError(f"{k!r} is not a decoding option")
-        if k in ("lm", "lexicon") and v is not None:
-            v = _relative(Path(v), path.parent)
-        out[k] = list(v) if isinstance(v, tuple) else v
-    if tuning is not None:
-        out["tuning"] = tuning
-    atomic_write_json(path, out)
-
-
-def load_decoding_config(path: str | Path) -> dict:
-    """Options from a decoding config JSON: ``decoder`` ("greedy"/"beam") and the
-    :func:`~asrkit.decoding.base.make_decoder` options. File paths are resolved against
-    the config's folder; the ``tuning`` record is left out."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: decoding config not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not a decoding config JSON file ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a decoding config is a JSON object")
-    raw.pop("tuning", None)
-    unknown = set(raw) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown decoding option(s) {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(sorted(CONFIG_KEYS))}")
-    for k in ("lm", "lexicon"):
-        if raw.get(k) is not None:
-            raw[k] = str((path.parent / raw[k]).resolve())
-    raw.setdefault("decoder", "beam")
-    return raw
-
-
-def _relative(p: Path, folder: Path) -> str:
-    try:
-        return p.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        return str(p.resolve())

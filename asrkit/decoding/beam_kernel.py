@@ -11,6 +11,7 @@ is asked between frames for the words the kernel could not score.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -23,7 +24,55 @@ NEG_INF = -math.inf
 PARENT, TOKEN, FRAME, WNODE, WLEN, LMSTATE, NWORDS, HOT, WSSTATE, WSVALID = range(10)
 # float node columns (SEPBONUS: bonus after a word separator, NaN until known)
 LMSCORE, HOTDONE, BONUS, WSSCORE, SEPBONUS = range(5)
+# search state ``st``: next frame, nodes in use, beam entries, nodes missing an LM score
+ST_FRAME, ST_NODES, ST_BEAM, ST_MISSES = range(4)
 NEED_LM = 1  # kernel status: some words need scores from an external LM
+# where LM scores come from
+LM_NONE, LM_ARRAYS, LM_EXTERNAL = 0, 1, 2  # no LM; NgramLM arrays in the kernel; KenLM
+# what the word trie holds
+TRIE_NONE, TRIE_LM_WORDS, TRIE_LEXICON = 0, 1, 2  # none; LM words (ids only); a lexicon
+# closing a word (:func:`close_word`)
+CLOSED, OUT_OF_LEXICON, NEEDS_LM = 0, 1, 2
+
+
+class SearchParams(NamedTuple):
+    """The search's settings, as the kernel reads them (numba passes a named tuple
+    of scalars by value: build every field with ``int``/``float`` so one compiled
+    signature serves all decoders)."""
+
+    beam: int  # prefixes kept per frame
+    tokens: int  # labels tried per frame (the most likely ones)
+    space: int  # word separator label, -1 if the vocabulary has none
+    lm_mode: int  # LM_NONE, LM_ARRAYS or LM_EXTERNAL
+    trie_mode: int  # TRIE_NONE, TRIE_LM_WORDS or TRIE_LEXICON
+    use_hot: int  # 1 if there are hotwords
+    vocab: int  # labels, blank included
+    unk: int  # LM id of <unk> (LM_ARRAYS)
+    alpha: float  # LM weight
+    beta: float  # bonus per word
+    hot_weight: float  # bonus per hotword character
+    threshold: float  # prefixes this far below the best are dropped
+    unk_smear: float  # look-ahead score of a word that left the trie (<unk>)
+    slack: float  # upper bound of the bonus one more letter can add (pruning)
+
+
+class KernelTrie(NamedTuple):
+    """A :class:`~asrkit.decoding.lexicon.WordTrie` as the kernel reads it."""
+
+    start: np.ndarray  # (nodes + 1,) int: node i's edges are start[i]:start[i + 1]
+    label: np.ndarray  # (edges,) int: each edge's label
+    child: np.ndarray  # (edges,) int: each edge's target node
+    word: np.ndarray  # (nodes,) int: word (LM id when there is an LM) ending here, or -1
+    smear: np.ndarray  # (nodes,) float: LM look-ahead score of the best word below
+    mask: np.ndarray  # (nodes,) uint64: bit c set if the node has an edge of label c < 64
+
+
+class KernelHotwords(NamedTuple):
+    """A :class:`~asrkit.decoding.lexicon.HotwordAutomaton` as the kernel reads it."""
+
+    goto: np.ndarray  # (states, vocab) int: next state after a label
+    credit: np.ndarray  # (states,) int: characters of an unfinished hotword spelled
+    reward: np.ndarray  # (states,) int: length of a hotword completed on entering
 
 
 @njit(cache=True, nogil=True)
@@ -47,96 +96,113 @@ def _popcount(x):
 
 
 @njit(cache=True, nogil=True)
-def _trie_step(start, labels, child, mask, node, label):
+def _trie_step(trie, node, label):
     """Child of trie ``node`` by ``label``, or -1."""
     if label < 64:  # bit mask of the node's labels: rank of `label` indexes its edges
-        bits = mask[node]
+        bits = trie.mask[node]
         if not (bits >> np.uint64(label)) & np.uint64(1):
             return -1
         below = bits & ((np.uint64(1) << np.uint64(label)) - np.uint64(1))
-        return child[start[node] + _popcount(below)]
-    for e in range(start[node], start[node + 1]):
-        if labels[e] == label:
-            return child[e]
+        return trie.child[trie.start[node] + _popcount(below)]
+    for e in range(trie.start[node], trie.start[node + 1]):
+        if trie.label[e] == label:
+            return trie.child[e]
     return -1
 
 
 @njit(cache=True, nogil=True)
-def _extend(n, c, ni, nf, fp, ip, lm, trie, hot):
+def close_word(n, ni, nf, p, lm, trie, strict):
+    """Finish prefix ``n``'s partial word (the word separator follows, or the
+    utterance ends): (status, LM state, LM score, words). Status is OUT_OF_LEXICON
+    when ``strict`` and a lexicon lacks the word, NEEDS_LM when an external LM must
+    score it first (fill ``WSSCORE``/``WSSTATE``/``WSVALID`` of ``n``, ask again),
+    else CLOSED. Without a partial word nothing changes."""
+    wn, state, nw, lms = ni[n, WNODE], ni[n, LMSTATE], ni[n, NWORDS], nf[n, LMSCORE]
+    if ni[n, WLEN] == 0:
+        return CLOSED, state, lms, nw
+    known = wn >= 0 and trie.word[wn] >= 0
+    if strict and p.trie_mode == TRIE_LEXICON and not known:
+        return OUT_OF_LEXICON, state, lms, nw
+    if p.lm_mode != LM_NONE:
+        if ni[n, WSVALID] == 0:  # the word's score is cached on the node
+            if p.lm_mode == LM_EXTERNAL:
+                return NEEDS_LM, state, lms, nw
+            score, after = lm_score(lm, state, trie.word[wn] if known else p.unk)
+            nf[n, WSSCORE] = score
+            ni[n, WSSTATE] = after
+            ni[n, WSVALID] = 1
+        lms += nf[n, WSSCORE]
+        state = ni[n, WSSTATE]
+    return CLOSED, state, lms, nw + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def hot_step(hs, hd, c, p, hot):
+    """Hotword state and finished total after label ``c``."""
+    if p.use_hot:
+        hs = hot.goto[hs, c]
+        hd += hot.reward[hs]
+    return hs, hd
+
+
+@njit(cache=True, nogil=True)
+def _extend(n, c, ni, nf, p, lm, trie, hot):
     """Word-level state of prefix ``n`` + label ``c``: (bonus, word node, word length,
     LM state, LM score, words, hotword state, hotword total). Bonus is -inf when the
     lexicon forbids the extension and NaN when an external LM must score a word first."""
-    alpha, beta, hot_w, unk_smear = fp[0], fp[1], fp[2], fp[4]
-    space, lm_mode, trie_mode, unk = ip[2], ip[3], ip[4], ip[7]
     wn, wlen, state, nw = ni[n, WNODE], ni[n, WLEN], ni[n, LMSTATE], ni[n, NWORDS]
     lms = nf[n, LMSCORE]
-    if c == space:
-        if wlen > 0:  # the partial word is finished
-            if trie_mode == 2 and (wn < 0 or trie[3][wn] < 0):
+    if c == p.space:
+        if wlen > 0:
+            status, state, lms, nw = close_word(n, ni, nf, p, lm, trie, True)
+            if status == OUT_OF_LEXICON:
                 return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
-            if lm_mode > 0:
-                if ni[n, WSVALID] == 0:
-                    if lm_mode == 2:
-                        return math.nan, wn, wlen, state, lms, nw, 0, 0.0
-                    wid = trie[3][wn] if wn >= 0 and trie[3][wn] >= 0 else unk
-                    p, s2 = lm_score(lm, state, wid)
-                    nf[n, WSSCORE] = p
-                    ni[n, WSSTATE] = s2
-                    ni[n, WSVALID] = 1
-                lms += nf[n, WSSCORE]
-                state = ni[n, WSSTATE]
-            nw += 1
+            if status == NEEDS_LM:
+                return math.nan, wn, wlen, state, lms, nw, 0, 0.0
             wlen = 0
-            wn = 0 if trie_mode > 0 else -1
+            wn = 0 if p.trie_mode != TRIE_NONE else -1
     else:
-        if trie_mode > 0 and wn >= 0:
-            wn = _trie_step(trie[0], trie[1], trie[2], trie[5], wn, c)
-        if trie_mode == 2 and wn < 0:
+        if p.trie_mode != TRIE_NONE and wn >= 0:
+            wn = _trie_step(trie, wn, c)
+        if p.trie_mode == TRIE_LEXICON and wn < 0:
             return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
         wlen += 1
-    hs, hd = ni[n, HOT], nf[n, HOTDONE]
-    if ip[5]:
-        hs = hot[0][hs, c]
-        hd += hot[2][hs]
+    hs, hd = hot_step(ni[n, HOT], nf[n, HOTDONE], c, p, hot)
     smear = 0.0
-    if lm_mode > 0 and wlen > 0:
-        smear = trie[4][wn] if wn >= 0 else unk_smear
-    bonus = alpha * (lms + smear) + beta * nw + hot_w * (hd + hot[1][hs])
+    if p.lm_mode != LM_NONE and wlen > 0:
+        smear = trie.smear[wn] if wn >= 0 else p.unk_smear
+    bonus = p.alpha * (lms + smear) + p.beta * nw + p.hot_weight * (hd + hot.credit[hs])
     return bonus, wn, wlen, state, lms, nw, hs, hd
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode, trie_mode, use_hot,
-                  t_start, t_label, t_child, t_mask, t_smear, h_goto, h_credit, h_reward):
+def _letter_bonus(n, c, ni, nf, p, trie, hot):
     """The bonus :func:`_extend` gives prefix ``n`` + a letter ``c`` (not the word
-    separator), from scalars unpacked once per frame: the hot path."""
+    separator), without making the node: the hot path."""
     wn = ni[n, WNODE]
-    if trie_mode > 0 and wn >= 0:
-        wn = _trie_step(t_start, t_label, t_child, t_mask, wn, c)
-    if trie_mode == 2 and wn < 0:
+    if p.trie_mode != TRIE_NONE and wn >= 0:
+        wn = _trie_step(trie, wn, c)
+    if p.trie_mode == TRIE_LEXICON and wn < 0:
         return NEG_INF
-    hs, hd = ni[n, HOT], nf[n, HOTDONE]
-    if use_hot:
-        hs = h_goto[hs, c]
-        hd += h_reward[hs]
+    hs, hd = hot_step(ni[n, HOT], nf[n, HOTDONE], c, p, hot)
     smear = 0.0
-    if lm_mode > 0:
-        smear = t_smear[wn] if wn >= 0 else unk_smear
-    return alpha * (nf[n, LMSCORE] + smear) + beta * ni[n, NWORDS] + hot_w * (hd + h_credit[hs])
+    if p.lm_mode != LM_NONE:
+        smear = trie.smear[wn] if wn >= 0 else p.unk_smear
+    return (p.alpha * (nf[n, LMSCORE] + smear) + p.beta * ni[n, NWORDS]
+            + p.hot_weight * (hd + hot.credit[hs]))
 
 
 @njit(cache=True, nogil=True)
-def _child_node(p, c, t, ni, nf, hk, hv, st, fp, ip, lm, trie, hot):
-    """The node of prefix ``p`` + ``c``, made (with its word-level state) if new."""
-    V = ip[6]
-    key = np.int64(p) * V + c
+def _child_node(parent, c, t, ni, nf, hk, hv, st, p, lm, trie, hot):
+    """The node of prefix ``parent`` + ``c``, made (with its word-level state) if new."""
+    key = np.int64(parent) * p.vocab + c
     m = hash_find(hk, hv, key)
     if m < 0:
-        m = st[1]
-        st[1] += 1
+        m = st[ST_NODES]
+        st[ST_NODES] += 1
         hash_insert(hk, hv, key, m)
-        bonus, wn, wlen, state, lms, nw, hs, hd = _extend(p, c, ni, nf, fp, ip, lm, trie, hot)
-        ni[m, PARENT], ni[m, TOKEN], ni[m, WNODE], ni[m, WLEN] = p, c, wn, wlen
+        bonus, wn, wlen, state, lms, nw, hs, hd = _extend(parent, c, ni, nf, p, lm, trie, hot)
+        ni[m, PARENT], ni[m, TOKEN], ni[m, WNODE], ni[m, WLEN] = parent, c, wn, wlen
         ni[m, LMSTATE], ni[m, NWORDS], ni[m, HOT], ni[m, WSVALID] = state, nw, hs, 0
         nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS], nf[m, SEPBONUS] = lms, hd, bonus, math.nan
     ni[m, FRAME] = t  # (re)entering the beam now
@@ -144,14 +210,14 @@ def _child_node(p, c, t, ni, nf, hk, hv, st, fp, ip, lm, trie, hot):
 
 
 @njit(cache=True, nogil=True)
-def _lexicon_labels(wn, t_start, t_label, space, tok_ok, tried, out):
+def _lexicon_labels(wn, trie, space, tok_ok, tried, out):
     """Labels that keep a prefix in the lexicon: its trie node's children (among the
     labels tried at this frame: ``tok_ok[c] == tried``), and the word separator."""
     n = 0
     if wn >= 0:
-        for e in range(t_start[wn], t_start[wn + 1]):
-            if tok_ok[t_label[e]] == tried:
-                out[n] = t_label[e]
+        for e in range(trie.start[wn], trie.start[wn + 1]):
+            if tok_ok[trie.label[e]] == tried:
+                out[n] = trie.label[e]
                 n += 1
     if space >= 0 and tok_ok[space] == tried:
         out[n] = space
@@ -245,15 +311,18 @@ def _select(scores, m, beam, idx, work):
 
 
 @njit(cache=True, nogil=True)
-def beam_search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss):
-    """Run the search from frame ``st[0]`` over ``lp (frames, vocab)``.
+def beam_search(lp, p, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss):
+    """Run the search from frame ``st[ST_FRAME]`` over ``lp (frames, vocab)``.
 
-    Beam: ``bnode/bpb/bnb[:st[2]]``; ``st[1]`` nodes in use. Returns 0 when done, or
-    NEED_LM with the nodes whose finished word needs a score in ``miss[:st[3]]``
-    (nothing else changed: the caller fills the scores in and calls again).
+    ``p`` is a :class:`SearchParams`, ``lm`` the :attr:`~asrkit.lm.ngram.NgramLM.arrays`
+    (LM_ARRAYS), ``trie`` a :class:`KernelTrie`, ``hot`` a :class:`KernelHotwords`.
+    Beam: ``bnode/bpb/bnb[:st[ST_BEAM]]``; ``st[ST_NODES]`` nodes in use. Returns 0
+    when done, or NEED_LM with the nodes whose finished word needs a score in
+    ``miss[:st[ST_MISSES]]`` (nothing else changed: the caller fills the scores in and
+    calls again).
     """
     T, V = lp.shape
-    B = ip[0]
+    B = p.beam
     pos = np.empty(ni.shape[0], np.int32)  # node -> beam slot (-1: not in the beam)
     pos.fill(-1)
     merge = np.empty(B * V, np.int32)  # (slot, label) -> slot that extension already is
@@ -265,29 +334,30 @@ def beam_search(lp, fp, ip, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, 
     pool = (np.empty(B * V + B), np.empty(B * V + B), np.empty(B * V + B, np.int32))
     nxt = (np.empty(B, np.int32), np.empty(B), np.empty(B))
     toks, labs, tok_ok = np.empty(V, np.int32), np.empty(V, np.int32), np.zeros(V, np.int64)
-    t = st[0]
+    t = st[ST_FRAME]
     while t < T:
         row = lp[t]
-        ntok = _tokens(row, ip[1], toks)
+        ntok = _tokens(row, p.tokens, toks)
         for q in range(ntok):
             tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
-        best = _stays(row, ni, nf, bnode, bpb, bnb, st[2], pos, merge, new_pb, new_nb, heap)
-        nc, nmiss, best = _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb,
-                                      bnb, st[2], toks, ntok, labs, tok_ok, merge, new_pb,
+        nb = st[ST_BEAM]
+        best = _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap)
+        nc, nmiss, best = _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb,
+                                      bnb, nb, toks, ntok, labs, tok_ok, merge, new_pb,
                                       new_nb, heap, cands, miss)
         k = 0
         if nmiss == 0:
-            k = _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb,
+            k = _next_beam(t, best, p, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb,
                            new_nb, cands, nc, pool, nxt)
-        _clear(ni, bnode, st[2], pos, merge, V)
+        _clear(ni, bnode, nb, pos, merge, V)
         if nmiss > 0:
-            st[3] = nmiss
+            st[ST_MISSES] = nmiss
             return NEED_LM
         for r in range(k):
             bnode[r], bpb[r], bnb[r] = nxt[0][r], nxt[1][r], nxt[2][r]
-        st[2] = k
+        st[ST_BEAM] = k
         t += 1
-        st[0] = t
+        st[ST_FRAME] = t
     return 0
 
 
@@ -318,16 +388,13 @@ def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
+def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
                 labs, tok_ok, merge, new_pb, new_nb, heap, cands, miss):
     """Extend each prefix by each label tried: into another beam entry (merge), or as
     a candidate if it beats the rising cutoff (the heap's minimum, or the threshold
     below the best). Returns (candidates, misses, best)."""
     V = row.shape[0]
-    alpha, beta, hot_w, thr, unk_smear, slack = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
-    space, lm_mode, trie_mode, use_hot = ip[2], ip[3], ip[4], ip[5]
-    t_start, t_label, t_child, t_smear, t_mask = trie[0], trie[1], trie[2], trie[4], trie[5]
-    h_goto, h_credit, h_reward = hot
+    thr, slack, space, lexicon = p.threshold, p.slack, p.space, p.trie_mode == TRIE_LEXICON
     c_slot, c_tok, c_nb, c_sc = cands
     cutoff = max(best - thr, heap[0])
     nc, nmiss = 0, 0
@@ -336,10 +403,10 @@ def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb
         tot = _lae(bpb[i], bnb[i])
         last = ni[n, TOKEN]
         nlab = ntok
-        if trie_mode == 2:  # only the lexicon's next letters (and the separator)
-            nlab = _lexicon_labels(ni[n, WNODE], t_start, t_label, space, tok_ok, t + 1, labs)
+        if lexicon:  # only the lexicon's next letters (and the separator)
+            nlab = _lexicon_labels(ni[n, WNODE], trie, space, tok_ok, t + 1, labs)
         for q in range(nlab):
-            c = toks[q] if trie_mode != 2 else labs[q]
+            c = labs[q] if lexicon else toks[q]
             a = row[c] + (bpb[i] if c == last else tot)
             if a == NEG_INF:
                 continue
@@ -352,13 +419,11 @@ def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb
             if c != space:
                 if a + nf[n, BONUS] + slack < cutoff:
                     continue  # even the largest possible word-level gain would not do
-                bonus = _letter_bonus(n, c, ni, nf, alpha, beta, hot_w, unk_smear, lm_mode,
-                                      trie_mode, use_hot, t_start, t_label, t_child, t_mask,
-                                      t_smear, h_goto, h_credit, h_reward)
+                bonus = _letter_bonus(n, c, ni, nf, p, trie, hot)
             else:  # the same every frame: computed once per prefix
                 bonus = nf[n, SEPBONUS]
                 if math.isnan(bonus):
-                    bonus = nf[n, SEPBONUS] = _extend(n, c, ni, nf, fp, ip, lm, trie, hot)[0]
+                    bonus = nf[n, SEPBONUS] = _extend(n, c, ni, nf, p, lm, trie, hot)[0]
             if math.isnan(bonus):
                 miss[nmiss] = n
                 nmiss += 1
@@ -374,11 +439,11 @@ def _extensions(row, t, best, fp, ip, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb, new_nb,
+def _next_beam(t, best, p, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb, new_nb,
                cands, nc, pool, nxt):
     """The B best of the stays and candidates within the threshold of the best, as
     (node, pb, pnb) in ``nxt``; chosen candidates become nodes. Returns how many."""
-    B, thr, nb = ip[0], fp[3], st[2]
+    B, thr, nb = p.beam, p.threshold, st[ST_BEAM]
     c_slot, c_tok, c_nb, c_sc = cands
     scores, work, idx = pool
     for j in range(nb):
@@ -401,8 +466,8 @@ def _next_beam(t, best, fp, ip, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb
             t_node[r], t_pb[r], t_nb[r] = bnode[q], new_pb[q], new_nb[q]
         else:
             q -= B
-            t_node[r] = _child_node(bnode[c_slot[q]], c_tok[q], t, ni, nf, hk, hv, st, fp, ip,
-                                    lm, trie, hot)
+            t_node[r] = _child_node(bnode[c_slot[q]], c_tok[q], t, ni, nf, hk, hv, st, p, lm,
+                                    trie, hot)
             t_pb[r], t_nb[r] = NEG_INF, c_nb[q]
     return k
 

@@ -18,7 +18,7 @@ def merge(
 ):
     """Combine shard indexes into one that answers like an index of the whole archive."""
     with user_errors():
-        from asrkit.shard import merge_indexes
+        from asrkit.search.merge import merge_indexes
         with progress(desc="merging", unit="rec") as bar:
             def update(done: int, total: int) -> None:
                 bar.total = total

@@ -17,7 +17,8 @@ from asrkit.search.embedding import AutoencoderConfig, Embedder, EmbedderConfig
 from asrkit.errors import ConfigError
 from asrkit.search.index import SearchIndex, build_index, remove_from_index
 from asrkit.search.segments import SegmentConfig
-from asrkit.shard import Shard, merge_indexes, parse_shard, select_shard
+from asrkit.search.merge import merge_indexes
+from asrkit.shard import Shard, parse_shard, select_shard
 
 from test_index import (FILES, SEGMENTS, archive, embedder_file,  # noqa: F401 (fixtures)
                         probe_vectors, rows, top_ids)
@@ -149,7 +150,7 @@ def test_merge_never_overwrites_or_leaves_half_an_index(shards, tmp_path, monkey
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("asrkit.shard.sync_vectors", disk_full)
+    monkeypatch.setattr("asrkit.search.merge.sync_vectors", disk_full)
     killed = subprocess.Popen(["true"])
     killed.wait()  # its pid now names no process, like a merge killed with SIGKILL
     (tmp_path / f".merged.merging-{killed.pid}").mkdir()

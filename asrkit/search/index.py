@@ -71,7 +71,7 @@ def build_index(
     into a new index at ``out_dir``; rerunning on an unfinished index resumes it.
 
     ``shard``: index only that part of the archive (see :mod:`asrkit.shard`); the
-    shard indexes of all parts combine with :func:`asrkit.shard.merge_indexes`.
+    shard indexes of all parts combine with :func:`asrkit.search.merge.merge_indexes`.
 
     ``embedder``: an :class:`Embedder`, a path, or None for the packaged default.
     ``factory``: a FAISS factory string (e.g. ``"HNSW32"``, ``"IVF1024,Flat"``); by

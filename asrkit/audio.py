@@ -124,10 +124,17 @@ def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return out.numpy()
 
 
+def peak_gain(peak: float, target: float = PEAK_TARGET) -> float:
+    """The gain that brings audio whose largest magnitude is ``peak`` to ``target``
+    (of full scale); 1.0 below :data:`MIN_PEAK`, so silence and a noise floor are never
+    amplified. Every gain normalisation in asrkit goes through this one rule."""
+    return target / peak if peak >= MIN_PEAK else 1.0
+
+
 def normalize_gain(wave: np.ndarray) -> np.ndarray:
     """Scale the peak of ``(samples,)`` to :data:`PEAK_TARGET`; silence is left as is."""
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    return wave if peak < MIN_PEAK else wave * (PEAK_TARGET / peak)
+    gain = peak_gain(float(np.max(np.abs(wave))) if wave.size else 0.0)
+    return wave if gain == 1.0 else wave * gain
 
 
 def _finish(data: np.ndarray, rate: int, sample_rate: int, normalize: bool, path) -> np.ndarray:

@@ -44,6 +44,27 @@ def test_long_recordings_are_chunked_and_stitched(model, tmp_path, monkeypatch):
     assert (chunked[:n].exp() - whole[:n].exp()).abs().max() < 0.02
 
 
+def test_a_long_segment_is_normalised_by_its_own_peak(model, tmp_path, monkeypatch):
+    """A manifest segment long enough to be chunked is scaled by the peak of its own
+    samples, as a short one is: a loud part of the file outside it changes nothing."""
+    rng = np.random.default_rng(1)
+    segment = (0.05 * rng.standard_normal(16_000 * 6)).astype(np.float32)
+    loud = (0.9 * rng.standard_normal(16_000)).clip(-1, 1).astype(np.float32)
+    sf.write(tmp_path / "alone.wav", segment, 16_000, subtype="FLOAT")
+    sf.write(tmp_path / "with_loud.wav", np.concatenate([loud, segment, loud]), 16_000,
+             subtype="FLOAT")
+    alone = Utterance("alone", str(tmp_path / "alone.wav"))
+    inside = Utterance("inside", str(tmp_path / "with_loud.wav"), offset=1.0, duration=6.0)
+    [(_, short)] = list(T.compute_log_probs(model, [inside]))  # one piece
+    monkeypatch.setattr(T, "CHUNK_SECONDS", 2.0)
+    monkeypatch.setattr(T, "CONTEXT_SECONDS", 1.0)
+    [(_, expected)] = list(T.compute_log_probs(model, [alone]))
+    [(_, chunked)] = list(T.compute_log_probs(model, [inside]))
+    torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-4)
+    n = min(len(chunked), len(short))  # chunking itself changes the output only a little
+    assert (chunked[:n].exp() - short[:n].exp()).abs().max() < 0.02
+
+
 def test_batched_transcription_equals_one_by_one(model, tmp_path):
     manifest = make_tone_corpus(tmp_path / "c", 6)
     utts = T.collect_inputs([manifest])

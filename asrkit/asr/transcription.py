@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..audio import MIN_PEAK, PEAK_TARGET, audio_info, load_audio, stream_audio
+from ..audio import audio_info, load_audio, peak_gain
 from ..decoding.base import Decoder, GreedyDecoder, Hypothesis
 from ..errors import AsrkitError, AudioError
 from ..manifest import Utterance, find_audio_files, iter_manifest
@@ -169,7 +169,7 @@ def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
     """
     total = _duration(utt)
     step_frames = round(CHUNK_SECONDS / model.frame_seconds)
-    gain = _gain(utt) if model.feature_config.gain_normalize else 1.0
+    gain = _gain(utt, total) if model.feature_config.gain_normalize else 1.0
     pieces, start = [], 0.0
     while start < total:
         left = min(CONTEXT_SECONDS, start)
@@ -184,13 +184,17 @@ def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
     return torch.cat(pieces)
 
 
-def _gain(utt: Utterance) -> float:
-    """The gain that :func:`~asrkit.audio.normalize_gain` would apply to the whole
-    recording, found by streaming it once."""
-    peak = 0.0
-    for _, block in stream_audio(utt.audio, CHUNK_SECONDS):
-        peak = max(peak, float(np.abs(block).max()))
-    return PEAK_TARGET / peak if peak >= MIN_PEAK else 1.0
+def _gain(utt: Utterance, total: float) -> float:
+    """The gain :func:`~asrkit.audio.normalize_gain` gives the utterance's own samples
+    (``total`` seconds from its offset, not the whole file: a short segment is scaled by
+    its own peak too), found a chunk at a time."""
+    peak, start = 0.0, 0.0
+    while start < total:
+        wave = load_audio(utt.audio, offset=utt.offset + start,
+                          duration=min(CHUNK_SECONDS, total - start))
+        peak = max(peak, float(np.abs(wave).max()))
+        start += CHUNK_SECONDS
+    return peak_gain(peak)
 
 
 def _load(model: AsrModel, utt: Utterance):

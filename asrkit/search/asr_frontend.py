@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..audio import MIN_PEAK, PEAK_TARGET
+from ..audio import peak_gain
 from ..asr.checkpoint import load_model, resolve_model_path
 from ..errors import ModelFileError
 from ..asr.model import AsrModel
@@ -93,9 +93,9 @@ def gain_normalize(model: AsrModel, waves: torch.Tensor, lengths: torch.Tensor,
     if not model.feature_config.gain_normalize:
         return waves
     valid = torch.arange(waves.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    peak = (waves.abs() * valid).amax(dim=1, keepdim=True)  # (batch, 1)
-    scale = torch.where(peak >= MIN_PEAK, PEAK_TARGET / peak.clamp(min=MIN_PEAK), 1.0)
-    return waves * scale
+    peaks = (waves.abs() * valid).amax(dim=1)  # (batch,)
+    gains = torch.tensor([peak_gain(float(p)) for p in peaks], dtype=waves.dtype)
+    return waves * gains[:, None]
 
 
 @torch.no_grad()

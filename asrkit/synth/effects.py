@@ -12,7 +12,7 @@ import scipy.fft
 import scipy.signal
 import soxr
 
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, peak_gain
 
 FRAME = SAMPLE_RATE // 100  # 10 ms frames for finding where speech starts and ends
 SILENCE_DB = -40.0  # frames this far below the loudest one count as silence
@@ -98,5 +98,5 @@ def pad_silence(wave: np.ndarray, lead: int, trail: int) -> np.ndarray:
 
 def set_peak(wave: np.ndarray, peak: float) -> np.ndarray:
     """Scale so the largest magnitude is ``peak`` (of full scale); silence stays silent."""
-    top = float(np.max(np.abs(wave))) if wave.size else 0.0
-    return wave if top <= 0 else (wave * (peak / top)).astype(np.float32)
+    gain = peak_gain(float(np.max(np.abs(wave))) if wave.size else 0.0, peak)
+    return (wave * gain).astype(np.float32)

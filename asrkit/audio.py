@@ -13,8 +13,7 @@ from typing import Iterator
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
+import soxr
 
 from .errors import AudioError
 
@@ -116,12 +115,23 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SA
     sf.write(str(path), np.asarray(wave, dtype=np.float32), sample_rate, subtype="PCM_16")
 
 
-def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling of ``(samples,)`` (torchaudio's windowed sinc)."""
+def resample(wave: np.ndarray, orig_rate: float, new_rate: float) -> np.ndarray:
+    """Band-limited resampling of ``(samples,)`` float32 (soxr, high quality). Rates
+    may be any positive numbers, not only integers: speed perturbation needs that."""
     if orig_rate == new_rate:
         return wave
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_rate, new_rate)
-    return out.numpy()
+    out = soxr.resample(np.asarray(wave, np.float32), orig_rate, new_rate, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def change_speed(wave: np.ndarray, factor: float, sample_rate: float = SAMPLE_RATE,
+                 out_rate: float | None = None) -> np.ndarray:
+    """Play ``wave (samples,)`` at ``sample_rate`` ``factor`` times faster, as audio at
+    ``out_rate`` (default: ``sample_rate``). Tempo, pitch and formants move together,
+    as in Kaldi's speed perturbation: the input is simply declared to have been
+    recorded at ``sample_rate * factor`` and resampled."""
+    out_rate = sample_rate if out_rate is None else out_rate
+    return resample(wave, sample_rate * factor, out_rate)
 
 
 def peak_gain(peak: float, target: float = PEAK_TARGET) -> float:

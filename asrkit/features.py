@@ -198,12 +198,3 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, config: AugmentConf
             t0 = draw(n - w)
             out[b, t0:t0 + w, :] = fill
     return out
-
-
-def speed_perturb(wave: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Play ``(samples,)`` ``factor`` times faster (pitch shifts too, as in Kaldi's
-    speed perturbation): resample to ``rate/factor`` and treat it as ``rate``."""
-    if factor == 1.0:
-        return wave
-    from .audio import resample
-    return resample(wave, int(round(sample_rate * factor)), sample_rate)

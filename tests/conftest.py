@@ -43,11 +43,11 @@ def say():
     """``say(text, voice="espeak-ng:en-us", rate=1.0)`` → float32 ``(samples,)`` at 16 kHz."""
     require_espeak()
     from asrkit.synth import Prosody, select_voices, synthesize
-    from asrkit.synth.effects import resample_speed
+    from asrkit.audio import SAMPLE_RATE, resample
 
     def _say(text: str, voice: str = "espeak-ng:en-us", rate: float = 1.0) -> np.ndarray:
         wave, sample_rate = synthesize(select_voices([voice])[0], text, Prosody(rate=rate))
-        return resample_speed(wave, sample_rate)
+        return resample(wave, sample_rate, SAMPLE_RATE)
 
     return _say
 

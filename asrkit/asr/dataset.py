@@ -10,9 +10,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio import audio_info, load_audio
+from ..audio import audio_info, change_speed, load_audio
 from ..errors import AsrkitError
-from ..features import speed_perturb
 from ..manifest import Utterance
 from ..text import Vocabulary, ctc_min_frames
 
@@ -141,7 +140,7 @@ def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequen
             skipped.append(Skipped(ex.utt.id, str(e)))
             continue
         if speeds and speeds[i] != 1.0:
-            wave = speed_perturb(wave, speeds[i])
+            wave = change_speed(wave, speeds[i])
         waves.append(torch.from_numpy(wave))
         kept.append(ex)
     if not kept:

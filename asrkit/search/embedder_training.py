@@ -20,17 +20,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ..audio import load_audio
+from ..audio import change_speed, load_audio
 from .embedding import Embedder, EmbedderConfig, save_embedder
 from ..errors import AudioError, ConfigError, ModelFileError
 from ..features import AugmentConfig, RunningStats, spec_augment
@@ -326,15 +324,6 @@ def _label(utt: Utterance) -> str:
         raise ConfigError(f"{utt.id}: labelled training needs exactly one word in 'text', "
                           f"got {utt.text!r}")
     return utt.text.strip().upper()
-
-
-def change_speed(wave: np.ndarray, factor: float) -> np.ndarray:
-    """Play ``wave (samples,)`` ``factor`` times faster (tempo and pitch together, as
-    Kaldi's speed perturbation). Polyphase resampling: fast enough to run per epoch."""
-    if factor == 1.0:
-        return wave
-    ratio = Fraction(factor).limit_denominator(100)
-    return resample_poly(wave, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
 def checkpoint_path(out: str | os.PathLike) -> Path:

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, resample
 from ..errors import ConfigError
 from ..manifest import Utterance, write_manifest
 from . import effects
@@ -143,7 +143,7 @@ def _synthesize_words(slots: list[_Slot], workers: int, progress: Progress | Non
 def word_samples(wave: np.ndarray, rate: int) -> np.ndarray:
     """Synthesiser output ``(samples,)`` at ``rate`` → the samples an archive holds for
     that word ``(samples',)``: 16 kHz, silence trimmed, peak :data:`WORD_PEAK`."""
-    return effects.set_peak(effects.trim_silence(effects.resample_speed(wave, rate)), WORD_PEAK)
+    return effects.set_peak(effects.trim_silence(resample(wave, rate, SAMPLE_RATE)), WORD_PEAK)
 
 
 def _assemble(slots: list[_Slot], waves: list[np.ndarray], gap_range, snr, rng,

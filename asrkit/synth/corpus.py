@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import soundfile as sf
 
-from ..audio import SAMPLE_RATE, audio_info
+from ..audio import SAMPLE_RATE, audio_info, change_speed
 from ..errors import ConfigError
 from ..io import atomic_open, atomic_write_json
 from ..manifest import Utterance, write_manifest
@@ -208,7 +208,7 @@ def render(item: PlannedUtterance, wave: np.ndarray, rate: int) -> np.ndarray:
     """
     room_rng, noise_rng = (np.random.default_rng(s)
                            for s in np.random.SeedSequence(item.seed).spawn(2))
-    x = effects.trim_silence(effects.resample_speed(wave, rate, item.speed))
+    x = effects.trim_silence(change_speed(wave, item.speed, rate, SAMPLE_RATE))
     if x.size == 0:
         raise SynthesisError(f"{item.voice.id}: produced no sound for {item.text!r}")
     if item.rt60 is not None:

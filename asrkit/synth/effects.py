@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 import scipy.signal
-import soxr
 
 from ..audio import SAMPLE_RATE, peak_gain
 
@@ -18,17 +17,6 @@ FRAME = SAMPLE_RATE // 100  # 10 ms frames for finding where speech starts and e
 SILENCE_DB = -40.0  # frames this far below the loudest one count as silence
 DIRECT_PATH_SECONDS = 0.003  # the reverberant tail starts this long after the direct sound
 DECAY_60DB = np.log(1000.0)  # amplitude decay (nepers) over RT60: 60 dB = a factor of 1000
-
-
-def resample_speed(wave: np.ndarray, rate: int, speed: float = 1.0) -> np.ndarray:
-    """``(samples,)`` at ``rate`` → ``(samples',)`` at 16 kHz, played ``speed`` times faster.
-
-    Speed perturbation (pitch, formants and tempo move together, as in Kaldi's 0.9/1.1
-    augmentation) costs nothing extra: the input is simply declared to have been
-    recorded at ``rate * speed``. soxr resamples between arbitrary rates exactly.
-    """
-    out = soxr.resample(np.asarray(wave, np.float32), rate * speed, SAMPLE_RATE, quality="HQ")
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def trim_silence(wave: np.ndarray, threshold_db: float = SILENCE_DB) -> np.ndarray:

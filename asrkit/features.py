@@ -25,6 +25,21 @@ HOP_MS = 10  # frame shift, milliseconds
 LOG_FLOOR = 1e-6  # added before the log so silence stays finite
 
 
+def frame_positions(x: torch.Tensor) -> torch.Tensor:
+    """Step numbers ``(batch, steps)`` (int64) of ``x (batch, steps)`` or ``(batch, steps,
+    dim)``, counted from the data rather than from ``x.shape`` so a traced (exported)
+    model keeps the number of steps dynamic."""
+    row = x[:, :, 0] if x.dim() == 3 else x
+    return torch.ones_like(row, dtype=torch.long).cumsum(1) - 1
+
+
+def frame_mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(batch, steps)`` bool: True for the steps (samples, frames) of ``x (batch,
+    steps)`` or ``(batch, steps, dim)`` inside each row's length ``lengths (batch,)``.
+    The one padding mask of asrkit's padded batches."""
+    return frame_positions(x) < lengths.to(x.device)[:, None]
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     kind: Literal["fbank", "mfcc"] = "fbank"

@@ -37,7 +37,7 @@ from torch import nn
 from .. import __version__
 from ..audio import MIN_PEAK, PEAK_TARGET
 from ..errors import ConfigError
-from ..features import LOG_FLOOR
+from ..features import LOG_FLOOR, frame_mask, frame_positions
 from ..io import atomic_open, atomic_write_json
 from .model import AsrModel, subtract_utterance_mean
 
@@ -91,7 +91,7 @@ class ExportGraph(nn.Module):
         frames = torch.clamp(torch.div(lengths - self.n_fft, self.hop, rounding_mode="floor")
                              + 1, min=1)
         x = self.normalizer(feats)
-        valid = _positions(x) < frames[:, None]
+        valid = frame_mask(x, frames)
         if self.utterance_mean:
             x = subtract_utterance_mean(x, valid)
         x = self.conv(x, valid) if self.conv is not None else self._stack(x, valid)
@@ -137,17 +137,10 @@ def stack_kernels(dim: int, factor: int) -> torch.Tensor:
     return kernels
 
 
-def _positions(x: torch.Tensor) -> torch.Tensor:
-    """Frame numbers ``(batch, frames)`` (int64) of ``x (batch, frames, dim)``, built
-    from the data rather than from ``x.shape`` so a trace keeps them dynamic."""
-    ones = torch.ones_like(x[:, :, 0], dtype=torch.long)
-    return ones.cumsum(1) - 1
-
-
 def _reverse(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """:func:`asrkit.asr.model.reverse_padded`: reverse each ``(batch, frames, dim)`` row
     within its length; padding stays at the end."""
-    t = _positions(x)
+    t = frame_positions(x)
     n = lengths[:, None]
     idx = torch.where(t < n, n - 1 - t, t)
     return x.gather(1, idx.unsqueeze(-1).expand_as(x))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..features import FeatureConfig, FeatureExtractor, Normalizer
+from ..features import FeatureConfig, FeatureExtractor, Normalizer, frame_mask
 from ..text import Vocabulary
 
 
@@ -37,12 +37,6 @@ class ModelConfig:
             raise ConfigError("model.dropout must be in [0, 1)")
         if self.conv_channels < 0:
             raise ConfigError("model.conv_channels must be 0 (no convolution) or positive")
-
-
-def frame_mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``(batch, frames)``: True for the frames of ``x (batch, frames, dim)`` inside each
-    row's length."""
-    return torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]
 
 
 def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int):

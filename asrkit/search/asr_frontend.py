@@ -25,6 +25,7 @@ import torch
 from ..audio import peak_gain
 from ..asr.checkpoint import load_model, resolve_model_path
 from ..errors import ModelFileError
+from ..features import frame_mask
 from ..asr.model import AsrModel
 
 BUNDLED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -92,8 +93,7 @@ def gain_normalize(model: AsrModel, waves: torch.Tensor, lengths: torch.Tensor,
     :data:`~asrkit.audio.PEAK_TARGET`, each row by its own peak within its length)."""
     if not model.feature_config.gain_normalize:
         return waves
-    valid = torch.arange(waves.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    peaks = (waves.abs() * valid).amax(dim=1)  # (batch,)
+    peaks = (waves.abs() * frame_mask(waves, lengths)).amax(dim=1)  # (batch,)
     gains = torch.tensor([peak_gain(float(p)) for p in peaks], dtype=waves.dtype)
     return waves * gains[:, None]
 

@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import pad_sequence
 from ..audio import change_speed, load_audio
 from .embedding import Embedder, EmbedderConfig, save_embedder
 from ..errors import AudioError, ConfigError, ModelFileError
-from ..features import AugmentConfig, RunningStats, spec_augment
+from ..features import AugmentConfig, RunningStats, frame_mask, spec_augment
 from ..io import atomic_open
 from ..manifest import Utterance
 from .segments import SegmentConfig, candidate_segments, trim_silence
@@ -281,7 +281,7 @@ def _train_step(embedder: Embedder, material: TrainingMaterial, optimizer, confi
     if config.augment.enabled:
         noisy = spec_augment(noisy, lengths, config.augment, generator=gen)
     target, step_lengths = ae.stack(clean, lengths)
-    inputs, _ = ae.stack(noisy * _mask3(lengths, feats.shape[1]), lengths)
+    inputs, _ = ae.stack(noisy * frame_mask(noisy, lengths).unsqueeze(-1).float(), lengths)
     emb = ae.encode(inputs, step_lengths)  # (2 * batch, dim)
     recon = _reconstruction_loss(ae.decode(emb, step_lengths, target.shape[1]), target,
                                  step_lengths)
@@ -311,12 +311,8 @@ def supervised_contrastive_loss(emb: torch.Tensor, groups: torch.Tensor, tempera
 def _reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor,
                          ) -> torch.Tensor:
     """Mean squared error over real (unpadded) steps of ``(batch, steps, step_dim)``."""
-    mask = _mask3(lengths, target.shape[1])
+    mask = frame_mask(target, lengths).unsqueeze(-1).float()  # (batch, steps, 1)
     return (((pred - target) ** 2) * mask).sum() / (mask.sum() * target.shape[2])
-
-
-def _mask3(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    return (torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).float().unsqueeze(-1)
 
 
 def _label(utt: Utterance) -> str:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 from ..errors import ConfigError, ModelFileError
-from ..features import FeatureConfig, FeatureExtractor, Normalizer
+from ..features import FeatureConfig, FeatureExtractor, Normalizer, frame_mask
 from .gru import GruWeights, final_states
 from ..io import atomic_open
 
@@ -184,7 +184,7 @@ class SequenceAutoencoder(nn.Module):
     def normalize(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Segment mean removal (if configured) and global mean/variance normalisation of
         ``feats (batch, frames, feats)``; padding frames are set to zero."""
-        mask = _mask(lengths, feats.shape[1]).unsqueeze(-1)  # (batch, frames, 1)
+        mask = frame_mask(feats, lengths).unsqueeze(-1).float()  # (batch, frames, 1)
         if self.segment_mean:
             mean = (feats * mask).sum(1, keepdim=True) / lengths.view(-1, 1, 1).clamp(min=1)
             feats = feats - mean
@@ -372,7 +372,3 @@ def read_embedder_file(path: Path) -> dict:
 def default_embedder_path() -> Path:
     return Path(str(resources.files("asrkit") / "pretrained" / DEFAULT_EMBEDDER))
 
-
-def _mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """``(batch,)`` lengths → float mask ``(batch, frames)``."""
-    return (torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1)).float()

@@ -1,15 +1,22 @@
-"""Crash-safe file writing: write to a temporary file beside the target, then rename."""
+"""Crash-safe file writing (a temporary file beside the target, then rename), and the
+rules every asrkit file format shares: fingerprints and format versions.
+
+Versioned formats (model files, embedders) follow one rule: a file of this asrkit's
+format version or older loads (older versions are read as they were written); a newer
+one is refused with a message to upgrade asrkit.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
-from .errors import AsrkitError
+from .errors import AsrkitError, ModelFileError
 
 
 @contextlib.contextmanager
@@ -48,6 +55,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def fingerprint(meta: dict, tensors: Mapping) -> str:
+    """SHA-256 (hex) of ``meta`` (as sorted-key JSON), then of each tensor in name order
+    (its name, then its bytes). Floating-point tensors are hashed as float32, so a
+    half-precision copy of a model that loads as float32 gives the same fingerprint."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name, tensor in sorted(tensors.items()):
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        h.update(name.encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_format_version(path, what: str, version, supported: int) -> None:
+    """Apply the format-version rule (module docstring): raise :class:`ModelFileError`
+    unless ``version`` is an integer no newer than ``supported``."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: {what} format version {version!r} is not a number; "
+                             "the file is damaged or not an asrkit file")
+    if version > supported:
+        raise ModelFileError(f"{path}: {what} format version {version} is newer than this "
+                             f"asrkit understands ({supported}); upgrade asrkit")
 
 
 def _mode_for(path: Path) -> int:

@@ -78,6 +78,19 @@ def test_fingerprint_changes_with_the_weights():
     assert tiny_embedder(0).fingerprint() != tiny_embedder(1).fingerprint()
 
 
+@pytest.mark.parametrize("version, loads", [(0, True), (1, True), (2, False), ("1", False)])
+def test_embedder_versions_follow_the_model_file_rule(tmp_path, version, loads):
+    """As model files: this version or older loads, a newer one is refused."""
+    path = tmp_path / "e.pt"
+    save_embedder(path, tiny_embedder())
+    torch.save({**torch.load(path, weights_only=True), "version": version}, path)
+    if loads:
+        assert load_embedder(path).fingerprint() == tiny_embedder().fingerprint()
+    else:
+        with pytest.raises(ModelFileError, match="upgrade asrkit|not a number"):
+            load_embedder(path)
+
+
 def test_bad_embedder_files_are_refused(tmp_path):
     with pytest.raises(ModelFileError):
         load_embedder(tmp_path / "missing.pt")

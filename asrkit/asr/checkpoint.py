@@ -8,6 +8,9 @@ A model file is a plain dictionary of tensors, numbers and strings, readable wit
      "state_dict": {...}, "info": {...}}
 
 Training checkpoints add optimiser, scheduler, random-generator and progress state.
+
+Versions follow the rule of :mod:`asrkit.io`: files of ``FORMAT_VERSION`` or older load,
+newer ones are refused with a message to upgrade.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from .. import __version__
 from ..errors import AsrkitError, ModelFileError
 from ..features import FeatureConfig
-from ..io import atomic_open
+from ..io import atomic_open, check_format_version
 from .model import AsrModel, ModelConfig
 from ..text import Vocabulary
 
@@ -72,9 +75,7 @@ def load_record(path: str | os.PathLike) -> dict:
                              "it may be truncated — use another copy") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an asrkit model file")
-    if record.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format version {record['format_version']} is "
-                             f"newer than this asrkit understands ({FORMAT_VERSION}); upgrade asrkit")
+    check_format_version(path, "model", record.get("format_version", 0), FORMAT_VERSION)
     return record
 
 

@@ -14,8 +14,6 @@ fingerprint, so vectors are never made by another model than the one recorded.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from ..audio import peak_gain
 from ..asr.checkpoint import load_model, resolve_model_path
 from ..errors import ModelFileError
 from ..features import frame_mask
+from ..io import fingerprint
 from ..asr.model import AsrModel
 
 BUNDLED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -44,11 +43,7 @@ def model_fingerprint(model: AsrModel) -> str:
     gives the same fingerprint whichever file or folder it was read from."""
     meta = {"model": asdict(model.config), "features": asdict(model.feature_config),
             "vocabulary": model.vocab.to_dict()}
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return fingerprint(meta, model.state_dict())
 
 
 def reference_model(model: str | os.PathLike) -> tuple[AsrModel, AcousticModelRef]:

@@ -14,12 +14,12 @@ its acoustic model and that model's fingerprint; loading it refuses any other mo
 
 An embedder file is self-describing: format name and version, the config dataclasses,
 normalisation statistics and weights, loaded with ``torch.load(weights_only=True)``.
+Versions follow the rule of :mod:`asrkit.io`: files of ``FORMAT_VERSION`` or older
+load, newer ones are refused with a message to upgrade.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from ..errors import ConfigError, ModelFileError
 from ..features import FeatureConfig, FeatureExtractor, Normalizer, frame_mask
 from .gru import GruWeights, final_states
-from ..io import atomic_open
+from ..io import atomic_open, check_format_version, fingerprint
 
 FORMAT_NAME = "asrkit-embedder"
 FORMAT_VERSION = 1
@@ -316,11 +316,7 @@ class Embedder(nn.Module):
 
     def fingerprint(self) -> str:
         """SHA-256 over config and weights: equal fingerprints, equal vectors."""
-        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return fingerprint(self.config.to_dict(), self.state_dict())
 
 
 def save_embedder(path: str | os.PathLike, embedder: Embedder, info: dict | None = None) -> None:
@@ -363,9 +359,7 @@ def read_embedder_file(path: Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path}: not an asrkit embedder file (is it an ASR model "
                              "or a training checkpoint?)")
-    if payload.get("version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: embedder format version {payload.get('version')} is "
-                             f"not supported (this asrkit reads version {FORMAT_VERSION})")
+    check_format_version(path, "embedder", payload.get("version", 0), FORMAT_VERSION)
     return payload
 
 

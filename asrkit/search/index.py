@@ -6,6 +6,8 @@ Layout of an index folder::
                    segments (id → source, start, end, unit vector), settings
     vectors.faiss  FAISS index over the same vectors with the same 64-bit ids
     embedder.pt    the embedder that made the vectors (so a query is embedded alike)
+    query_encoder.npz  its query path as numpy arrays, derived from embedder.pt so a
+                   search needs no torch (see :mod:`asrkit.search.query_encoder`)
 
 SQLite is the record of truth: each recording's segments and vectors are committed in
 one transaction, so a build killed half-way resumes at the next recording and loses no
@@ -20,18 +22,21 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..audio import audio_info, load_audio
-from .embedding import Embedder, load_embedder, save_embedder
-from ..errors import AudioError, ConfigError, ManifestError
+from . import query_encoder
+from ..errors import AsrkitError, AudioError, ConfigError, ManifestError
 from ..manifest import Utterance, find_audio_files, read_manifest
 from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
 from ..shard import Shard, select_shard, shard_setting
 from .store import IndexStore, SegmentRecord, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
+
+if TYPE_CHECKING:  # torch loads only where an embedder is built or run
+    from .embedding import Embedder
 
 EMBEDDER_FILE = "embedder.pt"
 CHUNK_SECONDS = 600.0  # long recordings are embedded in chunks of this length
@@ -78,6 +83,7 @@ def build_index(
     default exact search up to :data:`asrkit.search.vector_index.FLAT_MAX` segments, IVF above.
     """
     out = Path(out_dir)
+    from .embedding import Embedder, load_embedder, save_embedder
     embedder = embedder if isinstance(embedder, Embedder) else load_embedder(embedder)
     segment_config = with_asr_model(segment_config or SegmentConfig())
     whole = archive_sources(archive)
@@ -96,6 +102,7 @@ def build_index(
             _check_same_shard(store, out, part)
         if not (out / EMBEDDER_FILE).exists():
             save_embedder(out / EMBEDDER_FILE, embedder)
+        _query_encoder(out, store, embedder)
         return _index_sources(store, out, embedder, segment_config, sources, progress,
                               retry_skipped=False)
 
@@ -266,12 +273,34 @@ def _existing(index_dir) -> Path:
     return folder
 
 
-def _load_index_embedder(folder: Path, store: IndexStore) -> Embedder:
+def _load_index_embedder(folder: Path, store: IndexStore) -> "Embedder":
+    from .embedding import load_embedder
     embedder = load_embedder(folder / EMBEDDER_FILE)
     if embedder.fingerprint() != store.setting("embedder_fingerprint"):
         raise ConfigError(f"{folder / EMBEDDER_FILE}: does not match the vectors in the "
                           "index (it was replaced); rebuild the index")
     return embedder
+
+
+def _query_encoder(folder: Path, store: IndexStore, embedder: "Embedder | None",
+                   ) -> query_encoder.QueryEncoder | None:
+    """The index's numpy query encoder: read from its file when that was derived from
+    this embedder file for these vectors, else derived again (with torch) and saved if
+    the folder is writable. None when the embedder has no numpy form."""
+    key = (f"{query_encoder.file_sha256(folder / EMBEDDER_FILE)}/"
+           f"{store.setting('embedder_fingerprint')}")
+    path = folder / query_encoder.FILE
+    found = query_encoder.load_query_encoder(path, key)
+    if found is not None:
+        return found
+    embedder = embedder or _load_index_embedder(folder, store)
+    derived = query_encoder.export_query_encoder(embedder, key)
+    if derived is not None:
+        try:
+            query_encoder.save_query_encoder(path, derived)
+        except AsrkitError:
+            pass  # a read-only index still searches; it derives the arrays each time
+    return derived
 
 
 class SearchIndex:
@@ -280,9 +309,28 @@ class SearchIndex:
     def __init__(self, index_dir: str | os.PathLike):
         self.folder = _existing(index_dir)
         self.store = IndexStore(self.folder / IndexStore.FILE)
-        self.embedder = _load_index_embedder(self.folder, self.store)
+        self._embedder = None
+        self._query_encoder: query_encoder.QueryEncoder | None = None
         self.segment_config = SegmentConfig.from_dict(self.store.setting("segment_config"))
         self.vectors = VectorIndex.open(self.store, self.folder)
+
+    @property
+    def embedder(self) -> "Embedder":
+        """The torch embedder (loaded on first use: queries do not need it)."""
+        if self._embedder is None:
+            self._embedder = _load_index_embedder(self.folder, self.store)
+        return self._embedder
+
+    def embed_queries(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Query waveforms, each ``(samples,)`` → unit vectors ``(n, dim)``, alike to the
+        archive's. Uses the numpy query encoder (no torch) when the embedder has one."""
+        if self._query_encoder is None:
+            self._query_encoder = _query_encoder(self.folder, self.store, None)
+        if self._query_encoder is None:  # an acoustic-model frontend: torch it is
+            return self.embedder.embed_waves(waves)
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):  # tiny products: threads only wait
+            return self._query_encoder.embed_waves(waves)
 
     def __len__(self) -> int:
         return self.vectors.ntotal

@@ -20,7 +20,6 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..audio import MIN_PEAK, SAMPLE_RATE, load_audio
-from .dtw import DTW_FEATURES, dtw_features, subsequence_dtw
 from ..errors import AudioError, ConfigError
 from .index import SearchIndex
 from .segments import trim_silence
@@ -96,7 +95,7 @@ def search(
         for q in qs:
             _check_audible(q, idx.segment_config.min_speech)
         waves = [trim_silence(q.wave, idx.segment_config) for q in qs]
-        vectors = idx.embedder.embed_waves(waves)  # (queries, dim)
+        vectors = idx.embed_queries(waves)  # (queries, dim)
         if fuse:
             vectors = _normalise(vectors.mean(axis=0, keepdims=True))
             qs = [Query(" + ".join(q.name for q in qs), waves[0])]
@@ -163,6 +162,7 @@ def _nearest_hits(idx: SearchIndex, name: str, vector: np.ndarray, want: int,
 
 def _rerank_dtw(hits: list[Hit], query_wave: np.ndarray) -> list[Hit]:
     """Align the query inside each hit's neighbourhood; score = 1 - mean DTW cost."""
+    from .dtw import DTW_FEATURES, dtw_features, subsequence_dtw  # numba: only when asked
     query = dtw_features(query_wave)
     margin = RERANK_MARGIN * len(query_wave) / SAMPLE_RATE
     out = []

@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/beam_decode.py
 	$(VENV)/bin/python bench/bf16_accuracy.py
 	$(VENV)/bin/python bench/stream_memory.py
+	$(VENV)/bin/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -14,7 +14,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..lm.ngram import hash_find, hash_insert, lm_score
 from ..text import BLANK

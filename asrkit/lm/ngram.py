@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..errors import DecodingError, where
 from ..io import atomic_open

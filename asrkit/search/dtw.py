@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..features import FeatureConfig, compute_features
 

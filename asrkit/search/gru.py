@@ -10,7 +10,7 @@ segments still go through torch, where the overhead is shared by the batch.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 from torch import nn
 
 

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tones import make_tone_corpus  # noqa: E402  (the test suite's corpus generator)
 
@@ -40,6 +42,15 @@ def step_seconds() -> tuple[TrainCallbacks, list[float]]:
         last["t"] = now
 
     return TrainCallbacks(on_step=on_step), times
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
+    x = torch.randn(n, n).to(dtype)
+    x @ x
+    start = time.perf_counter()
+    for _ in range(repeats):
+        x @ x
+    return repeats * 2 * n ** 3 / (time.perf_counter() - start) / 1e9
 
 
 def run(precision: str, corpus, out: Path, args) -> dict:
@@ -67,6 +78,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
+    from asrkit.asr.distributed import cpu_has_bf16
+    if not cpu_has_bf16():
+        fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+        print(f"this CPU has no bfloat16 instructions (avx512_bf16/AMX): 1024x1024 matmul "
+              f"{fp32:.1f} GFLOP/s fp32, {bf16:.2f} bf16 ({fp32 / bf16:.0f}x slower), and "
+              "the LSTM cannot run in bf16; asrkit refuses train.precision=bf16 here. "
+              "Nothing to compare.")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         corpus = (read_manifest(make_tone_corpus(root / "train", args.utterances, seed=1)),

@@ -161,6 +161,15 @@ def test_fp16_on_the_cpu_is_a_config_error(corpus, tmp_path, one_thread):
     assert not (tmp_path / "run").exists()
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_is_a_config_error(corpus, tmp_path,
+                                                                   one_thread, monkeypatch):
+    from asrkit.asr import distributed
+    monkeypatch.setattr(distributed, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="bf16 needs a CPU with bfloat16 instructions"):
+        in_process(corpus, tmp_path / "run", "train.precision=bf16")
+    assert not (tmp_path / "run").exists()
+
+
 def test_accumulate_must_be_positive(corpus, tmp_path, one_thread):
     with pytest.raises(ConfigError, match="train.accumulate"):
         in_process(corpus, tmp_path / "run", "train.accumulate=0")

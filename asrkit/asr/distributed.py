@@ -77,6 +77,17 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (CPUs have no fast fp16 "
                           "arithmetic); use train.precision=bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError("train.precision=bf16 needs a CPU with bfloat16 instructions "
+                          "(avx512_bf16 or AMX); this one has none, so bf16 products are "
+                          "emulated (tens of times slower than fp32) and the LSTM cannot "
+                          "run in bf16 at all; use train.precision=fp32 here")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU. Without them the CPU
+    LSTM under bf16 autocast fails with "could not create a primitive descriptor"."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast(precision: str, device: torch.device):

@@ -109,7 +109,6 @@ FAST = TrainConfig(epochs=2, batch_size=8, windows_per_epoch=16, learning_rate=3
                        freq_masks=1, freq_mask_width=4, time_masks=0, speed_factors=()))
 
 
-@pytest.mark.slow
 def test_search_end_to_end_with_asr_frames_and_word_segments(tmp_path, one_thread):
     """Train a tiny asr-frame embedder, index an archive by recognised words, find a
     word cut from the archive; `add` reuses the stored settings."""

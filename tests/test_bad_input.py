@@ -361,7 +361,6 @@ def test_ids_cannot_write_outside_the_output_folder(corpus, tmp_path):
 
 # --- a three-hour recording -----------------------------------------------------------
 
-@pytest.mark.slow
 def test_three_hour_file_is_transcribed_and_indexed_chunk_by_chunk(long_file, tmp_path):
     """About 4 CPU-minutes: the recording is read, resampled and run 30 s (transcribe)
     or 10 min (index) at a time. A small random model keeps transcription cheap."""

@@ -82,7 +82,6 @@ def two_processes(corpus, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one_process_over_the_same_global_batch(
         corpus, two_processes, tmp_path, one_thread):
     single = tmp_path / "single"
@@ -98,7 +97,6 @@ def test_two_processes_equal_one_process_over_the_same_global_batch(
         ["best.pt", "config.yaml", "curve.png", "last.pt", "metrics.jsonl"]
 
 
-@pytest.mark.slow
 def test_a_two_process_run_resumes_on_one_process(corpus, two_processes, tmp_path, one_thread):
     out = tmp_path / "resumed"
     torchrun(corpus, out, 2, "train.max_steps=3")

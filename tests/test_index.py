@@ -5,7 +5,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import faiss
 import numpy as np
@@ -197,19 +196,24 @@ def test_killed_build_leaves_a_consistent_index(archive, embedder_file, tmp_path
     """SIGKILL a build process mid-way: the database passes its integrity check, and
     resuming gives the same index as an uninterrupted build."""
     out = tmp_path / "idx"
-    code = ("import sys, time; from asrkit.search.index import build_index; "
+    # The child reports each finished recording, then blocks until told to go on; it
+    # is killed there instead, so exactly one recording is committed.
+    code = ("import sys; from asrkit.search.index import build_index; "
             "from asrkit.search.segments import SegmentConfig; "
             "build_index(sys.argv[1], sys.argv[2], sys.argv[3], "
             "SegmentConfig(durations=(0.3, 0.6, 0.9), hop=0.1), "
-            "progress=lambda p: (print(p.done, flush=True), time.sleep(0.5)))")
+            "progress=lambda p: (print(p.done, flush=True), sys.stdin.readline()))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(out),
-                             str(embedder_file)], stdout=subprocess.PIPE, text=True)
-    proc.stdout.readline()  # one recording committed
+                             str(embedder_file)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "1"  # one recording committed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdin.close()
+    proc.stdout.close()
     with sqlite3.connect(out / IndexStore.FILE) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert 1 <= len({r[1] for r in rows(out)}) < len(FILES)
+    assert len({r[1] for r in rows(out)}) == 1 < len(FILES)
     build_index(archive, out, embedder_file, SEGMENTS)
     assert rows(out) == rows(built)
 

@@ -1,6 +1,7 @@
 """`asrkit data ...`: prepare, import and check data.
 
-Subcommands: ``validate``, ``import kaldi``, ``import folder``, ``prepare an4``.
+Subcommands: ``validate``, ``import kaldi``, ``import folder``, ``prepare an4``,
+``prepare librispeech``, ``prepare commonvoice``.
 Commands written elsewhere join this group where the top-level app is assembled, e.g.
 ``data.app.command("synth")(synth.synth)``; this file imports none of them.
 """

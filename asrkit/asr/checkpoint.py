@@ -7,7 +7,10 @@ A model file is a plain dictionary of tensors, numbers and strings, readable wit
      "model_config": {...}, "feature_config": {...}, "vocabulary": {...},
      "state_dict": {...}, "info": {...}}
 
-Training checkpoints add optimiser, scheduler, random-generator and progress state.
+Training checkpoints add a ``"training"`` entry: the experiment config and the
+optimiser, scheduler, loss-scaler (and weight-average) state and the loop's progress.
+They hold no random-generator state; training seeds each batch from its position
+instead (see :mod:`asrkit.asr.training`).
 
 Versions follow the rule of :mod:`asrkit.io`: files of ``FORMAT_VERSION`` or older load,
 newer ones are refused with a message to upgrade.

@@ -3,7 +3,9 @@
 ``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/loss-scaler state +
 position in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
 with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
-``metrics.jsonl`` (one line per epoch and per checkpoint).
+``metrics.jsonl`` (one line per epoch). Checkpoints hold no random-generator state:
+each batch's randomness is seeded from ``train.seed`` and the batch's position (see
+:func:`_batch_seed`), so a resumed run draws exactly what an unbroken run would.
 
 Under ``torchrun`` every process calls :func:`train` with the same arguments; they
 train one model together (DistributedDataParallel, see :mod:`asrkit.asr.distributed`).

@@ -3,7 +3,8 @@
 ``torch.nn.GRU`` dispatches a dozen small operators per time step; for a single short
 sequence (a search query of ~20 steps) that overhead, not arithmetic, sets the
 latency. This is the same computation (PyTorch's gate equations and weight layout) with the
-recurrence compiled by numba, about ten times faster for one query. Batches of many
+recurrence compiled by numba, much faster for one query (bench/search_notes.md has the
+measurement). Batches of many
 segments still go through torch, where the overhead is shared by the batch.
 """
 
@@ -52,8 +53,8 @@ def _run(x: np.ndarray, w_ih: np.ndarray, b_ih: np.ndarray, w_hh: np.ndarray,
 @njit(cache=True)
 def _input_gates(x, w_ih, b_ih):
     """``x @ w_ih + b_ih`` → ``(steps, 3 * hidden)``: reset, update, new. Compiled rather
-    than BLAS: for a query this size, BLAS threads only wait on each other, and on a busy
-    machine they made a search 30-100 ms instead of 4-6 ms."""
+    than BLAS: for a query this size, BLAS threads only wait on each other, which on a
+    busy machine made a whole search several times slower (bench/search_notes.md)."""
     steps, size = x.shape
     gates = np.empty((steps, w_ih.shape[1]), np.float32)
     for t in range(steps):

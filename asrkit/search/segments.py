@@ -11,7 +11,7 @@ it only has to drop long silences, because the windows do the fine placement.
 With ``kind="words"`` an asrkit acoustic model's greedy CTC alignment places the
 candidates instead: every recognised word, and every run of up to ``max_words``
 consecutive words. Character CTC fires inside a word, not at its edges, and its last
-symbol fires well before the word's sound ends (a median 0.2 s early on AN4), so a
+symbol fires well before the word's sound ends (bench/search_notes.md), so a
 word is padded a little before and extended up to ``word_tail`` after, stopping at
 the next word or where the energy detector says speech ends. Far fewer segments than windows, each on a word boundary, but only as good
 as the recogniser on that audio; ``kind="both"`` keeps the windows as well.

@@ -135,7 +135,7 @@ def synthesize_many(voice: Voice, items: Sequence[tuple[str, Prosody]],
                     ) -> list[tuple[np.ndarray, int]]:
     """Say each ``(text, prosody)`` with ``voice``; see :func:`synthesize`.
 
-    festival starts slowly (~0.3 s), so all its items run in one process.
+    festival is slow to start, so all its items run in one process.
     """
     with tempfile.TemporaryDirectory(prefix="asrkit-synth-") as tmp:
         paths = [Path(tmp) / f"{i}.wav" for i in range(len(items))]

@@ -1,18 +1,25 @@
-"""The recognition commands exactly as a user types them."""
+"""Every command exactly as a user types it: each one's --help, and each one run for
+real (here, or in the test named in RUN_FOR_REAL)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from asrkit.cli.main import app
 from tones import make_tone_corpus
+
+TESTS = Path(__file__).parent
+PREMOVE = TESTS / "fixtures" / "premove"  # a tiny embedder and two short recordings
 
 runner = CliRunner()
 TINY = ["--set", "model.layers=1", "--set", "model.hidden=32", "--set", "features.n_mels=40",
@@ -33,11 +40,92 @@ def trained(tmp_path_factory):
     return root, valid_m
 
 
-def test_help_lists_every_command_and_version():
-    result = invoke("--help")
-    assert result.exit_code == 0
-    for command in ("train", "transcribe", "evaluate", "models"):
-        assert command in result.output
+def command_tree(command, path=()):
+    """``(path, is_group)`` for the command and everything below it."""
+    subcommands = getattr(command, "commands", None)
+    yield path, subcommands is not None
+    for name, sub in (subcommands or {}).items():
+        yield from command_tree(sub, (*path, name))
+
+
+TREE = dict(command_tree(get_command(app)))
+COMMANDS = sorted(path for path, group in TREE.items() if not group)
+
+# Where each command is run for real. Commands whose inputs take a fixture of their own
+# (a fake corpus release, a trained LM...) are run next to that fixture.
+RUN_FOR_REAL = {
+    ("train",): "test_cli.py::test_train_writes_self_describing_outputs",
+    ("transcribe",): "test_cli.py::test_transcribe_formats",
+    ("evaluate",): "test_cli.py::test_evaluate_reports_counts_and_per_utterance_results",
+    ("models",): "test_cli.py::test_bundled_model_is_listed_and_used_without_a_model_argument",
+    ("export",): "test_export.py::test_cli_exports_a_model_file_and_checks_it",
+    ("serve",): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("data", "validate"): "test_corpora.py::test_prepare_command",
+    ("data", "synth"): "test_synth.py::test_cli_synth_writes_a_corpus_and_resumes",
+    ("data", "synth-archive"): "test_synth.py::test_cli_list_voices_and_archive",
+    ("data", "import", "kaldi"): "test_manifest.py::test_cli_import_kaldi",
+    ("data", "import", "folder"): "test_manifest.py::test_cli_import_folder",
+    ("data", "prepare", "an4"): "test_corpora.py::test_prepare_command",
+    ("data", "prepare", "librispeech"): "test_librispeech.py::test_prepare_librispeech_command",
+    ("data", "prepare", "commonvoice"): "test_commonvoice.py::test_prepare_commonvoice_command",
+    ("lm", "build"): "test_lm.py::test_cli_lm_build",
+    ("lm", "tune"): "test_beam.py::test_cli_lm_tune",
+    ("embedder", "train"): "test_embedding.py::test_cli_train_then_eval",
+    ("embedder", "eval"): "test_embedding.py::test_cli_train_then_eval",
+    ("index", "build"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("index", "add"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("index", "info"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("index", "rebuild"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("index", "remove"): "test_search.py::test_cli_index_build_info_and_remove",
+    ("index", "merge"): "test_shards.py::test_cli_index_build_shards_and_merge",
+    ("search", "query"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
+    ("search", "eval"): "test_search.py::test_cli_search_eval_reports_embeddings_and_dtw",
+}
+
+
+@pytest.mark.parametrize("path", sorted(TREE), ids=lambda p: " ".join(p) or "asrkit")
+def test_every_command_and_group_has_help(path):
+    result = invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    if TREE[path]:  # a group lists each of its commands
+        for sub in TREE:
+            if sub[:-1] == path and sub:
+                assert sub[-1] in result.output, sub
+    else:  # a command says what it does
+        assert _help_of(path), f"{' '.join(path)} has no help text"
+
+
+def _help_of(path) -> str:
+    command = get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return (command.help or "").strip()
+
+
+def test_every_command_is_run_for_real_somewhere():
+    """A new command needs a real run: name it here; the test must exist and type the
+    command's words (in its body or in a fixture of its module that it uses)."""
+    assert sorted(RUN_FOR_REAL) == COMMANDS
+    for path, where in RUN_FOR_REAL.items():
+        file, name = where.split("::")
+        functions = {f.name: f for f in ast.parse((TESTS / file).read_text()).body
+                     if isinstance(f, ast.FunctionDef)}
+        assert name in functions, f"{' '.join(path)}: {where} does not exist"
+        assert path[-1] in _strings(functions, name), f"{where} does not run `{' '.join(path)}`"
+
+
+def _strings(functions: dict, name: str, seen: frozenset = frozenset()) -> set:
+    """String constants in test ``name`` and in the module's fixtures it takes."""
+    function = functions[name]
+    words = {n.value for n in ast.walk(function) if isinstance(n, ast.Constant)}
+    for arg in function.args.args:
+        if arg.arg in functions and arg.arg not in seen:
+            words |= _strings(functions, arg.arg, seen | {name})
+    return words
+
+
+def test_version():
     assert invoke("--version").output.startswith("asrkit ")
 
 
@@ -125,3 +213,39 @@ def test_bundled_fp16_copy_matches_the_trained_model(trained, tmp_path):
     wave = torch.randn(1, 16_000)
     torch.testing.assert_close(small(wave)[0], full(wave)[0], atol=2e-2, rtol=0)
     assert small.info["x"] == 1
+
+
+def test_index_search_and_serve_commands_on_a_small_archive(tmp_path, monkeypatch):
+    """build → add → info → rebuild → search query → serve, with the tiny embedder of
+    the compatibility fixtures (fast) on copies of their recordings."""
+    archive, more, idx = tmp_path / "archive", tmp_path / "more", tmp_path / "idx"
+    shutil.copytree(PREMOVE / "archive" / "audio", archive)
+    more.mkdir()
+    shutil.copy(PREMOVE / "query.wav", more / "stop.wav")
+    built = invoke("index", "build", archive, "--out", idx, "--embedder",
+                   PREMOVE / "embedder.pt", "--threads", "1", "--json")
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["indexed"] == 2
+    added = invoke("index", "add", idx, more, "--threads", "1", "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["indexed"] == 1
+    rebuilt = invoke("index", "rebuild", idx, "--factory", "HNSW32")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    info = json.loads(invoke("index", "info", idx, "--json").stdout)
+    assert info["recordings"] == 3 and info["index_type"].startswith("HNSW32")
+
+    found = invoke("search", "query", idx, PREMOVE / "query.wav", "--top", "2", "--json")
+    assert found.exit_code == 0, found.output
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert hits[0]["source"] == "stop.wav"  # the query finds itself first
+
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda web_app, **kw: served.update(app=web_app, **kw))
+    result = invoke("serve", idx, "--port", "8123")
+    assert result.exit_code == 0, result.output
+    assert served["port"] == 8123 and served["host"] == "127.0.0.1"
+    from fastapi.testclient import TestClient
+    with TestClient(served["app"], base_url="http://127.0.0.1:8123") as client:
+        page = client.get("/api/info").json()  # served on loopback: other hosts are refused
+    assert sorted(r["name"] for r in page["recordings"]) == \
+        ["archive-000.wav", "archive-001.wav", "stop.wav"]

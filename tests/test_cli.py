@@ -215,7 +215,17 @@ def test_bundled_fp16_copy_matches_the_trained_model(trained, tmp_path):
     assert small.info["x"] == 1
 
 
-def test_index_search_and_serve_commands_on_a_small_archive(tmp_path, monkeypatch):
+@pytest.fixture
+def keep_torch_threads():
+    """`--threads` sets torch's thread count for the process, which CliRunner shares
+    with later tests; put it back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_index_search_and_serve_commands_on_a_small_archive(tmp_path, monkeypatch,
+                                                            keep_torch_threads):
     """build → add → info → rebuild → search query → serve, with the tiny embedder of
     the compatibility fixtures (fast) on copies of their recordings."""
     archive, more, idx = tmp_path / "archive", tmp_path / "more", tmp_path / "idx"

@@ -197,14 +197,17 @@ def test_killed_build_leaves_a_consistent_index(archive, embedder_file, tmp_path
     resuming gives the same index as an uninterrupted build."""
     out = tmp_path / "idx"
     # The child reports each finished recording, then blocks until told to go on; it
-    # is killed there instead, so exactly one recording is committed.
-    code = ("import sys; from asrkit.search.index import build_index; "
+    # is killed there instead, so exactly one recording is committed. It uses this
+    # process's torch threads: another count may change the vectors' last bits.
+    code = ("import sys, torch; from asrkit.search.index import build_index; "
             "from asrkit.search.segments import SegmentConfig; "
+            "torch.set_num_threads(int(sys.argv[4])); "
             "build_index(sys.argv[1], sys.argv[2], sys.argv[3], "
             "SegmentConfig(durations=(0.3, 0.6, 0.9), hop=0.1), "
             "progress=lambda p: (print(p.done, flush=True), sys.stdin.readline()))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(out),
-                             str(embedder_file)], stdin=subprocess.PIPE,
+                             str(embedder_file), str(torch.get_num_threads())],
+                            stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "1"  # one recording committed
     proc.send_signal(signal.SIGKILL)

@@ -39,10 +39,10 @@ def build(
     factory: Annotated[Optional[str], typer.Option(
         help="FAISS index type, e.g. Flat, HNSW32, IVF1024,Flat (default: by size).")] = None,
     durations: Annotated[Optional[str], typer.Option(
-        help="Window lengths in seconds, comma-separated (default 0.3,0.5,0.7,0.9,1.2,1.5).")]
+        help="Window lengths in seconds, comma-separated (default 0.4,0.7,1.1).")]
         = None,
     hop: Annotated[Optional[float], typer.Option(
-        help="Seconds between window starts (default 0.1).")] = None,
+        help="Seconds between window starts (default 0.25).")] = None,
     segments: Annotated[str, typer.Option(
         help="Candidates: windows (VAD + sliding windows), words (runs of 1-2 words "
              "recognised by --asr-model) or both.")] = "windows",

@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bf16_accuracy.py
 	$(VENV)/bin/python bench/stream_memory.py
 	$(VENV)/bin/python bench/startup.py
+	$(VENV)/bin/python bench/index_build_speed.py --busy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

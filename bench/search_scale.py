@@ -34,7 +34,8 @@ from asrkit.search.index import SearchIndex, build_index
 from asrkit.search.query import Query, search
 from asrkit.search.evaluation import load_word_segments
 from asrkit.search.store import IndexStore
-from asrkit.search.vector_index import IVF_TRAIN_PER_LIST, VectorIndex, choose_factory, make_index
+from asrkit.search.vector_index import (IVF_TRAIN_PER_LIST, TUNE_QUERIES, VectorIndex,
+                                        choose_factory, make_index, tune_search_params)
 
 JITTER = 0.35  # noise norm relative to the unit vector (cosine to the source ≈ 0.94)
 QUERIES = 200
@@ -98,8 +99,10 @@ def latency_and_recall(vectors: np.ndarray, queries: np.ndarray, factory: str) -
         step = max(1, len(vectors) // (nlist * IVF_TRAIN_PER_LIST))
         index.train(vectors[::step])
     index.add_with_ids(vectors, ids)
+    sample = np.linspace(0, len(vectors) - 1, TUNE_QUERIES).astype(np.int64)
+    params = tune_search_params(index, vectors[sample], sample)  # as a built index does
     build = time.perf_counter() - started
-    ann = VectorIndex(index, factory)
+    ann = VectorIndex(index, factory, params)
     times = []
     found = np.empty_like(truth)
     for i, q in enumerate(queries):

@@ -20,6 +20,10 @@ IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
+BuildThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="CPU cores for embedding: that many one-thread worker processes (default: all "
+         "cores). On a machine shared with other busy jobs each worker simply gets its "
+         "share; archives under two minutes are embedded in one process.")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     help="Index only part I of N of the archive (e.g. 2/4), to split one archive over N "
          "machines; combine the parts with `asrkit index merge`.")]
@@ -35,17 +39,17 @@ def build(
     factory: Annotated[Optional[str], typer.Option(
         help="FAISS index type, e.g. Flat, HNSW32, IVF1024,Flat (default: by size).")] = None,
     durations: Annotated[Optional[str], typer.Option(
-        help="Window lengths in seconds, comma-separated (default 0.3,0.5,0.7,0.9,1.2,1.5).")]
+        help="Window lengths in seconds, comma-separated (default 0.4,0.7,1.1).")]
         = None,
     hop: Annotated[Optional[float], typer.Option(
-        help="Seconds between window starts (default 0.1).")] = None,
+        help="Seconds between window starts (default 0.25).")] = None,
     segments: Annotated[str, typer.Option(
         help="Candidates: windows (VAD + sliding windows), words (runs of 1-2 words "
              "recognised by --asr-model) or both.")] = "windows",
     asr_model: Annotated[Optional[str], typer.Option(
         help="Acoustic model for --segments words/both: file, training folder or "
              "bundled name (default an4).")] = None,
-    threads: ThreadsOpt = None,
+    threads: BuildThreadsOpt = None,
     shard: ShardOpt = None,
     as_json: JsonOpt = False,
     root: RootOpt = None,
@@ -54,7 +58,7 @@ def build(
     with user_errors():
         from asrkit.shard import parse_shard
         part = parse_shard(shard) if shard is not None else None
-        set_threads(threads)
+        workers = build_workers(threads)
         from asrkit.search.index import archive_sources, build_index
         from asrkit.search.segments import SegmentConfig
         if segments != "windows":
@@ -66,22 +70,22 @@ def build(
         sources = archive_sources(archive, root)
         with _Bar(len(sources)) as bar:
             summary = build_index(sources, out, embedder, config, factory, bar.update,
-                                  shard=part)
+                                  shard=part, workers=workers)
         _report(summary, out, as_json)
         if summary.skipped:
             raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
-def add(index: IndexArg, archive: ArchiveArg, threads: ThreadsOpt = None,
+def add(index: IndexArg, archive: ArchiveArg, threads: BuildThreadsOpt = None,
         as_json: JsonOpt = False):
     """Add the recordings of ARCHIVE not yet in INDEX (and retry skipped ones)."""
     with user_errors():
-        set_threads(threads)
+        workers = build_workers(threads)
         from asrkit.search.index import add_to_index, archive_sources
         sources = archive_sources(archive)
         with _Bar(len(sources)) as bar:
-            summary = add_to_index(index, sources, bar.update)
+            summary = add_to_index(index, sources, bar.update, workers=workers)
         _report(summary, index, as_json)
         if summary.skipped:
             raise typer.Exit(EXIT_PARTIAL)
@@ -156,6 +160,15 @@ def _report(summary, index: Path, as_json: bool) -> None:
                f"{summary.index_type}); {summary.audio_seconds / 3600:.2f} h of audio "
                f"at {speed:.0f}x real time")
     report_skipped(list(summary.skipped), "recording")
+
+
+def build_workers(threads: Optional[int]) -> int:
+    """Worker processes for ``--threads`` (None: one per core); with a single worker
+    the embedding runs here on one thread."""
+    import os
+    workers = threads if threads is not None else (os.cpu_count() or 1)
+    set_threads(1 if workers == 1 else workers)  # FAISS uses them when the index is written
+    return workers
 
 
 def set_threads(threads: Optional[int]) -> None:

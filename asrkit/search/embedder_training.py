@@ -34,7 +34,7 @@ from ..errors import AudioError, ConfigError, ModelFileError
 from ..features import AugmentConfig, RunningStats, frame_mask, spec_augment
 from ..io import atomic_open
 from ..manifest import Utterance
-from .segments import SegmentConfig, candidate_segments, trim_silence
+from .segments import TRAINING_WINDOWS, SegmentConfig, candidate_segments, trim_silence
 
 CHECKPOINT_FORMAT = "asrkit-embedder-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -183,7 +183,7 @@ def train_embedder(
     out: str | os.PathLike, recordings: Sequence[Utterance] = (),
     words: Sequence[Utterance] = (), config: TrainConfig = TrainConfig(),
     embedder_config: EmbedderConfig = EmbedderConfig(),
-    segment_config: SegmentConfig = SegmentConfig(), resume: bool = False,
+    segment_config: SegmentConfig = TRAINING_WINDOWS, resume: bool = False,
     progress: Callable[[TrainProgress], None] | None = None,
     on_skip: Callable[[str, str], None] | None = None,
 ) -> Embedder:

@@ -30,7 +30,7 @@ from ..audio import audio_info, load_audio
 from . import query_encoder
 from ..errors import AsrkitError, AudioError, ConfigError, ManifestError
 from ..manifest import Utterance, find_audio_files, read_manifest
-from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
+from .segments import SegmentConfig, with_asr_model
 from ..shard import Shard, select_shard, shard_setting
 from .store import IndexStore, SegmentRecord, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # torch loads only where an embedder is built or run
     from .embedding import Embedder
 
 EMBEDDER_FILE = "embedder.pt"
-CHUNK_SECONDS = 600.0  # long recordings are embedded in chunks of this length
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ def build_index(
     embedder: Embedder | str | os.PathLike | None = None,
     segment_config: SegmentConfig | None = None, factory: str | None = None,
     progress: Callable[[BuildProgress], None] | None = None, shard: Shard | None = None,
+    workers: int = 1,
 ) -> BuildSummary:
     """Embed every candidate segment of ``archive`` (a folder, a manifest, or utterances)
     into a new index at ``out_dir``; rerunning on an unfinished index resumes it.
@@ -81,6 +81,8 @@ def build_index(
     ``embedder``: an :class:`Embedder`, a path, or None for the packaged default.
     ``factory``: a FAISS factory string (e.g. ``"HNSW32"``, ``"IVF1024,Flat"``); by
     default exact search up to :data:`asrkit.search.vector_index.FLAT_MAX` segments, IVF above.
+    ``workers``: embed in that many one-thread processes (see
+    :mod:`asrkit.search.embed_workers`); 1 embeds here, with torch's thread setting.
     """
     out = Path(out_dir)
     from .embedding import Embedder, load_embedder, save_embedder
@@ -104,20 +106,22 @@ def build_index(
             save_embedder(out / EMBEDDER_FILE, embedder)
         _query_encoder(out, store, embedder)
         return _index_sources(store, out, embedder, segment_config, sources, progress,
-                              retry_skipped=False)
+                              retry_skipped=False, workers=workers)
 
 
 def add_to_index(index_dir: str | os.PathLike,
                  archive: str | os.PathLike | Sequence[Utterance],
-                 progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
-    """Index recordings not yet in the index (and retry ones skipped before)."""
+                 progress: Callable[[BuildProgress], None] | None = None,
+                 workers: int = 1) -> BuildSummary:
+    """Index recordings not yet in the index (and retry ones skipped before);
+    ``workers`` as for :func:`build_index`."""
     folder = _existing(index_dir)
     sources = archive_sources(archive)
     with IndexStore(folder / IndexStore.FILE) as store:
         embedder = _load_index_embedder(folder, store)
         config = SegmentConfig.from_dict(store.setting("segment_config"))
         return _index_sources(store, folder, embedder, config, sources, progress,
-                              retry_skipped=True)
+                              retry_skipped=True, workers=workers)
 
 
 def remove_from_index(index_dir: str | os.PathLike, names: Iterable[str]) -> list[str]:
@@ -164,60 +168,31 @@ def archive_sources(archive: str | os.PathLike | Sequence[Utterance],
                         "of recordings or a JSON Lines manifest")
 
 
-def embed_recording(embedder: Embedder, utt: Utterance, config: SegmentConfig,
-                    ) -> tuple[list[Span], np.ndarray, float]:
-    """All candidate segments of one recording → (spans in seconds of the audio file,
-    unit vectors ``(segments, dim)``, seconds of audio). Long files go in chunks."""
-    info = audio_info(utt.audio)
-    if info.frames == 0:  # as transcribe says; otherwise it is "indexed" with nothing in it
-        raise AudioError(f"{utt.audio}: the file holds no audio samples; remove it from the "
-                         "input")
-    begin = utt.offset
-    end = info.duration if utt.duration is None else min(info.duration, begin + utt.duration)
-    overlap = config.longest + 2 * config.pad
-    spans: list[Span] = []
-    vectors = []
-    chunk_start = begin
-    while chunk_start < end - 1e-6:
-        chunk_end = min(chunk_start + CHUNK_SECONDS + overlap, end)
-        wave = load_audio(utt.audio, offset=chunk_start, duration=chunk_end - chunk_start)
-        last = chunk_end >= end - 1e-6
-        # Windows starting in the overlap belong to the next chunk, which sees them whole.
-        keep = [s for s in candidate_segments(wave, config)
-                if last or s.start < CHUNK_SECONDS]
-        if keep:
-            feats = embedder.features(wave)
-            vectors.append(embedder.embed_spans(feats, [(s.start, s.end) for s in keep]))
-            spans += [Span(round(s.start + chunk_start, 3), round(s.end + chunk_start, 3))
-                      for s in keep]
-        chunk_start += CHUNK_SECONDS
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
-    return spans, matrix, end - begin
-
-
 def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
                    config: SegmentConfig, sources: Sequence[Utterance], progress,
-                   retry_skipped: bool) -> BuildSummary:
+                   retry_skipped: bool, workers: int = 1) -> BuildSummary:
     started = time.perf_counter()
     known = store.source_status()
     todo = [u for u in sources
             if u.id not in known or (retry_skipped and known[u.id] == "skipped")]
     _check_unique(sources)
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {workers}")
     skipped, n_segments, seconds = [], 0, 0.0
-    for done, utt in enumerate(todo, 1):
-        try:
-            spans, vectors, duration = embed_recording(embedder, utt, config)
-        except AudioError as e:
-            store.record_skipped(utt, str(e))
-            skipped.append((utt.id, str(e)))
+    from .embed_workers import embed_recordings  # torch: only where embedding happens
+    results = embed_recordings(embedder, todo, config, workers, folder / EMBEDDER_FILE)
+    for done, (utt, got) in enumerate(results, 1):
+        if got.error is not None:
+            store.record_skipped(utt, got.error)
+            skipped.append((utt.id, got.error))
             if progress:
-                progress(BuildProgress(done, len(todo), utt.id, 0, 0.0, str(e)))
+                progress(BuildProgress(done, len(todo), utt.id, 0, 0.0, got.error))
             continue
-        store.add_source(utt, duration, spans, vectors)
-        n_segments += len(spans)
-        seconds += duration
+        store.add_source(utt, got.seconds, got.spans, got.vectors)
+        n_segments += len(got.spans)
+        seconds += got.seconds
         if progress:
-            progress(BuildProgress(done, len(todo), utt.id, len(spans), duration))
+            progress(BuildProgress(done, len(todo), utt.id, len(got.spans), got.seconds))
     index_type = sync_vectors(store, folder)
     return BuildSummary(len(todo) - len(skipped), tuple(skipped), len(sources) - len(todo),
                         n_segments, seconds, time.perf_counter() - started,

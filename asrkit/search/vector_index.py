@@ -6,6 +6,9 @@ SQLite store. The kind is chosen by size (overridable with a FAISS factory strin
 
 - up to :data:`FLAT_MAX` segments: ``Flat`` — exact search;
 - above: ``IVF<nlist>,Flat`` — inverted lists; a query scans ``nprobe`` of them.
+  ``nprobe`` is chosen when the index is built (:func:`tune_search_params`): the
+  smallest that finds :data:`TUNE_RECALL` of the exact ten nearest neighbours of
+  sample stored vectors, so a query scans no more lists than this archive needs.
   (``HNSW32`` is faster per query but slower to build and cannot delete, so an
   HNSW index is rebuilt from the store after removals.)
 
@@ -31,6 +34,9 @@ FLAT_MAX = 50_000  # exact search below this many segments (a few ms per query)
 IVF_TRAIN_PER_LIST = 40  # training vectors per inverted list (FAISS warns below 39)
 IVF_NPROBE_SHARE = 1 / 64  # share of inverted lists a query scans by default
 HNSW_EF_SEARCH = 128
+TUNE_RECALL = 0.97  # recall@10 the tuned settings must reach on the sample (target 0.95)
+TUNE_QUERIES = 256  # stored vectors used as sample queries
+TUNE_K = 10
 ADD_BATCH = 50_000
 
 
@@ -75,7 +81,8 @@ class VectorIndex:
         if index is None:  # damaged behind our back (disk error, manual edit): rebuild
             factory = sync_vectors(store, folder, force=True)
             index = faiss.read_index(str(folder / FAISS_FILE))
-        return cls(index, factory, store.setting("search_params") or "")
+        params = store.setting("search_params") or store.setting("tuned_params") or ""
+        return cls(index, factory, params)
 
     @property
     def ntotal(self) -> int:
@@ -117,11 +124,56 @@ def sync_vectors(store: IndexStore, folder: Path, force: bool = False) -> str:
     index = _read_quietly(path) if same_kind else None
     if index is not None and not _apply_difference(index, store):
         index = None
+    tuned = {}
     if index is None:
         index = _build(store, factory)
+        tuned = {"tuned_params": tune_search_params(index, *_tuning_sample(store))}
     _write_atomically(index, path)
-    store.set_settings(faiss_revision=revision, faiss_factory=factory)
+    store.set_settings(faiss_revision=revision, faiss_factory=factory, **tuned)
     return factory
+
+
+def tune_search_params(index: faiss.Index, sample: np.ndarray, sample_ids: np.ndarray,
+                       target: float = TUNE_RECALL) -> str:
+    """The smallest ``nprobe`` at which an IVF ``index`` finds ``target`` of the exact
+    ten nearest neighbours of stored vectors ``sample (q, dim)`` (ids ``sample_ids``;
+    each query's own vector is left out of both lists); the default for other kinds.
+    The exact answers come from the same index searched exhaustively, so no second
+    copy of the vectors is needed."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or index.ntotal <= TUNE_K + 1 or not len(sample):
+        return ""
+    space = faiss.ParameterSpace()
+    space.set_index_parameters(index, f"nprobe={ivf.nlist}")
+    truth = index.search(sample, TUNE_K + 1)[1]
+    probes = [2 ** k for k in range(int(math.log2(ivf.nlist)) + 1)]
+    for nprobe in probes:
+        space.set_index_parameters(index, f"nprobe={nprobe}")
+        if _recall(index.search(sample, TUNE_K + 1)[1], truth, sample_ids) >= target:
+            return f"nprobe={nprobe}"
+    return f"nprobe={ivf.nlist}"
+
+
+def _recall(found: np.ndarray, truth: np.ndarray, own: np.ndarray) -> float:
+    """Mean share of each query's exact ten nearest others (``truth (q, k + 1)``
+    without the query's ``own`` id) that ``found (q, k + 1)`` holds."""
+    hits = []
+    for f, t, i in zip(found, truth, own):
+        want = [x for x in t if x != i][:TUNE_K]
+        hits.append(len(set(want) & set(f.tolist())) / len(want))
+    return float(np.mean(hits))
+
+
+def _tuning_sample(store: IndexStore) -> tuple[np.ndarray, np.ndarray]:
+    """About :data:`TUNE_QUERIES` evenly spaced stored vectors and their ids."""
+    step = max(1, store.segment_count() // TUNE_QUERIES)
+    ids, vectors, seen = [], [], 0
+    for batch_ids, batch in store.iter_vectors(batch=ADD_BATCH):
+        first = (-seen) % step
+        ids.append(batch_ids[first::step])
+        vectors.append(batch[first::step])
+        seen += len(batch)
+    return np.ascontiguousarray(np.concatenate(vectors)), np.concatenate(ids)
 
 
 def _apply_difference(index: faiss.Index, store: IndexStore) -> bool:

@@ -1,0 +1,205 @@
+"""Embedding an archive's recordings, in this process or in worker processes.
+
+The embedder's work is a long series of small matrix products (one per GRU step over a
+batch of windows). Splitting each product over threads gains little — the threads
+synchronise at every step — and on a machine shared with another busy process those
+synchronisations stall behind the other process, so a two-thread build there ran
+several times *slower* than a one-thread build. Independent worker processes with
+one thread each share nothing per step: on an idle machine they use every core, and
+on a busy one each simply gets its share of CPU time.
+
+A unit of work is one chunk of one recording (at most ``CHUNK_SECONDS`` plus an
+overlap), so a single long recording is spread over the workers as well. Workers load
+the embedder from its file and check its fingerprint; results come back in archive
+order, so the index is the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..audio import audio_info, load_audio
+from ..errors import AudioError, ModelFileError
+from ..manifest import Utterance
+from .embedding import Embedder
+from .segments import SegmentConfig, Span, candidate_segments
+
+CHUNK_SECONDS = 600.0  # long recordings are embedded in chunks of this length
+IN_FLIGHT_PER_WORKER = 3  # chunks queued per worker: keeps workers busy, bounds memory
+# Starting a worker (importing torch, loading the embedder) costs a few seconds, as
+# much as embedding about a minute of speech: smaller archives are embedded here.
+WORKER_MIN_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Seconds ``[start, end)`` of ``audio``; windows starting at or after ``keep_before``
+    (seconds from ``start``) belong to the next chunk, which sees them whole."""
+
+    audio: str
+    start: float
+    end: float
+    keep_before: float
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One recording's candidate segments (seconds in the audio file) and their unit
+    vectors ``(segments, dim)``; or why it could not be read."""
+
+    spans: list[Span]
+    vectors: np.ndarray
+    seconds: float
+    error: str | None = None
+
+
+def recording_chunks(utt: Utterance, config: SegmentConfig) -> tuple[list[Chunk], float]:
+    """The chunks of one recording and its duration in seconds."""
+    info = audio_info(utt.audio)
+    if info.frames == 0:  # as transcribe says; otherwise it is "indexed" with nothing in it
+        raise AudioError(f"{utt.audio}: the file holds no audio samples; remove it from the "
+                         "input")
+    begin = utt.offset
+    end = info.duration if utt.duration is None else min(info.duration, begin + utt.duration)
+    overlap = config.longest + 2 * config.pad
+    chunks, start = [], begin
+    while start < end - 1e-6:
+        stop = min(start + CHUNK_SECONDS + overlap, end)
+        last = stop >= end - 1e-6
+        chunks.append(Chunk(utt.audio, start, stop, float("inf") if last else CHUNK_SECONDS))
+        start += CHUNK_SECONDS
+    return chunks, end - begin
+
+
+def embed_chunk(embedder: Embedder, chunk: Chunk, config: SegmentConfig,
+                ) -> tuple[list[Span], np.ndarray]:
+    """Candidate segments of one chunk (seconds in the file) and their vectors."""
+    wave = load_audio(chunk.audio, offset=chunk.start, duration=chunk.end - chunk.start)
+    keep = [s for s in candidate_segments(wave, config) if s.start < chunk.keep_before]
+    if not keep:
+        return [], np.zeros((0, embedder.dim), np.float32)
+    vectors = embedder.embed_spans(embedder.features(wave), [(s.start, s.end) for s in keep])
+    return [Span(round(s.start + chunk.start, 3), round(s.end + chunk.start, 3))
+            for s in keep], vectors
+
+
+def embed_recording(embedder: Embedder, utt: Utterance, config: SegmentConfig,
+                    ) -> tuple[list[Span], np.ndarray, float]:
+    """All candidate segments of one recording → (spans in seconds of the audio file,
+    unit vectors ``(segments, dim)``, seconds of audio). Long files go in chunks."""
+    chunks, seconds = recording_chunks(utt, config)
+    parts = [embed_chunk(embedder, c, config) for c in chunks]
+    return _joined(parts, seconds, embedder.dim)
+
+
+def embed_recordings(embedder: Embedder, utts: Sequence[Utterance], config: SegmentConfig,
+                     workers: int = 1, embedder_file: str | os.PathLike | None = None,
+                     ) -> Iterator[tuple[Utterance, Embedded]]:
+    """``(recording, Embedded)`` for each of ``utts``, in order. With ``workers`` > 1
+    the chunks are embedded by that many one-thread processes, which load
+    ``embedder_file`` (it must hold ``embedder``)."""
+    if workers <= 1 or not _at_least_seconds(utts, WORKER_MIN_SECONDS):
+        for utt in utts:
+            yield utt, _embedded_here(embedder, utt, config)
+        return
+    if embedder_file is None:
+        raise ValueError("worker processes need the embedder's file")
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(str(embedder_file), embedder.fingerprint())) as pool:
+        yield from _in_order(pool, utts, config, workers * IN_FLIGHT_PER_WORKER,
+                             embedder.dim)
+
+
+def _at_least_seconds(utts: Sequence[Utterance], seconds: float) -> bool:
+    """Whether ``utts`` hold at least ``seconds`` of audio (reads headers until sure)."""
+    total = 0.0
+    for utt in utts:
+        try:
+            info = audio_info(utt.audio)
+        except AudioError:
+            continue  # reported when its turn comes
+        total += max(0.0, min(info.duration - utt.offset, utt.duration or float("inf")))
+        if total >= seconds:
+            return True
+    return False
+
+
+def _in_order(pool: ProcessPoolExecutor, utts, config, limit: int, dim: int):
+    """Submit chunks ahead (up to ``limit`` pending) and yield recordings in order."""
+    pending: deque[tuple[Utterance, list[Future] | str, float]] = deque()
+    queued = 0
+    for utt in utts:
+        try:
+            chunks, seconds = recording_chunks(utt, config)
+            futures = [pool.submit(_worker_chunk, c, config) for c in chunks]
+        except AudioError as e:
+            futures, seconds = str(e), 0.0
+        pending.append((utt, futures, seconds))
+        queued += len(futures) if isinstance(futures, list) else 0
+        while pending and queued >= limit:
+            queued -= _count(pending[0][1])
+            yield _collect(*pending.popleft(), dim)
+    while pending:
+        yield _collect(*pending.popleft(), dim)
+
+
+def _count(futures) -> int:
+    return len(futures) if isinstance(futures, list) else 0
+
+
+def _collect(utt: Utterance, futures, seconds: float, dim: int):
+    if isinstance(futures, str):
+        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, futures)
+    parts = [f.result() for f in futures]
+    errors = [p for p in parts if isinstance(p, str)]
+    if errors:
+        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, errors[0])
+    spans, vectors, seconds = _joined(parts, seconds, dim)
+    return utt, Embedded(spans, vectors, seconds)
+
+
+def _embedded_here(embedder: Embedder, utt: Utterance, config: SegmentConfig) -> Embedded:
+    try:
+        return Embedded(*embed_recording(embedder, utt, config))
+    except AudioError as e:
+        return Embedded([], np.zeros((0, embedder.dim), np.float32), 0.0, str(e))
+
+
+def _joined(parts, seconds: float, dim: int) -> tuple[list[Span], np.ndarray, float]:
+    spans = [s for p in parts for s in p[0]]
+    vectors = [p[1] for p in parts if len(p[1])]
+    return spans, (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), \
+        seconds
+
+
+_WORKER_EMBEDDER: Embedder | None = None
+
+
+def _start_worker(embedder_file: str, fingerprint: str) -> None:
+    """Worker set-up: one thread, and the embedder the index was started with."""
+    global _WORKER_EMBEDDER
+    import torch
+    from .embedding import load_embedder
+    torch.set_num_threads(1)
+    embedder = load_embedder(Path(embedder_file))
+    if embedder.fingerprint() != fingerprint:
+        raise ModelFileError(f"{embedder_file}: changed while the index was being built")
+    _WORKER_EMBEDDER = embedder
+
+
+def _worker_chunk(chunk: Chunk, config: SegmentConfig):
+    """In a worker: :func:`embed_chunk`, or the message of an :class:`AudioError`
+    (returned rather than raised, so it crosses the process boundary as plain text)."""
+    try:
+        return embed_chunk(_WORKER_EMBEDDER, chunk, config)
+    except AudioError as e:
+        return str(e)

@@ -128,8 +128,10 @@ def shard_batches(batches: Sequence[list[int]], start: int, world_size: int = 1,
 
 
 def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequence[float] = (),
+               transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
                ) -> tuple[Batch | None, list[Skipped]]:
-    """Read and pad the audio of ``examples``; ``speeds[i]`` perturbs example i.
+    """Read and pad the audio of ``examples``; ``speeds[i]`` perturbs example i, then
+    ``transform(i, wave)`` (e.g. channel augmentation) changes its ``(samples,)``.
     Unreadable items are skipped and returned (the batch is None if none is left)."""
     waves, kept, skipped = [], [], []
     for i, ex in enumerate(examples):
@@ -141,6 +143,8 @@ def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequen
             continue
         if speeds and speeds[i] != 1.0:
             wave = change_speed(wave, speeds[i])
+        if transform is not None:
+            wave = transform(i, wave)
         waves.append(torch.from_numpy(wave))
         kept.append(ex)
     if not kept:

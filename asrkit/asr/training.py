@@ -29,11 +29,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..augment import ChannelAugmenter
 from .checkpoint import load_record, model_from_record, model_record, save_record
 from .config import ExperimentConfig, config_from_dict
 from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
@@ -264,6 +266,9 @@ class _Loop:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema),
                                  use_buffers=True) if self.cfg.ema else None
         self._fps = 0.0
+        self.augmenter = ChannelAugmenter(
+            config.augment, [e.utt for e in self.train_ex], self.cfg.seed) \
+            if config.augment.channel else None
 
     @property
     def evaluated(self) -> AsrModel:
@@ -355,8 +360,11 @@ class _Loop:
         examples = [self.train_ex[i] for i in indices]
         factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
         picks = torch.randint(len(factors), (len(examples),), generator=generator)
+        channel = None
+        if self.augmenter is not None:  # each utterance its own stream, as in a lone batch
+            channel = lambda i, wave: self.augmenter(wave, np.random.default_rng([seed, i]))
         batch, skipped = load_batch(examples, model.feature_config.gain_normalize,
-                                    [factors[int(p)] for p in picks])
+                                    [factors[int(p)] for p in picks], channel)
         for sk in skipped:
             log.warning("skipped %s: %s", sk.id, sk.reason)
         if batch is None:

@@ -195,7 +195,7 @@ class AugmentConfig:
     reverb_rt60: tuple[float, float] = (0.2, 0.6)  # seconds, of the simulated rooms
     rir_bank: int = 16  # simulated rooms per run (made once, from train.seed)
     rir_dir: str = ""  # folder of recorded room impulse responses, used with the bank
-    gain_prob: float = 0.0
+    gain_prob: float = 0.0  # matters only with features.gain_normalize off, which undoes it
     gain_db: tuple[float, float] = (-12.0, 6.0)
     clip_prob: float = 0.0
     clip_fraction: tuple[float, float] = (0.001, 0.01)  # share of samples clipped

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..audio import normalize_gain
 from ..augment import ChannelAugmenter
 from .checkpoint import load_record, model_from_record, model_record, save_record
 from .config import ExperimentConfig, config_from_dict
@@ -361,8 +362,12 @@ class _Loop:
         factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
         picks = torch.randint(len(factors), (len(examples),), generator=generator)
         channel = None
-        if self.augmenter is not None:  # each utterance its own stream, as in a lone batch
-            channel = lambda i, wave: self.augmenter(wave, np.random.default_rng([seed, i]))
+        if self.augmenter is not None:
+            def channel(i: int, wave: np.ndarray) -> np.ndarray:
+                # Each utterance its own stream, as in a batch of one; the result is
+                # gain-normalised as a recording made that way would be when loaded.
+                out = self.augmenter(wave, np.random.default_rng([seed, i]))
+                return normalize_gain(out) if model.feature_config.gain_normalize else out
         batch, skipped = load_batch(examples, model.feature_config.gain_normalize,
                                     [factors[int(p)] for p in picks], channel)
         for sk in skipped:

@@ -23,6 +23,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (sections model/features/augment/train).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=0.001 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from this trained model (file, run folder or bundled name): fine-tuning. A new vocabulary re-initialises only the output layer; see also --set train.freeze_epochs=N.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     root: RootOpt = None,
 ):
@@ -70,7 +71,7 @@ def train(
                       f"{100 * e.valid_wer:.2f}%{'  (best)' if e.improved else ''}")
 
         result = run_training(train_utts, valid_utts, out, cfg, resume=resume,
-                              callbacks=TrainCallbacks(on_start, on_step, on_epoch))
+                              callbacks=TrainCallbacks(on_start, on_step, on_epoch), init=init)
         if bar is not None:
             bar.close()
         if not main_process:

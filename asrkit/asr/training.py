@@ -37,7 +37,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..audio import normalize_gain
 from ..augment import ChannelAugmenter
-from .checkpoint import load_record, model_from_record, model_record, save_record
+from .checkpoint import load_model, load_record, model_from_record, model_record, save_record
+from .finetune import freeze_lower, init_config, init_from
 from .config import ExperimentConfig, config_from_dict
 from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
 from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
@@ -115,19 +116,25 @@ class _State:
 
 def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
           out_dir: str | os.PathLike, config: ExperimentConfig = ExperimentConfig(),
-          resume: bool = False, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train (or, with ``resume``, continue training) a model; see the module docs."""
+          resume: bool = False, callbacks: TrainCallbacks | None = None,
+          init: str | os.PathLike | AsrModel | None = None) -> TrainResult:
+    """Train (or, with ``resume``, continue training) a model; see the module docs.
+
+    ``init`` (a model, or a model file, run folder or bundled name) starts a new run
+    from trained weights (see :mod:`asrkit.asr.finetune`); a resumed run ignores it,
+    its checkpoint holds the weights already."""
     cluster = detect_cluster()
     device = select_device(cluster)
     cb = (callbacks or TrainCallbacks()) if cluster.is_main else TrainCallbacks()
     torch.set_num_threads(config.train.threads or cluster.cpu_threads())
     with process_group(cluster, device):
         return _train(train_utts, valid_utts, Path(out_dir), config, resume, cb, cluster,
-                      device)
+                      device, init)
 
 
 def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: bool,
-           cb: TrainCallbacks, cluster: Cluster, device: torch.device) -> TrainResult:
+           cb: TrainCallbacks, cluster: Cluster, device: torch.device,
+           init=None) -> TrainResult:
     if resume and (out / "last.pt").exists():
         record = load_record(out / "last.pt")
         stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
@@ -142,14 +149,20 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
     else:
         record, state = None, _State()
         torch.manual_seed(config.train.seed)  # weight initialisation
+        source = None
+        if init is not None:
+            source = init if isinstance(init, AsrModel) else load_model(init)
+            config = init_config(source, config)
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
-        model = AsrModel(vocab, config.model, config.features)
+        model = AsrModel(vocab, config.model, config.features) if source is None else \
+            init_from(source, vocab, config.model)
     check_precision(config.train.precision, device)
     if config.train.accumulate < 1:
         raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
     if record is None and cluster.is_main:  # the other processes receive rank 0's weights
-        _fit_normalizer(model, train_ex, config)
+        if init is None:  # a fine-tuned model keeps the statistics its layers know
+            _fit_normalizer(model, train_ex, config)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config.to_yaml())
     loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster)
@@ -329,6 +342,8 @@ class _Loop:
                 loss, n = self._backward(indices, first + j)
             losses.append(loss)
             frames += n
+        if s.epoch < cfg.freeze_epochs:
+            freeze_lower(self.model)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         # The averaged gradients are the same on every process, so all stop together

@@ -150,3 +150,32 @@ def test_init_refuses_a_different_architecture(corpus, tmp_path):
     with pytest.raises(ConfigError, match="model.hidden"):
         train(train_utts, valid_utts, tmp_path / "ft",
               load_config(None, TINY + ["model.hidden=32"]), init=tmp_path / "src")
+
+
+def test_corpus_weights_hold_in_expectation():
+    from asrkit.asr.dataset import epoch_draws
+    weights = [2.0] * 30 + [1.0] * 50 + [0.25] * 40
+    counts = torch.zeros(len(weights))
+    epochs = 400
+    for epoch in range(epochs):
+        for i in epoch_draws(weights, seed=3, epoch=epoch):
+            counts[i] += 1
+    per_utt = counts / epochs
+    assert per_utt[:30].mean() == pytest.approx(2.0, abs=0.01)  # integral: exact
+    assert per_utt[30:80].mean() == pytest.approx(1.0, abs=0.01)
+    assert per_utt[80:].mean() == pytest.approx(0.25, abs=0.02)  # 16,000 Bernoulli draws
+    assert epoch_draws(weights, 3, 5) == epoch_draws(weights, 3, 5)
+
+
+def test_two_corpora_validated_apart(corpus, tmp_path):
+    from asrkit.asr.dataset import Corpus
+    train_utts, valid_utts = corpus
+    half = len(valid_utts) // 2
+    cfg = load_config(None, TINY + ["train.epochs=1"])
+    train([Corpus("a", tuple(train_utts[:48]), 2.0), Corpus("b", tuple(train_utts[48:]))],
+          [Corpus("a", tuple(valid_utts[:half])), Corpus("b", tuple(valid_utts[half:]))],
+          tmp_path, cfg)
+    import json
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(row["corpora"]) == {"a", "b"}
+    assert all(0 <= c["valid_wer"] for c in row["corpora"].values())

@@ -182,10 +182,56 @@ class AugmentConfig:
     time_mask_width: int = 40  # frames
     time_mask_max_ratio: float = 0.2  # no mask longer than this share of the utterance
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    # Channel augmentation (asrkit.augment) on the waveform: each effect is applied to an
+    # utterance with its probability (0 = off), in the order room, noise, line, level.
+    narrowband_prob: float = 0.0  # 8 kHz round trip, or a low-pass within lowpass_hz
+    lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
+    telephone_prob: float = 0.0  # 300-3400 Hz band-pass and 8-bit mu-law at 8 kHz
+    noise_prob: float = 0.0
+    noise_snr_db: tuple[float, float] = (0.0, 20.0)
+    noise_types: tuple[str, ...] = ("colored", "babble")  # "folder" reads noise_dir
+    noise_dir: str = ""  # folder of noise recordings (searched recursively), e.g. MUSAN
+    reverb_prob: float = 0.0
+    reverb_rt60: tuple[float, float] = (0.2, 0.6)  # seconds, of the simulated rooms
+    rir_bank: int = 16  # simulated rooms per run (made once, from train.seed)
+    rir_dir: str = ""  # folder of recorded room impulse responses, used with the bank
+    gain_prob: float = 0.0  # matters only with features.gain_normalize off, which undoes it
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    clip_prob: float = 0.0
+    clip_fraction: tuple[float, float] = (0.001, 0.01)  # share of samples clipped
+
+    def __post_init__(self):
+        for name in ("narrowband", "telephone", "noise", "reverb", "gain", "clip"):
+            p = getattr(self, f"{name}_prob")
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"augment.{name}_prob must be between 0 and 1, not {p}")
+        for name, low, high in (("lowpass_hz", 1000.0, 7900.0), ("noise_snr_db", -20.0, 60.0),
+                                ("reverb_rt60", 0.05, 2.0), ("gain_db", -40.0, 20.0),
+                                ("clip_fraction", 0.0, 0.2)):
+            r = getattr(self, name)
+            if len(r) != 2 or not low <= r[0] <= r[1] <= high:
+                raise ConfigError(f"augment.{name} must be [low, high] with {low} <= low "
+                                  f"<= high <= {high}, not {list(r)}")
+        unknown = set(self.noise_types) - {"colored", "babble", "folder"}
+        if unknown or not self.noise_types:
+            raise ConfigError(f"augment.noise_types: choose among colored, babble, folder, "
+                              f"not {list(self.noise_types)}")
+        if ("folder" in self.noise_types) != bool(self.noise_dir):
+            raise ConfigError("augment.noise_dir and the noise type 'folder' go together: "
+                              "set noise_dir to a folder of noise recordings and add "
+                              "'folder' to augment.noise_types (or neither)")
+        if self.rir_bank < 1:
+            raise ConfigError(f"augment.rir_bank must be at least 1, not {self.rir_bank}")
 
     @property
     def enabled(self) -> bool:
         return self.freq_masks > 0 or self.time_masks > 0
+
+    @property
+    def channel(self) -> bool:
+        """Whether any channel effect is on."""
+        return any(getattr(self, f"{n}_prob") > 0 for n in
+                   ("narrowband", "telephone", "noise", "reverb", "gain", "clip"))
 
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, config: AugmentConfig,

@@ -31,3 +31,29 @@ def plot_training_curve(history: Sequence[dict], path: str | Path) -> Path:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_conditions(rows: Sequence[tuple[str, float, float]], path: str | Path,
+                    title: str = "") -> Path:
+    """WER and CER (fractions) per test condition, as grouped bars: ``rows`` are
+    ``(condition, wer, cer)`` in the order to show."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r[0] for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 4), constrained_layout=True)
+    for shift, column, label in ((-0.2, 1, "WER"), (0.2, 2, "CER")):
+        values = [100 * r[column] for r in rows]
+        bars = ax.bar([i + shift for i in x], values, width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(list(x), names)
+    ax.set(ylabel="%", title=title or "Error rate by condition")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

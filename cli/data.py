@@ -1,7 +1,7 @@
 """`asrkit data ...`: prepare, import and check data.
 
 Subcommands: ``validate``, ``import kaldi``, ``import folder``, ``prepare an4``,
-``prepare librispeech``, ``prepare commonvoice``.
+``prepare librispeech``, ``prepare commonvoice``, ``prepare speechocean762``.
 Commands written elsewhere join this group where the top-level app is assembled, e.g.
 ``data.app.command("synth")(synth.synth)``; this file imports none of them.
 """
@@ -117,6 +117,40 @@ def prepare_an4(
             download_an4(data_dir)
         paths = prepare(data_dir, out, valid_speakers=valid_speakers, seed=seed)
         _report_splits(data_dir, paths, as_json)
+
+
+@prepare_app.command("speechocean762")
+def prepare_speechocean762(
+    data_dir: Annotated[Path, typer.Option(
+        help="speechocean762 folder (holding train/ and test/), or the folder holding it; "
+             "the download goes here.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for train.jsonl, valid.jsonl and test.jsonl.")],
+    download: Annotated[bool, typer.Option(
+        help="Fetch speechocean762.tar.gz (about 520 MB) from openslr.org/101 first and "
+             "check its MD5 (skipped if the corpus is already there).")] = False,
+    mirror: Annotated[Optional[str], typer.Option(
+        help="Base URL of an openslr mirror [default: https://www.openslr.org/resources/101].")]
+        = None,
+    md5: Annotated[Optional[str], typer.Option(
+        help="Expected MD5 of the archive (openslr.org/101 publishes none; without it the "
+             "first download's digest is recorded and later ones must match).")] = None,
+    valid_speakers: Annotated[int, typer.Option(
+        help="Training speakers held out whole for validation.")] = 10,
+    seed: Annotated[int, typer.Option(help="Chooses the validation speakers.")] = 0,
+    as_json: JsonOpt = False,
+):
+    """Write speechocean762 train/valid/test manifests (safe to re-run)."""
+    with user_errors():
+        from asrkit.corpora import speechocean762 as so
+        corpus = data_dir
+        if download:
+            with _DownloadBars() as bars:
+                corpus = so.download_speechocean762(data_dir, mirror or so.URL, md5,
+                                                    progress=bars.update)
+        paths = so.prepare_speechocean762(corpus, out, valid_speakers=valid_speakers,
+                                          seed=seed)
+        _report_splits(corpus, paths, as_json)
 
 
 @prepare_app.command("librispeech")

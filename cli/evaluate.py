@@ -19,6 +19,12 @@ def evaluate(
     worst: Annotated[int, typer.Option("--worst", help="List this many worst utterances.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
+    condition: Annotated[Optional[str], typer.Option(
+        "--condition", help="Score under test conditions, comma-separated: clean, 8k, "
+                            "telephone, noise<SNR> (pink noise, e.g. noise10), reverb[<RT60>] "
+                            "(e.g. reverb0.8). Seeded: every run hears the same audio.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="With --condition: bar chart of WER/CER per condition (PNG).")] = None,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
@@ -36,6 +42,10 @@ def evaluate(
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
         utts = read_manifest(manifest, root)
+        if condition is not None or plot is not None:
+            _by_condition(asr, utts, dec, batch_seconds, condition or "clean", plot, as_json,
+                          model)
+            return
         with progress(total=len(utts), desc="evaluating", unit="utt") as bar:
             report = run(asr, utts, dec, batch_seconds, on_result=lambda _: bar.update(1))
         if results:
@@ -68,3 +78,32 @@ def _print_report(report, worst: int) -> None:
         for u in bad:
             typer.echo(f"  {u.id}  ({u.words.errors} errors)\n    REF: {u.reference}\n"
                        f"    HYP: {u.hypothesis}")
+
+
+def _by_condition(asr, utts, dec, batch_seconds, names: str, plot, as_json, model_name) -> None:
+    """One WER/CER row per condition; exit code 3 if any utterance was skipped."""
+    from asrkit.asr.evaluation import evaluate as run
+    from asrkit.conditions import parse_conditions
+    from asrkit.plots import plot_conditions
+
+    conditions = parse_conditions(names)
+    reports = []
+    with progress(total=len(utts) * len(conditions), desc="evaluating", unit="utt") as bar:
+        for c in conditions:
+            bar.set_description(c.name)
+            reports.append(run(asr, utts, dec, batch_seconds, lambda _: bar.update(1), c))
+    rows = [(c.name, r.wer, r.cer) for c, r in zip(conditions, reports)]
+    if plot is not None:
+        plot_conditions(rows, plot, title=f"{model_name}: {len(reports[0].utterances)} "
+                                          "utterances")
+    if as_json:
+        typer.echo(json.dumps([{"condition": c.name, **r.summary()}
+                               for c, r in zip(conditions, reports)], indent=2))
+    else:
+        typer.echo(f"{'condition':<12} {'WER':>7} {'CER':>7}  words  utterances")
+        for c, r in zip(conditions, reports):
+            typer.echo(f"{c.name:<12} {100 * r.wer:6.2f}% {100 * r.cer:6.2f}%  "
+                       f"{r.words.reference_length:5d}  {len(r.utterances)}")
+    report_skipped(list(reports[0].skipped), "utterance")
+    if reports[0].skipped:
+        raise typer.Exit(3)

@@ -17,12 +17,13 @@ from .common import RootOpt, progress, report_skipped, setup_logging, user_error
 
 
 def train(
-    train_manifest: Annotated[Path, typer.Option("--train", help="Training manifest (JSON Lines).")],
-    valid_manifest: Annotated[Path, typer.Option("--valid", help="Validation manifest, for early stopping.")],
+    train_manifest: Annotated[list[str], typer.Option("--train", help="Training manifest (JSON Lines); repeat for several corpora, each optionally with a sampling weight: --train a.jsonl:2 --train b.jsonl:1.")],
+    valid_manifest: Annotated[list[Path], typer.Option("--valid", help="Validation manifest, for early stopping; repeat for a WER per corpus.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, config and metrics.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (sections model/features/augment/train).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.lr=0.001 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from this trained model (file, run folder or bundled name): fine-tuning. A new vocabulary re-initialises only the output layer; see also --set train.freeze_epochs=N.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     root: RootOpt = None,
 ):
@@ -34,15 +35,14 @@ def train(
         if not main_process:  # rank 0 reports for all; the others speak only of errors
             logging.getLogger("asrkit").setLevel(logging.ERROR)
         from asrkit.asr.config import load_config
-        from asrkit.manifest import read_manifest
         from asrkit.plots import plot_training_curve
         from asrkit.asr.training import TrainCallbacks, train as run_training
 
         if resume and config is None and (out / "config.yaml").is_file():
             config = out / "config.yaml"  # the run's own settings, plus any --set
         cfg = load_config(config, overrides or [])
-        train_utts = read_manifest(train_manifest, root)
-        valid_utts = read_manifest(valid_manifest, root)
+        train_utts = _corpora([_weighted(t) for t in train_manifest], root)
+        valid_utts = _corpora([(v, 1.0) for v in valid_manifest], root)
         bar = None
 
         def on_start(info: dict) -> None:
@@ -68,9 +68,12 @@ def train(
             bar.write(f"epoch {e.epoch}: train loss {e.train_loss:.3f}, valid loss "
                       f"{e.valid_loss:.3f}, CER {100 * e.valid_cer:.2f}%, WER "
                       f"{100 * e.valid_wer:.2f}%{'  (best)' if e.improved else ''}")
+            for name, c in e.corpora.items():
+                bar.write(f"  {name}: valid loss {c['valid_loss']:.3f}, CER "
+                          f"{100 * c['valid_cer']:.2f}%, WER {100 * c['valid_wer']:.2f}%")
 
         result = run_training(train_utts, valid_utts, out, cfg, resume=resume,
-                              callbacks=TrainCallbacks(on_start, on_step, on_epoch))
+                              callbacks=TrainCallbacks(on_start, on_step, on_epoch), init=init)
         if bar is not None:
             bar.close()
         if not main_process:
@@ -86,3 +89,27 @@ def train(
         typer.echo(f"best validation WER {100 * result.best_wer:.2f}% at epoch "
                    f"{result.best_epoch}; {result.steps} steps in {result.seconds / 60:.1f} min; "
                    f"model: {out / 'best.pt'}")
+
+
+def _weighted(item: str) -> tuple[Path, float]:
+    """``a.jsonl:2`` → (a.jsonl, 2.0); a plain path has weight 1."""
+    path, sep, weight = item.rpartition(":")
+    if sep:
+        try:
+            return Path(path), float(weight)
+        except ValueError:
+            pass  # a colon inside the path itself
+    return Path(item), 1.0
+
+
+def _corpora(items: list[tuple[Path, float]], root):
+    """One manifest: its utterances; several: named corpora (by file stem, or parent
+    folder and stem when stems repeat)."""
+    from asrkit.asr.dataset import Corpus
+    from asrkit.manifest import read_manifest
+    if len(items) == 1 and items[0][1] == 1.0:
+        return read_manifest(items[0][0], root)
+    stems = [p.stem for p, _ in items]
+    names = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem
+             for p, _ in items]
+    return [Corpus(n, tuple(read_manifest(p, root)), w) for n, (p, w) in zip(names, items)]

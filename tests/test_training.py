@@ -104,3 +104,78 @@ def test_unalignable_and_unknown_utterances_are_excluded_not_zeroed(corpus):
     assert "cannot fit" in reasons["long"]
     assert "'X'" in reasons["unk"]
     assert "no such file" in reasons["gone"]
+
+
+def test_init_with_a_changed_vocabulary_keeps_all_but_new_output_rows(corpus, tmp_path):
+    from asrkit.asr.finetune import shared_rows
+    train_utts, valid_utts = corpus
+    cfg = load_config(None, TINY + ["train.max_steps=2"])
+    train(train_utts, valid_utts, tmp_path / "src", cfg)
+    source = load_model(tmp_path / "src" / "last.pt")
+    # The new corpus writes its tones with one letter the source never saw.
+    changed = [u.__class__(**{**u.__dict__, "text": u.text + " Z"}) for u in train_utts]
+    start = load_config(None, TINY + ["train.max_steps=1", "train.lr=0"])  # weights as loaded
+    train(changed, valid_utts, tmp_path / "ft", start, init=tmp_path / "src" / "last.pt")
+    tuned = load_model(tmp_path / "ft" / "last.pt")
+    assert "Z" in tuned.vocab.symbols and "Z" not in source.vocab.symbols
+    old, new = source.state_dict(), tuned.state_dict()
+    for key, value in old.items():
+        if not key.startswith("output."):
+            torch.testing.assert_close(new[key], value)  # lower layers and statistics
+    pairs = shared_rows(source.vocab, tuned.vocab)
+    assert len(pairs) == len(source.vocab)  # every old symbol (and the blank) kept its row
+    for new_id, old_id in pairs:
+        torch.testing.assert_close(new["output.weight"][new_id], old["output.weight"][old_id])
+        torch.testing.assert_close(new["output.bias"][new_id], old["output.bias"][old_id])
+
+
+def test_freeze_epochs_leave_lower_layers_unchanged(corpus, tmp_path):
+    train_utts, valid_utts = corpus
+    train(train_utts, valid_utts, tmp_path / "src",
+          load_config(None, TINY + ["train.max_steps=2"]))
+    source = load_model(tmp_path / "src" / "last.pt").state_dict()
+    cfg = load_config(None, TINY + ["train.max_steps=3", "train.freeze_epochs=1"])
+    train(train_utts, valid_utts, tmp_path / "ft", cfg, init=tmp_path / "src" / "last.pt")
+    tuned = load_record(tmp_path / "ft" / "last.pt")["state_dict"]
+    for key, value in source.items():
+        if key.startswith("output."):
+            assert not torch.equal(tuned[key], value), key  # the output layer learned
+        else:
+            torch.testing.assert_close(tuned[key], value)
+
+
+def test_init_refuses_a_different_architecture(corpus, tmp_path):
+    train_utts, valid_utts = corpus
+    train(train_utts, valid_utts, tmp_path / "src", load_config(None, TINY + ["train.max_steps=1"]))
+    with pytest.raises(ConfigError, match="model.hidden"):
+        train(train_utts, valid_utts, tmp_path / "ft",
+              load_config(None, TINY + ["model.hidden=32"]), init=tmp_path / "src")
+
+
+def test_corpus_weights_hold_in_expectation():
+    from asrkit.asr.dataset import epoch_draws
+    weights = [2.0] * 30 + [1.0] * 50 + [0.25] * 40
+    counts = torch.zeros(len(weights))
+    epochs = 400
+    for epoch in range(epochs):
+        for i in epoch_draws(weights, seed=3, epoch=epoch):
+            counts[i] += 1
+    per_utt = counts / epochs
+    assert per_utt[:30].mean() == pytest.approx(2.0, abs=0.01)  # integral: exact
+    assert per_utt[30:80].mean() == pytest.approx(1.0, abs=0.01)
+    assert per_utt[80:].mean() == pytest.approx(0.25, abs=0.02)  # 16,000 Bernoulli draws
+    assert epoch_draws(weights, 3, 5) == epoch_draws(weights, 3, 5)
+
+
+def test_two_corpora_validated_apart(corpus, tmp_path):
+    from asrkit.asr.dataset import Corpus
+    train_utts, valid_utts = corpus
+    half = len(valid_utts) // 2
+    cfg = load_config(None, TINY + ["train.epochs=1"])
+    train([Corpus("a", tuple(train_utts[:48]), 2.0), Corpus("b", tuple(train_utts[48:]))],
+          [Corpus("a", tuple(valid_utts[:half])), Corpus("b", tuple(valid_utts[half:]))],
+          tmp_path, cfg)
+    import json
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(row["corpora"]) == {"a", "b"}
+    assert all(0 <= c["valid_wer"] for c in row["corpora"].values())

@@ -48,6 +48,7 @@ class TrainConfig:
     speed_perturb: bool = True
     spec_augment: bool = True
     max_steps: int = 0  # stop after this many steps (0 = no limit); for quick runs
+    freeze_epochs: int = 0  # with --init: train only the output layer for this many epochs
     threads: int = 0  # torch threads (0 = all cores)
 
 

@@ -128,8 +128,10 @@ def shard_batches(batches: Sequence[list[int]], start: int, world_size: int = 1,
 
 
 def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequence[float] = (),
+               transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
                ) -> tuple[Batch | None, list[Skipped]]:
-    """Read and pad the audio of ``examples``; ``speeds[i]`` perturbs example i.
+    """Read and pad the audio of ``examples``; ``speeds[i]`` perturbs example i, then
+    ``transform(i, wave)`` (e.g. channel augmentation) changes its ``(samples,)``.
     Unreadable items are skipped and returned (the batch is None if none is left)."""
     waves, kept, skipped = [], [], []
     for i, ex in enumerate(examples):
@@ -141,6 +143,8 @@ def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequen
             continue
         if speeds and speeds[i] != 1.0:
             wave = change_speed(wave, speeds[i])
+        if transform is not None:
+            wave = transform(i, wave)
         waves.append(torch.from_numpy(wave))
         kept.append(ex)
     if not kept:
@@ -155,3 +159,31 @@ def load_batch(examples: Sequence[Example], gain_normalize: bool, speeds: Sequen
 
 def total_hours(examples: Sequence[Example]) -> float:
     return math.fsum(ex.duration for ex in examples) / 3600
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A named set of utterances trained or validated on together with others.
+
+    ``weight`` is how often each of its utterances is drawn per epoch (2: twice as often
+    as an utterance of a weight-1 corpus), whatever the corpus's size."""
+
+    name: str
+    utterances: tuple[Utterance, ...]
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise AsrkitError(f"corpus {self.name}: weight must be a positive number, "
+                              f"not {self.weight}")
+
+
+def epoch_draws(weights: Sequence[float], seed: int, epoch: int) -> list[int]:
+    """The example indices one epoch trains on: example ``i`` appears ``floor(w_i)``
+    times and once more with probability ``frac(w_i)``, so its expected count is
+    exactly ``weights[i]``. Deterministic for ``(seed, epoch)``."""
+    gen = torch.Generator().manual_seed(seed * 100_019 + epoch + 7)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    counts = torch.floor(w).long() + (torch.rand(len(w), generator=gen, dtype=torch.float64)
+                                      < w - torch.floor(w)).long()
+    return torch.repeat_interleave(torch.arange(len(w)), counts).tolist()

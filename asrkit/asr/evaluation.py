@@ -8,9 +8,12 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..audio import normalize_gain
+from ..conditions import Condition
 from .dataset import Example, bucket_batches, load_batch
 from ..decoding.base import Decoder, GreedyDecoder
 from .distributed import Cluster, all_reduce_sum
@@ -60,8 +63,10 @@ class EvaluationReport:
 
 def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder | None = None,
              batch_seconds: float = 240.0,
-             on_result: Callable[[Transcript], None] | None = None) -> EvaluationReport:
-    """Transcribe ``utterances`` and score them against their ``text``.
+             on_result: Callable[[Transcript], None] | None = None,
+             condition: Condition | None = None) -> EvaluationReport:
+    """Transcribe ``utterances`` and score them against their ``text``, with their audio
+    changed by ``condition`` if one is given (see :mod:`asrkit.conditions`).
 
     Utterances without text or with unreadable audio are skipped and listed in the
     report; references are normalised with the model's case policy.
@@ -73,7 +78,13 @@ def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder 
         skipped.append((utt.id, reason))
 
     scores, seconds = [], 0.0
-    for tr in transcribe(model, labelled, decoder, batch_seconds, on_skip):
+    transform = None
+    if condition is not None and condition.kind != "clean":
+        def transform(utt: Utterance, wave: np.ndarray) -> np.ndarray:
+            out = condition.apply(wave, utt.id)
+            # A noisy or reverberant recording is loaded gain-normalised like any other.
+            return normalize_gain(out) if model.feature_config.gain_normalize else out
+    for tr in transcribe(model, labelled, decoder, batch_seconds, on_skip, transform):
         if on_result:
             on_result(tr)
         ref = model.vocab.normalize(tr.utt.text)

@@ -31,14 +31,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .checkpoint import load_record, model_from_record, model_record, save_record
+from ..audio import normalize_gain
+from ..augment import ChannelAugmenter
+from .checkpoint import load_model, load_record, model_from_record, model_record, save_record
+from .finetune import freeze_lower, init_config, init_from
 from .config import ExperimentConfig, config_from_dict
-from .dataset import Example, Skipped, bucket_batches, load_batch, prepare_examples, shard_batches
+from .dataset import (Corpus, Example, Skipped, bucket_batches, epoch_draws, load_batch,
+                      prepare_examples, shard_batches)
 from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
                           detect_cluster, grad_scaler, process_group, select_device)
 from ..errors import AsrkitError, ConfigError
@@ -74,6 +79,7 @@ class EpochInfo:
     valid_wer: float
     improved: bool
     seconds: float
+    corpora: dict = field(default_factory=dict)  # name → valid_loss/cer/wer, if several
 
 
 @dataclass
@@ -114,19 +120,29 @@ class _State:
 
 def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
           out_dir: str | os.PathLike, config: ExperimentConfig = ExperimentConfig(),
-          resume: bool = False, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train (or, with ``resume``, continue training) a model; see the module docs."""
+          resume: bool = False, callbacks: TrainCallbacks | None = None,
+          init: str | os.PathLike | AsrModel | None = None) -> TrainResult:
+    """Train (or, with ``resume``, continue training) a model; see the module docs.
+
+    ``init`` (a model, or a model file, run folder or bundled name) starts a new run
+    from trained weights (see :mod:`asrkit.asr.finetune`); a resumed run ignores it,
+    its checkpoint holds the weights already. ``train_utts`` and ``valid_utts`` may be
+    lists of :class:`~asrkit.asr.dataset.Corpus`: training then draws each corpus's
+    utterances by its weight, and validation is reported per corpus too."""
+    train_utts, weights = _flatten(train_utts)
+    valid_utts, valid_names = _flatten(valid_utts, names=True)
     cluster = detect_cluster()
     device = select_device(cluster)
     cb = (callbacks or TrainCallbacks()) if cluster.is_main else TrainCallbacks()
     torch.set_num_threads(config.train.threads or cluster.cpu_threads())
     with process_group(cluster, device):
         return _train(train_utts, valid_utts, Path(out_dir), config, resume, cb, cluster,
-                      device)
+                      device, init, (weights, valid_names))
 
 
 def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: bool,
-           cb: TrainCallbacks, cluster: Cluster, device: torch.device) -> TrainResult:
+           cb: TrainCallbacks, cluster: Cluster, device: torch.device,
+           init=None, corpora=({}, {})) -> TrainResult:
     if resume and (out / "last.pt").exists():
         record = load_record(out / "last.pt")
         stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
@@ -141,17 +157,24 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
     else:
         record, state = None, _State()
         torch.manual_seed(config.train.seed)  # weight initialisation
+        source = None
+        if init is not None:
+            source = init if isinstance(init, AsrModel) else load_model(init)
+            config = init_config(source, config)
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
-        model = AsrModel(vocab, config.model, config.features)
+        model = AsrModel(vocab, config.model, config.features) if source is None else \
+            init_from(source, vocab, config.model)
     check_precision(config.train.precision, device)
     if config.train.accumulate < 1:
         raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
     if record is None and cluster.is_main:  # the other processes receive rank 0's weights
-        _fit_normalizer(model, train_ex, config)
+        if init is None:  # a fine-tuned model keeps the statistics its layers know
+            _fit_normalizer(model, train_ex, config)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", config.to_yaml())
-    loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster)
+    loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster,
+                 corpora)
     if record is not None:
         loop.restore(record["training"])
     if cb.on_start:
@@ -164,6 +187,19 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
     loop.run()
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
                        tuple(skipped), state.seconds)
+
+
+def _flatten(data, names: bool = False) -> tuple[list[Utterance], dict[int, object]]:
+    """Utterances, or :class:`Corpus` objects → all utterances and, by ``id()`` of each
+    utterance, its corpus's weight (or, with ``names``, its corpus's name)."""
+    data = list(data)
+    if not data or not isinstance(data[0], Corpus):
+        return data, {}
+    utts, by_id = [], {}
+    for c in data:
+        utts.extend(c.utterances)
+        by_id.update({id(u): c.name if names else c.weight for u in c.utterances})
+    return utts, by_id
 
 
 # A resumed run may also change its number of processes; ``accumulate`` can then keep
@@ -241,13 +277,19 @@ class _Loop:
     """The training loop proper. Its state is small and fully checkpointed."""
 
     def __init__(self, model: AsrModel, config: ExperimentConfig, examples, out: Path,
-                 state: _State, cb: TrainCallbacks, cluster: Cluster):
+                 state: _State, cb: TrainCallbacks, cluster: Cluster, corpora=({}, {})):
         self.model, self.config, self.cfg = model, config, config.train
         (self.train_ex, self.valid_ex), self.out, self.state, self.cb = examples, out, state, cb
         self.cluster, self.device = cluster, next(model.parameters()).device
         self.group = cluster.world_size * self.cfg.accumulate  # batches per optimiser step
         self.durations = [e.duration for e in self.train_ex]
-        batches = len(bucket_batches(self.durations, self.cfg.batch_seconds, 0, self.cfg.seed))
+        weights, names = corpora  # by id() of the Utterance objects (ids may repeat)
+        self.weights = [weights.get(id(e.utt), 1.0) for e in self.train_ex]
+        groups: dict[str, list[Example]] = {}
+        for e in self.valid_ex:
+            groups.setdefault(names.get(id(e.utt), ""), []).append(e)
+        self.valid_groups = groups if len(groups) > 1 else {}
+        batches = len(self._epoch_batches(0))
         self.steps_per_epoch = batches // self.group
         if self.steps_per_epoch == 0:
             raise ConfigError(f"an epoch holds {batches} batches, fewer than one global batch "
@@ -266,6 +308,9 @@ class _Loop:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema),
                                  use_buffers=True) if self.cfg.ema else None
         self._fps = 0.0
+        self.augmenter = ChannelAugmenter(
+            config.augment, [e.utt for e in self.train_ex], self.cfg.seed) \
+            if config.augment.channel else None
 
     @property
     def evaluated(self) -> AsrModel:
@@ -294,8 +339,7 @@ class _Loop:
         s, c = self.state, self.cluster
         t0 = time.monotonic() - s.seconds
         while s.epoch < self.cfg.epochs and not s.stopped:
-            batches = bucket_batches(self.durations, self.cfg.batch_seconds, s.epoch,
-                                     self.cfg.seed)
+            batches = self._epoch_batches(s.epoch)
             mine = shard_batches(batches, s.batch, c.world_size, c.rank, self.cfg.accumulate)
             losses = []
             for step_batches in mine:
@@ -311,6 +355,16 @@ class _Loop:
                     self._save()
             self._end_epoch(losses, time.monotonic() - t0)
 
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches of example indices; with corpus weights, each example
+        appears as often as :func:`epoch_draws` says."""
+        if all(w == 1.0 for w in self.weights):
+            return bucket_batches(self.durations, self.cfg.batch_seconds, epoch, self.cfg.seed)
+        order = epoch_draws(self.weights, self.cfg.seed, epoch)
+        batches = bucket_batches([self.durations[i] for i in order], self.cfg.batch_seconds,
+                                 epoch, self.cfg.seed)
+        return [[order[j] for j in b] for b in batches]
+
     def _step(self, step_batches: list[list[int]], first: int, n_steps: int) -> float:
         """One optimiser step over this process's ``step_batches`` (epoch positions
         ``first``, ``first + 1``...); gradients of all processes are averaged."""
@@ -325,6 +379,8 @@ class _Loop:
                 loss, n = self._backward(indices, first + j)
             losses.append(loss)
             frames += n
+        if s.epoch < cfg.freeze_epochs:
+            freeze_lower(self.model)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         # The averaged gradients are the same on every process, so all stop together
@@ -357,8 +413,15 @@ class _Loop:
         examples = [self.train_ex[i] for i in indices]
         factors = self.config.augment.speed_factors if cfg.speed_perturb else (1.0,)
         picks = torch.randint(len(factors), (len(examples),), generator=generator)
+        channel = None
+        if self.augmenter is not None:
+            def channel(i: int, wave: np.ndarray) -> np.ndarray:
+                # Each utterance its own stream, as in a batch of one; the result is
+                # gain-normalised as a recording made that way would be when loaded.
+                out = self.augmenter(wave, np.random.default_rng([seed, i]))
+                return normalize_gain(out) if model.feature_config.gain_normalize else out
         batch, skipped = load_batch(examples, model.feature_config.gain_normalize,
-                                    [factors[int(p)] for p in picks])
+                                    [factors[int(p)] for p in picks], channel)
         for sk in skipped:
             log.warning("skipped %s: %s", sk.id, sk.reason)
         if batch is None:
@@ -393,10 +456,13 @@ class _Loop:
         finite = [x for x in losses if math.isfinite(x)]
         total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
         info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
-                         elapsed)
-        s.history.append({"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
-                          "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
-                          "seconds": round(elapsed, 1)})
+                         elapsed, self._validate_corpora())
+        row = {"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
+               "valid_loss": valid_loss, "valid_cer": cer, "valid_wer": wer,
+               "seconds": round(elapsed, 1)}
+        if info.corpora:
+            row["corpora"] = info.corpora
+        s.history.append(row)
         if improved:
             s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
             if self.cluster.is_main:
@@ -409,6 +475,16 @@ class _Loop:
         self._save()
         if self.cb.on_epoch:
             self.cb.on_epoch(info)
+
+    def _validate_corpora(self) -> dict:
+        """Validation loss, CER and WER of each validation corpus (when there are several;
+        the pooled figures decide early stopping)."""
+        out = {}
+        for name, examples in self.valid_groups.items():
+            loss, cer, wer = validate(self.evaluated, examples, self.cfg.batch_seconds,
+                                      self.cluster)
+            out[name] = {"valid_loss": loss, "valid_cer": cer, "valid_wer": wer}
+        return out
 
     def _info(self) -> dict:
         s = self.state

@@ -27,6 +27,9 @@ CHUNK_SECONDS = 30.0  # recordings longer than this are processed chunk by chunk
 CONTEXT_SECONDS = 2.0  # extra audio on each side of a chunk, discarded after the model
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 
+# (utterance, loaded waveform (samples,)) → changed waveform (samples,)
+WaveTransform = Callable[[Utterance, np.ndarray], np.ndarray]
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -76,8 +79,12 @@ def _folder_utterances(folder: Path) -> list[Utterance]:
 def compute_log_probs(
     model: AsrModel, utterances: Iterable[Utterance], batch_seconds: float = 240.0,
     on_skip: Callable[[Utterance, str], None] | None = None, group: int = 512,
+    transform: WaveTransform | None = None,
 ) -> Iterator[tuple[Utterance, torch.Tensor]]:
     """Yield ``(utterance, log_probs (frames, vocab))`` for each readable utterance.
+
+    ``transform(utt, wave)`` changes each loaded ``(samples,)`` before recognition
+    (e.g. a test condition); a long recording is changed chunk by chunk.
 
     Utterances are taken ``group`` at a time, sorted by length and batched so the
     padded audio of a batch stays under ``batch_seconds``. Unreadable ones are passed
@@ -89,29 +96,32 @@ def compute_log_probs(
     for utt in utterances:
         pending.append(utt)
         if len(pending) >= group:
-            yield from _process_group(model, pending, batch_seconds, on_skip)
+            yield from _process_group(model, pending, batch_seconds, on_skip, transform)
             pending = []
     if pending:
-        yield from _process_group(model, pending, batch_seconds, on_skip)
+        yield from _process_group(model, pending, batch_seconds, on_skip, transform)
 
 
 def transcribe(
     model: AsrModel, inputs: Iterable[Utterance] | Sequence[str | Path],
     decoder: Decoder | None = None, batch_seconds: float = 240.0,
     on_skip: Callable[[Utterance, str], None] | None = None,
+    transform: WaveTransform | None = None,
 ) -> Iterator[Transcript]:
-    """Transcribe utterances (or paths, see :func:`collect_inputs`) one by one."""
+    """Transcribe utterances (or paths, see :func:`collect_inputs`) one by one;
+    ``transform`` as in :func:`compute_log_probs`."""
     inputs = list(inputs)
     if inputs and not isinstance(inputs[0], Utterance):
         inputs = collect_inputs(inputs)
     decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
-    for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip):
+    for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip,
+                                            transform=transform):
         hyp = decoder.decode(log_probs.unsqueeze(0))[0]
         duration = log_probs.shape[0] * model.frame_seconds
         yield Transcript(utt, hyp, duration)
 
 
-def _process_group(model, utts, batch_seconds, on_skip):
+def _process_group(model, utts, batch_seconds, on_skip, transform=None):
     # Work is keyed by position in the group, not by id: ids given by the user (two
     # manifests, a file named twice) need not be unique.
     durations = {}
@@ -126,29 +136,32 @@ def _process_group(model, utts, batch_seconds, on_skip):
     batch: list[int] = []
     for i in short:
         if batch and durations[i] * (len(batch) + 1) > batch_seconds:
-            results.update(_run_batch(model, utts, batch, on_skip))
+            results.update(_run_batch(model, utts, batch, on_skip, transform))
             batch = []
         batch.append(i)
     if batch:
-        results.update(_run_batch(model, utts, batch, on_skip))
+        results.update(_run_batch(model, utts, batch, on_skip, transform))
     for i in durations:
         if i in results:
             yield utts[i], results.pop(i)
         elif durations[i] > CHUNK_SECONDS:
             try:
-                yield utts[i], _long_log_probs(model, utts[i])
+                yield utts[i], _long_log_probs(model, utts[i], transform)
             except AsrkitError as e:
                 _skip(on_skip, utts[i], str(e))
 
 
 @torch.inference_mode()
 def _run_batch(model: AsrModel, utts: list[Utterance], positions: list[int], on_skip,
-               ) -> dict[int, torch.Tensor]:
+               transform: WaveTransform | None = None) -> dict[int, torch.Tensor]:
     """Log-probs ``(frames, vocab)`` of ``utts[i]`` for each readable ``i`` in ``positions``."""
     waves, kept = [], []
     for i in positions:
         try:
-            waves.append(torch.from_numpy(_load(model, utts[i])))
+            wave = _load(model, utts[i])
+            if transform is not None:
+                wave = transform(utts[i], wave)
+            waves.append(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
             kept.append(i)
         except AsrkitError as e:
             _skip(on_skip, utts[i], str(e))
@@ -161,7 +174,8 @@ def _run_batch(model: AsrModel, utts: list[Utterance], positions: list[int], on_
 
 
 @torch.inference_mode()
-def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
+def _long_log_probs(model: AsrModel, utt: Utterance,
+                    transform: WaveTransform | None = None) -> torch.Tensor:
     """Chunked inference for a long recording, memory bounded by the chunk size.
 
     Each chunk of :data:`CHUNK_SECONDS` is run with :data:`CONTEXT_SECONDS` of audio
@@ -177,7 +191,10 @@ def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
         seg_dur = min(left + CHUNK_SECONDS + CONTEXT_SECONDS, total - seg_start)
         wave = load_audio(utt.audio, offset=utt.offset + seg_start, duration=seg_dur,
                           normalize=False)
-        log_probs, _ = model(torch.from_numpy(wave * gain).unsqueeze(0))
+        wave = wave * gain
+        if transform is not None:
+            wave = transform(utt, wave)
+        log_probs, _ = model(torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None])
         skip = round(left / model.frame_seconds) if start > 0 else 0
         pieces.append(log_probs[0, skip:skip + step_frames])
         start += CHUNK_SECONDS

@@ -12,12 +12,11 @@ import typer
 from . import decoding_options as D
 from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
 
-DEFAULT_MODEL = "an4"  # bundled model used when no model is named
 EXIT_PARTIAL = 3  # some inputs were skipped; the others were transcribed
 
 
 def transcribe(
-    inputs: Annotated[list[str], typer.Argument(help="[MODEL] then audio files, folders (recursive) or JSON Lines manifests. MODEL is a .pt file, a training folder or a bundled name; without it the bundled 'an4' model is used.")],
+    inputs: Annotated[list[str], typer.Argument(help="[MODEL] then audio files, folders (recursive) or JSON Lines manifests. The first of two or more arguments is MODEL when it is a .pt file, a training folder (holding best.pt or last.pt) or a bundled model name such as an4 (see `asrkit models`); otherwise every argument is an input and the bundled 'an4' model is used. For a folder of audio named like a bundled model, write ./an4; or name the model with -m.")],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model file, training folder or bundled model name.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, jsonl, srt or vtt.")] = "txt",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout (txt/jsonl).")] = None,
@@ -88,12 +87,11 @@ def transcribe(
 
 
 def _split_model(model: str | None, inputs: list[str]) -> tuple[str, list[str]]:
-    """The first positional argument is the model if it looks like one."""
+    """The first of several positional arguments is the model if it names one."""
+    from asrkit.pretrained import DEFAULT_MODEL, names_model
     if model is not None:
         return model, inputs
-    first = Path(inputs[0])
-    if len(inputs) > 1 and (first.suffix == ".pt" or (first / "best.pt").is_file()
-                            or (first / "last.pt").is_file()):
+    if len(inputs) > 1 and names_model(inputs[0]):
         return inputs[0], inputs[1:]
     return DEFAULT_MODEL, inputs
 

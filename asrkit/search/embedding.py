@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -35,10 +34,10 @@ from ..errors import ConfigError, ModelFileError
 from ..features import FeatureConfig, FeatureExtractor, Normalizer, frame_mask
 from .gru import GruWeights, final_states
 from ..io import atomic_open, check_format_version, fingerprint
+from ..pretrained import default_embedder_path
 
 FORMAT_NAME = "asrkit-embedder"
 FORMAT_VERSION = 1
-DEFAULT_EMBEDDER = "embedder.pt"  # inside asrkit/pretrained/
 INFERENCE_BATCH = 256  # segments per forward pass when embedding many
 SMALL_BATCH = 4  # up to this many sequences are embedded one by one in numpy
 
@@ -362,7 +361,4 @@ def read_embedder_file(path: Path) -> dict:
     check_format_version(path, "embedder", payload.get("version", 0), FORMAT_VERSION)
     return payload
 
-
-def default_embedder_path() -> Path:
-    return Path(str(resources.files("asrkit") / "pretrained" / DEFAULT_EMBEDDER))
 

@@ -112,6 +112,28 @@ class EmbedderConfig:
         front["features"] = FeatureConfig(**front["features"])
         return cls(FrontendConfig(**front), AutoencoderConfig(**d["autoencoder"]))
 
+    @classmethod
+    def make(cls, features: str = "fbank", asr_model: str | os.PathLike | None = None,
+             hidden: int = 160, layers: int = 2, dim: int = 128,
+             stack: int | None = None) -> "EmbedderConfig":
+        """An embedder over ``features``: ``fbank`` (40 log-mel bands), ``mfcc`` (13 of
+        40) or ``asr`` (the states of ``asr_model``, default the bundled recogniser).
+        ``stack`` frames are joined per encoder step: by default 3, or 2 for ``asr``,
+        whose frames are already 20 ms. The decoder is as wide as the encoder."""
+        if asr_model is not None and features != "asr":
+            raise ConfigError("--asr-model is for --features asr")
+        if features == "asr":
+            from ..pretrained import DEFAULT_MODEL
+            frontend = asr_frontend_config(asr_model or DEFAULT_MODEL)
+        elif features in ("fbank", "mfcc"):
+            frontend = FrontendConfig(features=FeatureConfig(kind=features, n_mels=40,
+                                                             n_mfcc=13))
+        else:
+            raise ConfigError(f"--features must be fbank, mfcc or asr, not {features!r}")
+        return cls(frontend, AutoencoderConfig(
+            input_dim=frontend.dim, stack=stack or (2 if features == "asr" else 3),
+            hidden=hidden, layers=layers, dim=dim, decoder_hidden=hidden))
+
 
 class FeatureFrontend(nn.Module):
     """Waveforms ``(batch, samples)`` → frames ``(batch, frames, feats)`` + lengths."""

@@ -9,9 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
-
-EXIT_PARTIAL = 3  # some inputs were skipped; the others were transcribed
+from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
 
 
 def transcribe(
@@ -61,9 +59,7 @@ def transcribe(
         typer.echo(f"transcribed {writer.written} file(s), {audio_seconds:.1f} s of "
                    f"audio in {wall:.1f} s: real-time factor {wall / max(audio_seconds, 1e-9):.3f}"
                    + (f" ({len(writer.done)} already done)" if writer.done else ""), err=True)
-        report_skipped(skipped)
-        if skipped:
-            raise typer.Exit(EXIT_PARTIAL)
+        exit_if_partial(skipped)
 
 
 def _split_model(model: str | None, inputs: list[str]) -> tuple[str, list[str]]:

@@ -135,7 +135,7 @@ def tune_decoding(model, dev_manifest: str | os.PathLike, lm: str | os.PathLike,
     from ..asr.checkpoint import load_model
     from ..asr.transcription import compute_log_probs
     from ..decoding.base import GreedyDecoder
-    from ..decoding.beam import save_decoding_config
+    from ..decoding.config import save_decoding_config
     from ..manifest import read_manifest
     from ..metrics import wer
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from asrkit.errors import AsrkitError
+from asrkit.errors import AsrkitError, ConfigError
 
+# Exit codes, defined here once for every command.
+EXIT_OK = 0
+EXIT_ERROR = AsrkitError.exit_code  # 1: failed; the message says what to do
+EXIT_CONFIG = ConfigError.exit_code  # 2: an invalid option, setting or config file
+EXIT_PARTIAL = 3  # some inputs were skipped (each listed); all the others were done
+EXIT_INTERRUPTED = 130  # Ctrl-C; finished outputs are kept
 
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
 RootOpt = Annotated[Optional[Path], typer.Option(
     "--root", exists=True, file_okay=False,
     help="Refuse manifests naming audio outside this folder (symlinks and '..' resolved).")]
@@ -28,7 +37,7 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; finished outputs are kept", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -51,24 +60,65 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwarg
                 **kwargs)
 
 
-class CallbackBar:
-    """A progress bar fed by the library's ``progress(done, total)`` callbacks; made on the
-    first call, when the total is known (no bar at all if the work fails before it starts)."""
+class ProgressBars:
+    """The one adapter from the library's progress reports to tqdm bars.
 
-    def __init__(self, unit: str, desc: str = ""):
-        self.unit, self.desc, self.bar = unit, desc, None
+    Every library progress callback receives a frozen record with ``done`` and ``total``
+    (None when unknown). ``label(record)`` (default: its ``stage``, else ``desc``) names
+    the bar; a record with another label than the last closes the bar and starts the
+    next (an epoch, a download's next archive). The bar is made on the first record, so
+    work that fails before it starts shows none. ``postfix(record)`` gives the figures
+    shown beside the bar; ``unit`` may depend on the record (bytes are scaled to kB...).
+    """
 
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress(total=total, desc=self.desc, unit=self.unit, initial=done)
-        self.bar.update(done - self.bar.n)
+    def __init__(self, desc: str = "", unit: str | Callable[[Any], str] = "it",
+                 label: Callable[[Any], str] | None = None,
+                 postfix: Callable[[Any], dict] | None = None):
+        self.desc, self.unit, self.postfix = desc, unit, postfix
+        self.label = label or (lambda p: getattr(p, "stage", self.desc))
+        self.stage, self.bar = None, None
 
-    def __enter__(self):
-        return self
+    def update(self, p) -> None:
+        stage = self.label(p)
+        if self.bar is None or stage != self.stage:
+            self.close()
+            self.stage = stage
+            unit = self.unit(p) if callable(self.unit) else self.unit
+            self.bar = progress(total=p.total, desc=stage, unit=unit, unit_scale=unit == "B")
+        if self.bar.total != p.total:
+            self.bar.total = p.total
+        self.bar.n = p.done
+        if self.postfix is not None:
+            self.bar.set_postfix(self.postfix(p), refresh=False)
+        self.bar.refresh()  # tqdm still limits how often it redraws
 
-    def __exit__(self, *exc):
+    def count(self, done: int, total: int | None) -> None:
+        """For library calls that report ``progress(done, total)`` as two numbers."""
+        self.update(_Count(done, total))
+
+    def write(self, line: str) -> None:
+        """A line on stdout that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            typer.echo(line)
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Count:
+    done: int
+    total: int | None
 
 
 def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:
@@ -78,3 +128,22 @@ def report_skipped(skipped: list[tuple[str, str]], what: str = "input") -> None:
     typer.echo(f"skipped {len(skipped)} {what}(s):", err=True)
     for name, reason in skipped:
         typer.echo(f"  {name}: {reason}", err=True)
+
+
+def exit_if_partial(skipped: list[tuple[str, str]], what: str = "input") -> None:
+    """List skipped items; exit with :data:`EXIT_PARTIAL` if there were any."""
+    report_skipped(skipped, what)
+    if skipped:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """Limit torch and FAISS to ``threads`` (None: leave their defaults)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {threads}")
+    import faiss
+    import torch
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CallbackBar, RootOpt, progress, user_errors
+from .common import ProgressBars, RootOpt, user_errors
 
 app = typer.Typer(help="Prepare, import and check data.", no_args_is_help=True)
 import_app = typer.Typer(help="Convert another corpus layout into a manifest.",
@@ -57,9 +57,9 @@ def validate(
         if model is not None:
             from asrkit.asr.checkpoint import load_model
             asr = load_model(model)
-        with CallbackBar("utt", "checking") as bar:  # no bar if the manifest cannot be read
+        with ProgressBars("checking", "utt") as bars:  # none if the manifest is unreadable
             report = validate_manifest(manifest, asr, case=case, read_samples=not headers_only,
-                                       progress=bar.update, root=root)
+                                       progress=bars.count, root=root)
         typer.echo(report.to_json() if as_json else _summary(report, limit))
         if report.problems or (strict and report.warnings):
             raise typer.Exit(1)
@@ -176,7 +176,8 @@ def prepare_librispeech(
         from asrkit.corpora import librispeech
         parts = tuple(part) if part else librispeech.DEFAULT_PARTS
         if download:
-            with _DownloadBars() as bars:
+            with ProgressBars(label=lambda p: f"{p.stage} {p.archive}",
+                              unit=lambda p: "file" if p.stage == "extract" else "B") as bars:
                 librispeech.download_librispeech(data_dir, parts, mirror or librispeech.URL,
                                                  progress=bars.update)
         paths = librispeech.prepare_librispeech(data_dir, out, parts)
@@ -229,33 +230,6 @@ def _report_splits(corpus: Path, paths: dict[str, Path], as_json: bool) -> None:
         typer.echo(f"{name:{width}s} {s['utterances']:7d} utterances {s['speakers']:5d} "
                    f"speakers → {s['manifest']}")
     typer.echo(f"next: asrkit data validate {next(iter(paths.values()))}")
-
-
-class _DownloadBars:
-    """One tqdm bar per archive and stage, fed by ``DownloadProgress`` callbacks."""
-
-    def __init__(self):
-        self.key, self.bar = None, None
-
-    def update(self, p) -> None:
-        if (p.archive, p.stage) != self.key:
-            self.close()
-            self.key = (p.archive, p.stage)
-            in_bytes = p.stage != "extract"
-            self.bar = progress(total=p.total, desc=f"{p.stage} {p.archive}",
-                                unit="B" if in_bytes else "file", unit_scale=in_bytes)
-        self.bar.update(p.done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _write_and_report(utts, out: Path, as_json: bool) -> None:

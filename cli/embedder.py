@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, report_skipped, user_errors
-from .index import ThreadsOpt, set_threads
+from .common import (ProgressBars, ThreadsOpt, progress, report_skipped, set_threads,
+                     user_errors)
 
 app = typer.Typer(help="Train and evaluate the acoustic word embedder used by search.",
                   no_args_is_help=True)
@@ -54,36 +54,27 @@ def train(
     """Train a sequence-autoencoder embedder on unlabelled recordings (and/or words)."""
     with user_errors():
         set_threads(threads)
-        from asrkit.search.embedder_training import TrainConfig, train_embedder
-        from asrkit.search.embedding import (AutoencoderConfig, EmbedderConfig, FrontendConfig,
-                                      asr_frontend_config)
         from asrkit.errors import ConfigError
-        from asrkit.features import FeatureConfig
-        from asrkit.search.index import archive_sources
         from asrkit.manifest import read_manifest
+        from asrkit.search.embedder_training import TrainConfig, train_embedder
+        from asrkit.search.embedding import EmbedderConfig
+        from asrkit.search.index import archive_sources
         if manifest is None and audio_dir is None and words is None:
             raise ConfigError("give training audio: --manifest, --audio-dir and/or --words")
         recordings = (archive_sources(manifest) if manifest else []) + \
                      (archive_sources(audio_dir) if audio_dir else [])
-        if asr_model is not None and features != "asr":
-            raise ConfigError("--asr-model is for --features asr")
-        if features == "asr":
-            frontend = asr_frontend_config(asr_model or "an4")
-        else:
-            frontend = FrontendConfig(features=FeatureConfig(kind=features, n_mels=40,
-                                                             n_mfcc=13))
-        stack = stack or (2 if features == "asr" else 3)
-        model = EmbedderConfig(frontend, AutoencoderConfig(
-            input_dim=frontend.dim, stack=stack, hidden=hidden, layers=layers, dim=dim,
-            decoder_hidden=hidden))
+        model = EmbedderConfig.make(features, asr_model, hidden, layers, dim, stack)
         config = TrainConfig(epochs=epochs, windows_per_epoch=windows_per_epoch,
                              batch_size=batch_size, learning_rate=lr,
                              contrastive_weight=contrastive_weight, seed=seed)
         skipped: list[tuple[str, str]] = []
         typer.echo("reading audio...", err=True)
-        with _EpochBar() as bar:
+        with ProgressBars(unit="step", label=lambda p: f"epoch {p.epoch}/{p.epochs}",
+                          postfix=lambda p: {"loss": f"{p.loss:.3f}",
+                                             "rec": f"{p.reconstruction:.3f}",
+                                             "con": f"{p.contrastive:.3f}"}) as bars:
             embedder = train_embedder(out, recordings, read_manifest(words) if words else [],
-                                      config, model, resume=resume, progress=bar.update,
+                                      config, model, resume=resume, progress=bars.update,
                                       on_skip=lambda name, why: skipped.append((name, why)))
         report_skipped(skipped, "recording")
         last = embedder.info["history"][-1] if embedder.info.get("history") else {}
@@ -124,27 +115,3 @@ def evaluate(
             typer.echo(f"{r.method:10s} {r.average_precision:6.3f} "
                        f"{r.mean_average_precision:6.3f} {r.precision_at_10:6.3f} "
                        f"{1000 * r.query_seconds:9.2f}")
-
-
-class _EpochBar:
-    """One tqdm bar per epoch, fed by :class:`asrkit.search.embedder_training.TrainProgress`."""
-
-    def __init__(self):
-        self.bar = None
-
-    def update(self, p) -> None:
-        if self.bar is None or p.step == 1:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = progress(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", unit="step")
-        self.bar.n = p.step
-        self.bar.set_postfix(loss=f"{p.loss:.3f}", rec=f"{p.reconstruction:.3f}",
-                             con=f"{p.contrastive:.3f}", refresh=False)
-        self.bar.refresh()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
+from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
 
 
 def evaluate(
@@ -35,7 +35,6 @@ def evaluate(
     with user_errors():
         from asrkit.asr.checkpoint import load_model
         from asrkit.asr.evaluation import evaluate as run
-        from asrkit.io import atomic_open
         from asrkit.manifest import read_manifest
 
         asr = load_model(model)
@@ -49,20 +48,12 @@ def evaluate(
         with progress(total=len(utts), desc="evaluating", unit="utt") as bar:
             report = run(asr, utts, dec, batch_seconds, on_result=lambda _: bar.update(1))
         if results:
-            with atomic_open(results, "w", encoding="utf-8") as f:
-                for u in report.utterances:
-                    f.write(json.dumps({"id": u.id, "reference": u.reference,
-                                        "hypothesis": u.hypothesis,
-                                        "word_errors": u.words.errors,
-                                        "words": u.words.reference_length,
-                                        "char_errors": u.chars.errors}, ensure_ascii=False) + "\n")
+            report.write_results(results)
         if as_json:
             typer.echo(json.dumps(report.summary(), indent=2))
         else:
             _print_report(report, worst)
-        report_skipped(list(report.skipped), "utterance")
-        if report.skipped:
-            raise typer.Exit(3)
+        exit_if_partial(list(report.skipped), "utterance")
 
 
 def _print_report(report, worst: int) -> None:

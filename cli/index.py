@@ -1,4 +1,4 @@
-"""`asrkit index ...`: build and update a query-by-example search index."""
+"""`asrkit index ...`: build, update, inspect and merge query-by-example search indexes."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import RootOpt, progress, report_skipped, user_errors
+from .common import (EXIT_PARTIAL, ProgressBars, RootOpt, ThreadsOpt, exit_if_partial,
+                     report_skipped, set_threads, user_errors)
 
 app = typer.Typer(help="Build and update a search index of an audio archive.",
                   no_args_is_help=True)
 
-EXIT_PARTIAL = 3  # some recordings were skipped (listed); the others are indexed
 ArchiveArg = Annotated[Path, typer.Argument(
     help="A folder of recordings (searched recursively) or a JSON Lines manifest.")]
 IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(
-    help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
 BuildThreadsOpt = Annotated[Optional[int], typer.Option(
     help="CPU cores for embedding: that many one-thread worker processes (default: all "
          "cores). On a machine shared with other busy jobs each worker simply gets its "
@@ -61,19 +59,15 @@ def build(
         workers = build_workers(threads)
         from asrkit.search.index import archive_sources, build_index
         from asrkit.search.segments import SegmentConfig
-        if segments != "windows":
-            asr_model = asr_model or "an4"
         config = SegmentConfig(**{k: v for k, v in (("durations", _floats(durations)),
                                                     ("hop", hop), ("kind", segments),
                                                     ("asr_model", asr_model))
                                   if v is not None})
         sources = archive_sources(archive, root)
-        with _Bar(len(sources)) as bar:
-            summary = build_index(sources, out, embedder, config, factory, bar.update,
+        with _indexing_bars() as bars:
+            summary = build_index(sources, out, embedder, config, factory, bars.update,
                                   shard=part, workers=workers)
         _report(summary, out, as_json)
-        if summary.skipped:
-            raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -84,11 +78,9 @@ def add(index: IndexArg, archive: ArchiveArg, threads: BuildThreadsOpt = None,
         workers = build_workers(threads)
         from asrkit.search.index import add_to_index, archive_sources
         sources = archive_sources(archive)
-        with _Bar(len(sources)) as bar:
-            summary = add_to_index(index, sources, bar.update, workers=workers)
+        with _indexing_bars() as bars:
+            summary = add_to_index(index, sources, bars.update, workers=workers)
         _report(summary, index, as_json)
-        if summary.skipped:
-            raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -123,16 +115,8 @@ def rebuild(
 def info(index: IndexArg, as_json: JsonOpt = False):
     """Show what INDEX holds: recordings, segments, index type, skipped files."""
     with user_errors():
-        from asrkit.search.index import SearchIndex
-        with SearchIndex(index) as idx:
-            sources = idx.sources()
-            indexed = [s for s in sources if s.status == "indexed"]
-            data = {"index": str(index), "recordings": len(indexed),
-                    "segments": len(idx), "audio_hours": round(sum(
-                        s.duration or 0 for s in indexed) / 3600, 3),
-                    "index_type": idx.vectors.factory, "search_params": idx.vectors.params,
-                    "embedder": idx.embedder.fingerprint()[:16],
-                    "skipped": {s.name: s.reason for s in sources if s.status == "skipped"}}
+        from asrkit.search.index import index_info
+        data = index_info(index).to_dict()
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
@@ -140,6 +124,29 @@ def info(index: IndexArg, as_json: JsonOpt = False):
             if key != "skipped":
                 typer.echo(f"{key:14s} {value}")
         report_skipped(list(data["skipped"].items()), "recording")
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Index folder to create (must not exist, or be empty).")],
+    shards: Annotated[list[Path], typer.Argument(metavar="SHARD_DIR", help="Index folders to combine, e.g. those built with --shard 1/N ... N/N.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Combine shard indexes into one that answers like an index of the whole archive."""
+    with user_errors():
+        from asrkit.search.merge import merge_indexes
+        with ProgressBars("merging", "rec") as bars:
+            summary = merge_indexes(out, shards, bars.count)
+        if as_json:
+            typer.echo(json.dumps({
+                "index": str(out), "shards": summary.shards, "recordings": summary.recordings,
+                "skipped": summary.skipped, "segments": summary.segments,
+                "index_type": summary.index_type, "seconds": round(summary.seconds, 1)},
+                indent=2))
+            return
+        typer.echo(f"{out}: merged {summary.shards} index(es): {summary.recordings} "
+                   f"recording(s), {summary.segments} segments ({summary.index_type})"
+                   + (f", {summary.skipped} skipped" if summary.skipped else ""))
 
 
 def _report(summary, index: Path, as_json: bool) -> None:
@@ -152,6 +159,8 @@ def _report(summary, index: Path, as_json: bool) -> None:
                                "audio_hours": round(summary.audio_seconds / 3600, 4),
                                "seconds": round(summary.seconds, 1),
                                "index_type": summary.index_type}, indent=2))
+        if summary.skipped:  # listed in the JSON
+            raise typer.Exit(EXIT_PARTIAL)
         return
     speed = summary.audio_seconds / max(summary.seconds, 1e-9)
     typer.echo(f"{index}: {summary.indexed} recording(s) indexed"
@@ -159,7 +168,7 @@ def _report(summary, index: Path, as_json: bool) -> None:
                f"{summary.segments} segments added ({summary.total_segments} in all, "
                f"{summary.index_type}); {summary.audio_seconds / 3600:.2f} h of audio "
                f"at {speed:.0f}x real time")
-    report_skipped(list(summary.skipped), "recording")
+    exit_if_partial(list(summary.skipped), "recording")
 
 
 def build_workers(threads: Optional[int]) -> int:
@@ -169,19 +178,6 @@ def build_workers(threads: Optional[int]) -> int:
     workers = threads if threads is not None else (os.cpu_count() or 1)
     set_threads(1 if workers == 1 else workers)  # FAISS uses them when the index is written
     return workers
-
-
-def set_threads(threads: Optional[int]) -> None:
-    """Limit torch and FAISS to ``threads`` (None: leave their defaults)."""
-    if threads is None:
-        return
-    if threads < 1:
-        from asrkit.errors import ConfigError
-        raise ConfigError(f"--threads must be at least 1, not {threads}")
-    import faiss
-    import torch
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
 
 
 def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
@@ -195,23 +191,14 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
             from None
 
 
-class _Bar:
-    """tqdm bar over recordings, fed by :class:`asrkit.search.index.BuildProgress` reports."""
+def _indexing_bars() -> ProgressBars:
+    """A bar over recordings, fed by :class:`asrkit.search.index.BuildProgress`, with
+    the segments added so far beside it."""
+    added = 0
 
-    def __init__(self, total: int):
-        self.bar = progress(total=total, desc="indexing", unit="rec")
-        self.segments = 0
+    def segments(p) -> dict:
+        nonlocal added
+        added += p.segments
+        return {"segments": added}
 
-    def update(self, p) -> None:
-        if self.bar.total != p.total:
-            self.bar.reset(total=p.total)
-        self.segments += p.segments
-        self.bar.n = p.done
-        self.bar.set_postfix(segments=self.segments, refresh=False)
-        self.bar.refresh()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.close()
+    return ProgressBars("indexing", "rec", postfix=segments)

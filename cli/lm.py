@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import progress, report_skipped, setup_logging, user_errors
+from .common import ProgressBars, report_skipped, setup_logging, user_errors
 
 app = typer.Typer(help="Word n-gram language models for beam-search decoding.",
                   no_args_is_help=True)
@@ -78,55 +78,18 @@ def tune(
     if method not in ("grid", "coordinate"):
         raise typer.BadParameter("choose grid or coordinate", param_hint="--method")
     with user_errors():
-        result, summary = _tune(model, dev_manifest, lm, out, beam_size, grid_a, grid_b, method,
-                                lexicon, batch_seconds)
+        from asrkit.lm.tuning import tune_decoding
+        with ProgressBars(unit=lambda p: "utt" if p.stage == "log-probs" else "setting",
+                          postfix=lambda p: {} if p.wer is None else {"wer": f"{p.wer:.4f}"}
+                          ) as bars:
+            report = tune_decoding(model, dev_manifest, lm, out, beam_size, grid_a, grid_b,
+                                   method, lexicon, batch_seconds, progress=bars.update)
+        result = report.result
         if as_json:
-            typer.echo(json.dumps(summary, indent=2))
+            typer.echo(json.dumps({**report.summary(), "config": report.config,
+                                   "skipped": [list(s) for s in report.skipped]}, indent=2))
         else:
             typer.echo(f"alpha {result.alpha:g}  beta {result.beta:g}  dev WER "
-                       f"{100 * result.wer:.2f}% (greedy {100 * summary['greedy_wer']:.2f}%, "
+                       f"{100 * result.wer:.2f}% (greedy {100 * report.greedy_wer:.2f}%, "
                        f"{len(result.trials)} settings tried)\nwrote {out}")
-        report_skipped(summary["skipped"], "utterance")
-
-
-def _tune(model, dev_manifest, lm, out, beam_size, alphas, betas, method, lexicon,
-          batch_seconds):
-    from asrkit.decoding import save_decoding_config
-    from asrkit.decoding.beam import BeamSearchDecoder
-    from asrkit.asr.checkpoint import load_model
-    from asrkit.decoding.base import GreedyDecoder
-    from asrkit.errors import ManifestError
-    from asrkit.lm.tuning import tune_lm
-    from asrkit.manifest import read_manifest
-    from asrkit.metrics import wer
-    from asrkit.asr.transcription import compute_log_probs
-
-    asr = load_model(model)
-    decoder = BeamSearchDecoder(asr.vocab, asr.frame_seconds, beam_size=beam_size, lm=lm,
-                                lexicon=lexicon)
-    utts = read_manifest(dev_manifest)
-    if not any(u.text for u in utts):
-        raise ManifestError(f"{dev_manifest}: no utterance has reference text")
-    skipped, arrays, refs = [], [], []
-    with progress(total=len(utts), desc="log-probs", unit="utt") as bar:
-        for utt, lp in compute_log_probs(asr, utts, batch_seconds,
-                                         on_skip=lambda u, why: skipped.append((u.id, why))):
-            arrays.append(lp.float().cpu().numpy())
-            refs.append(utt.text or "")
-            bar.update(1)
-    total = len(alphas) * len(betas) if method == "grid" else None
-    with progress(total=total, desc="tuning", unit="setting") as bar:
-        result = tune_lm(arrays, refs, decoder, alphas, betas, method,
-                         progress=lambda a, b, w: (bar.update(1), bar.set_postfix(wer=f"{w:.4f}")))
-    greedy = GreedyDecoder(asr.vocab, asr.frame_seconds)
-    greedy_wer = wer([asr.vocab.normalize(r) for r in refs],
-                     [greedy.decode(x[None])[0].text for x in arrays])
-    summary = {"alpha": result.alpha, "beta": result.beta, "wer": result.wer,
-               "greedy_wer": greedy_wer, "utterances": len(arrays), "method": method,
-               "trials": [{"alpha": a, "beta": b, "wer": w} for a, b, w in result.trials]}
-    options = {"decoder": "beam", "beam_size": beam_size, "lm": str(lm), "alpha": result.alpha,
-               "beta": result.beta}
-    if lexicon is not None:
-        options["lexicon"] = str(lexicon)
-    save_decoding_config(out, options, {"dev_manifest": str(dev_manifest), **summary})
-    return result, {**summary, "config": str(out), "skipped": skipped}
+        report_skipped(list(report.skipped), "utterance")

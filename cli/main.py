@@ -6,8 +6,8 @@ import typer
 
 from asrkit import __version__
 
-from . import (data, embedder, evaluate, export, index, lm, models, search, serve, shards,
-               synth, train, transcribe)
+from . import (data, embedder, evaluate, export, index, lm, models, search, serve, synth,
+               train, transcribe)
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,10 +21,10 @@ data.app.command("synth-archive")(synth.synth_archive)
 app.add_typer(lm.app, name="lm")
 app.add_typer(embedder.app, name="embedder")
 app.add_typer(index.app, name="index")
-index.app.command("merge")(shards.merge)
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(search.app, name="search")
+search.app.command("eval")(embedder.evaluate)  # also `asrkit embedder eval`
 
 
 def _version(value: bool):

@@ -14,7 +14,6 @@ import typer
 from typer.core import TyperGroup
 
 from .common import user_errors
-from .embedder import evaluate
 
 
 class _QueryByDefault(TyperGroup):
@@ -66,9 +65,6 @@ def search(
                                            "score": round(h.score, 4)}))
             else:
                 _print_table(name, hits, several=len(results) > 1)
-
-
-app.command("eval")(evaluate)
 
 
 def _print_table(name: str, hits, several: bool) -> None:

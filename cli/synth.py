@@ -14,7 +14,7 @@ import typer
 
 from asrkit.errors import ConfigError
 
-from .common import CallbackBar, user_errors
+from .common import ProgressBars, user_errors
 
 
 def synth(
@@ -92,10 +92,10 @@ def synth_archive(
             raise ConfigError(f"--texts must be one of {', '.join(WORD_SETS)} for an archive")
         word_list = text_source(words_file=words).items if words else builtin_words(texts)
         start = time.time()
-        with CallbackBar("words") as bar:
+        with ProgressBars(unit="words") as bars:
             spans = make_archive(word_list, files, out, words_per_file=words_per_file,
                                  voices=_split_list(voices) or None, snr=snr, seed=seed,
-                                 workers=workers, progress=bar.update)
+                                 workers=workers, progress=bars.count)
         summary = {"out": str(out), "files": files, "words": len(spans),
                    "word_manifest": str(out / "words.jsonl"),
                    "recordings": str(out / "recordings.jsonl"),
@@ -108,8 +108,8 @@ def synth_archive(
 def _run_corpus(out: Path, config, workers: Optional[int], as_json: bool) -> None:
     from asrkit.synth import synth_corpus
     start = time.time()
-    with CallbackBar("utterances") as bar:
-        corpus = synth_corpus(out, config, workers=workers, progress=bar.update)
+    with ProgressBars(unit="utterances") as bars:
+        corpus = synth_corpus(out, config, workers=workers, progress=bars.count)
     elapsed = time.time() - start
     if as_json:
         typer.echo(json.dumps({

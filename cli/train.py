@@ -6,14 +6,13 @@ Runs unchanged under torchrun (``torchrun --nproc-per-node N --no-python asrkit 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
+from .common import ProgressBars, RootOpt, report_skipped, setup_logging, user_errors
 
 
 def train(
@@ -35,7 +34,6 @@ def train(
         if not main_process:  # rank 0 reports for all; the others speak only of errors
             logging.getLogger("asrkit").setLevel(logging.ERROR)
         from asrkit.asr.config import load_config
-        from asrkit.plots import plot_training_curve
         from asrkit.asr.training import TrainCallbacks, train as run_training
 
         if resume and config is None and (out / "config.yaml").is_file():
@@ -43,10 +41,12 @@ def train(
         cfg = load_config(config, overrides or [])
         train_utts = _corpora([_weighted(t) for t in train_manifest], root)
         valid_utts = _corpora([(v, 1.0) for v in valid_manifest], root)
-        bar = None
+        bars = ProgressBars(unit="batch", label=lambda s: f"epoch {s.epoch}",
+                            postfix=lambda s: {"loss": f"{s.loss:.3f}",
+                                               "fps": f"{s.frames_per_second:,.0f}",
+                                               "lr": f"{s.lr:.2e}"})
 
         def on_start(info: dict) -> None:
-            nonlocal bar
             typer.echo(f"training on {info['train_utterances']} utterances "
                        f"({info['train_hours']:.2f} h), validating on "
                        f"{info['valid_utterances']}; {info['parameters'] / 1e6:.1f} M "
@@ -54,33 +54,21 @@ def train(
             if info["processes"] > 1 or info["device"] != "cpu":
                 typer.echo(f"{info['processes']} process(es) on {info['device']}, "
                            f"{info['steps_per_epoch']} steps an epoch", err=True)
-            bar = progress(desc="epoch", unit="batch")
-
-        def on_step(s) -> None:
-            if bar.total != s.batches or s.batch == 1:
-                bar.reset(total=s.batches)
-                bar.set_description(f"epoch {s.epoch}")
-            bar.set_postfix(loss=f"{s.loss:.3f}", fps=f"{s.frames_per_second:,.0f}",
-                            lr=f"{s.lr:.2e}", refresh=False)
-            bar.update(s.batch - bar.n)  # redraws no more often than the bar allows
 
         def on_epoch(e) -> None:
-            bar.write(f"epoch {e.epoch}: train loss {e.train_loss:.3f}, valid loss "
-                      f"{e.valid_loss:.3f}, CER {100 * e.valid_cer:.2f}%, WER "
-                      f"{100 * e.valid_wer:.2f}%{'  (best)' if e.improved else ''}")
+            bars.write(f"epoch {e.epoch}: train loss {e.train_loss:.3f}, valid loss "
+                       f"{e.valid_loss:.3f}, CER {100 * e.valid_cer:.2f}%, WER "
+                       f"{100 * e.valid_wer:.2f}%{'  (best)' if e.improved else ''}")
             for name, c in e.corpora.items():
-                bar.write(f"  {name}: valid loss {c['valid_loss']:.3f}, CER "
-                          f"{100 * c['valid_cer']:.2f}%, WER {100 * c['valid_wer']:.2f}%")
+                bars.write(f"  {name}: valid loss {c['valid_loss']:.3f}, CER "
+                           f"{100 * c['valid_cer']:.2f}%, WER {100 * c['valid_wer']:.2f}%")
 
-        result = run_training(train_utts, valid_utts, out, cfg, resume=resume,
-                              callbacks=TrainCallbacks(on_start, on_step, on_epoch), init=init)
-        if bar is not None:
-            bar.close()
+        with bars:
+            result = run_training(train_utts, valid_utts, out, cfg, resume=resume,
+                                  callbacks=TrainCallbacks(on_start, bars.update, on_epoch),
+                                  init=init)
         if not main_process:
             return
-        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        if history:
-            plot_training_curve(history, out / "curve.png")
         report_skipped([(s.id, s.reason) for s in result.skipped], "utterance")
         if result.best_epoch < 0:
             typer.echo(f"stopped after {result.steps} steps, before the first validation; "

@@ -136,9 +136,9 @@ def test_spans_follow_a_known_ctc_alignment():
     assert spans == [Span(0.1, 0.44), Span(0.1, 1.28), Span(0.9, 1.28)]
 
 
-def test_word_kinds_need_a_model_and_a_known_kind():
-    with pytest.raises(ConfigError):
-        SegmentConfig(kind="words")
+def test_word_kinds_default_to_the_bundled_model_and_need_a_known_kind():
+    assert SegmentConfig(kind="words").asr_model == "an4"  # as `index build` defaults
+    assert SegmentConfig().asr_model is None  # windows need no model
     with pytest.raises(ConfigError):
         SegmentConfig(kind="phones", asr_model="an4")
     with pytest.raises(ConfigError):

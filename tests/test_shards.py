@@ -174,10 +174,8 @@ def test_resuming_a_shard_as_another_is_refused(archive, embedder_file, shards, 
 # --- command line -------------------------------------------------------------------
 
 def index_app() -> typer.Typer:
-    """The `index` group with `merge` registered as the main program does."""
-    from asrkit.cli import index, shards
-    if not any(c.name == "merge" for c in index.app.registered_commands):
-        index.app.command("merge")(shards.merge)
+    """The `index` group, `merge` included."""
+    from asrkit.cli import index
     return index.app
 
 

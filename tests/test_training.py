@@ -78,6 +78,8 @@ def test_best_model_holds_the_averaged_weights(corpus, tmp_path):
     for key, value in best.items():
         torch.testing.assert_close(value, averaged[key].to(value.dtype))
     assert not torch.equal(best["output.weight"], last["state_dict"]["output.weight"])
+    # The Python API draws the training curve itself, as `asrkit train` shows it.
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_refuses_a_different_experiment(corpus, tmp_path):

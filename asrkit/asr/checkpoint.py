@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import AsrkitError, ModelFileError
 from ..features import FeatureConfig
 from ..io import atomic_open, check_format_version
+from ..pretrained import resolve_model
 from .model import AsrModel, ModelConfig
 from ..text import Vocabulary
 
@@ -98,27 +99,14 @@ def load_model(path: str | os.PathLike) -> AsrModel:
     """Load an :class:`AsrModel` from a model file or a training checkpoint.
 
     ``path`` may also name the folder a training run wrote (``best.pt`` is used) or a
-    bundled model by name (see ``asrkit models``).
+    bundled model by name (see ``asrkit models``); :func:`asrkit.pretrained.resolve_model`
+    gives the rule.
     """
-    path = resolve_model_path(path)
+    path = resolve_model(path)
     record = load_record(path)
     model = model_from_record(record, path)
     model.info = record.get("info", {})
     return model
-
-
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise ModelFileError(f"{p}: folder holds no best.pt or last.pt")
-    if not p.exists():
-        bundled = Path(__file__).parent.parent / "pretrained" / f"{p.name.removesuffix('.pt')}.pt"
-        if bundled.is_file():
-            return bundled
-    return p
 
 
 def bundle_record(record: dict, info: dict) -> dict:

@@ -4,7 +4,9 @@ shared out over processes (:func:`validate`)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,6 +18,7 @@ from ..audio import normalize_gain
 from ..conditions import Condition
 from .dataset import Example, bucket_batches, load_batch
 from ..decoding.base import Decoder, GreedyDecoder
+from ..io import atomic_open
 from .distributed import Cluster, all_reduce_sum
 from ..manifest import Utterance
 from ..metrics import ErrorCounts, char_errors, word_errors
@@ -32,6 +35,12 @@ class UtteranceScore:
     hypothesis: str
     words: ErrorCounts
     chars: ErrorCounts
+
+    def record(self) -> dict:
+        """One line of the per-utterance results file (``evaluate --results``)."""
+        return {"id": self.id, "reference": self.reference, "hypothesis": self.hypothesis,
+                "word_errors": self.words.errors, "words": self.words.reference_length,
+                "char_errors": self.chars.errors}
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,13 @@ class EvaluationReport:
                 "words": self.words.as_dict(), "chars": self.chars.as_dict(),
                 "utterances": len(self.utterances), "skipped": len(self.skipped),
                 "audio_hours": round(self.audio_seconds / 3600, 4)}
+
+    def write_results(self, path: str | os.PathLike) -> None:
+        """Per-utterance results as JSON Lines (one :meth:`UtteranceScore.record` per
+        line), written atomically."""
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            for u in self.utterances:
+                f.write(json.dumps(u.record(), ensure_ascii=False) + "\n")
 
 
 def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder | None = None,

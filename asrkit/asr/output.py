@@ -1,17 +1,23 @@
-"""Writing transcripts: plain text, JSON Lines, SRT and WebVTT subtitles."""
+"""Writing transcripts: plain text, JSON Lines, SRT and WebVTT subtitles, to stdout, one
+file, or one file per input, resumable after a kill or a full disk."""
 
 from __future__ import annotations
 
 import json
-from typing import Literal, Sequence
+import os
+from pathlib import Path
+from typing import IO, Literal, Sequence
 
 from ..decoding.base import WordTiming
+from ..errors import AsrkitError, ConfigError
+from ..io import atomic_write_text
 from .transcription import Transcript
 
 Format = Literal["txt", "jsonl", "srt", "vtt"]
 FORMATS = ("txt", "jsonl", "srt", "vtt")
 CUE_MAX_WORDS = 8  # words per subtitle cue
 CUE_MAX_GAP = 1.0  # seconds of silence that start a new cue
+_TAIL_CHUNK = 1 << 16  # bytes read at a time, backwards, to find the last newline
 
 
 def transcript_record(tr: Transcript) -> dict:
@@ -61,3 +67,141 @@ def _ts(seconds: float, sep: str) -> str:
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+class TranscriptWriter:
+    """Where transcripts go, and what an earlier, interrupted run already wrote there.
+
+    ``output``: one file for every transcript (txt or jsonl), one line each, flushed so a
+    killed run keeps every finished line. ``output_dir``: one ``<id>.<fmt>`` file per
+    input, written atomically. Neither: :meth:`write` only formats, for the caller to
+    print. With ``resume``, :attr:`done` holds the ids already written and new lines are
+    appended — after cutting a last line that a full disk or a kill left unfinished, so
+    the file stays one valid record per line.
+
+    Making one checks the settings; ``output`` is opened (emptied unless resuming) only
+    on entering ``with``, so a model that fails to load costs no earlier output.
+    """
+
+    def __init__(self, fmt: Format, output: Path | None = None,
+                 output_dir: Path | None = None, resume: bool = False):
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+        if output and output_dir:
+            raise ConfigError("give --output or --output-dir, not both")
+        if output and fmt in ("srt", "vtt"):
+            raise ConfigError("srt/vtt are per recording: use --output-dir")
+        self.fmt, self.output, self.output_dir = fmt, output, output_dir
+        self.done: set[str] = finished_ids(fmt, output, output_dir) if resume else set()
+        self.resume, self.written = resume, 0
+        self._sink: IO[str] | None = None
+
+    def refusal(self, utt) -> str | None:
+        """Why ``utt`` cannot be written (its id would leave ``output_dir``), or None."""
+        if self.output_dir is None or _inside(self.output_dir, f"{utt.id}.{self.fmt}"):
+            return None
+        return (f"id would write outside --output-dir {self.output_dir}; give it an id "
+                "without '..' or a leading '/'")
+
+    def write(self, tr: Transcript) -> str:
+        """Format ``tr``, write it where it goes, and return the text."""
+        text = format_transcript(tr, self.fmt)
+        if self.output_dir is not None:
+            atomic_write_text(self.output_dir / f"{tr.utt.id}.{self.fmt}", text)
+        elif self._sink is not None:
+            try:
+                self._sink.write(text)
+                self._sink.flush()
+            except OSError as e:
+                raise AsrkitError(
+                    f"{self.output}: write failed ({e.strerror}); the {self.written} "
+                    "transcript(s) before it are kept. Free disk space, then continue "
+                    "with --skip-done") from None
+        self.written += 1
+        return text
+
+    def close(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        try:
+            sink.close()
+        except OSError as e:
+            raise AsrkitError(f"{self.output}: write failed ({e.strerror}) on closing; "
+                              "free disk space, then continue with --skip-done") from None
+
+    def __enter__(self) -> "TranscriptWriter":
+        if self.output is not None:
+            self._sink = _open_lines(self.output, append=self.resume)
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # already failing: the first error is the one to report
+            self.close()
+        except AsrkitError:
+            pass
+
+
+def finished_ids(fmt: Format, output: Path | None = None,
+                 output_dir: Path | None = None) -> set[str]:
+    """Ids an earlier run wrote to ``output`` (complete lines only) or ``output_dir``."""
+    if output_dir is not None:
+        if not output_dir.is_dir():
+            return set()
+        return {p.relative_to(output_dir).with_suffix("").as_posix()
+                for p in output_dir.rglob(f"*.{fmt}")}
+    if output is None or not output.exists():
+        return set()
+    text = output.read_text(encoding="utf-8", errors="replace")
+    ids = set()
+    # A last line without its newline was cut short: its input is transcribed again.
+    for line in text.split("\n")[:-1]:
+        if not line.strip():
+            continue
+        try:
+            ids.add(json.loads(line)["id"] if fmt == "jsonl" else line.split("\t", 1)[0])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # not a record: that input is transcribed again
+    return ids
+
+
+def cut_partial_line(path: Path) -> int:
+    """Truncate ``path`` after its last newline; return the bytes removed."""
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - _TAIL_CHUNK)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        if keep < end:
+            f.truncate(keep)
+        return end - keep
+
+
+def _open_lines(output: Path, append: bool) -> IO[str]:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if append and output.is_file():
+            cut_partial_line(output)
+        return open(output, "a" if append else "w", encoding="utf-8")
+    except OSError as e:
+        raise AsrkitError(f"{output}: cannot write here ({e.strerror}); choose a writable "
+                          "output file") from None
+
+
+def _inside(folder: Path, name: str) -> bool:
+    """Whether ``folder / name`` stays inside ``folder``: ids come from manifests, and
+    one like ``../../x`` must not write elsewhere."""
+    base = folder.resolve()
+    return (base / name).resolve().is_relative_to(base)

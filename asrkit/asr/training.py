@@ -3,7 +3,8 @@
 ``out_dir`` receives ``last.pt`` (model + optimiser/scheduler/loss-scaler state +
 position in the data, every ``checkpoint_every`` steps and every epoch), ``best.pt`` (the model
 with the lowest validation WER), ``config.yaml`` (the resolved configuration) and
-``metrics.jsonl`` (one line per epoch). Checkpoints hold no random-generator state:
+``metrics.jsonl`` (one line per epoch), and at the end ``curve.png`` (loss and validation
+error per epoch). Checkpoints hold no random-generator state:
 each batch's randomness is seeded from ``train.seed`` and the batch's position (see
 :func:`_batch_seed`), so a resumed run draws exactly what an unbroken run would.
 
@@ -51,6 +52,7 @@ from .evaluation import validate
 from ..features import RunningStats, spec_augment
 from ..io import atomic_write_text
 from ..manifest import Utterance
+from ..plots import plot_training_curve
 from .model import AsrModel
 from ..text import Vocabulary
 
@@ -68,6 +70,14 @@ class StepInfo:
     loss: float  # of this process's batches
     frames_per_second: float  # feature frames through the model (all processes), smoothed
     lr: float
+
+    @property
+    def done(self) -> int:  # the progress-report convention: done of total, this epoch
+        return self.batch
+
+    @property
+    def total(self) -> int:
+        return self.batches
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,8 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
                      "steps_per_epoch": loop.steps_per_epoch,
                      "processes": cluster.world_size, "device": str(device)})
     loop.run()
+    if cluster.is_main and state.history:
+        plot_training_curve(state.history, out / "curve.png")
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
                        tuple(skipped), state.seconds)
 

@@ -1,14 +1,17 @@
-"""Tuning the LM weight (alpha) and word bonus (beta) of beam search on a dev set."""
+"""Tuning the LM weight (alpha) and word bonus (beta) of beam search on a dev set:
+:func:`tune_lm` over log-probs in memory, :func:`tune_decoding` the whole workflow from
+a model and a manifest to a decoding config file (``asrkit lm tune``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from ..decoding.beam import BeamSearchDecoder
-from ..errors import DecodingError
+from ..errors import DecodingError, ManifestError
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DEFAULT_BETAS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0)
@@ -83,3 +86,88 @@ def _pad(arrays: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
                                 f"got shape {tuple(x.shape)}")
     lengths = torch.tensor([len(x) for x in tensors])
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), lengths
+
+
+@dataclass(frozen=True)
+class TuningProgress:
+    """Reported by :func:`tune_decoding`: ``stage`` is ``"log-probs"`` (``done`` of
+    ``total`` utterances through the model) or ``"tuning"`` (settings decoded; ``total``
+    is None for the coordinate search, whose length is not known ahead)."""
+
+    stage: str
+    done: int
+    total: int | None
+    wer: float | None = None  # of the setting just decoded (stage "tuning")
+
+
+@dataclass(frozen=True)
+class TuningReport:
+    """What :func:`tune_decoding` found and wrote."""
+
+    result: TuningResult
+    greedy_wer: float  # dev-set WER without beam search or LM, for comparison
+    utterances: int  # dev utterances decoded
+    method: str
+    config: str  # the decoding config written
+    skipped: tuple[tuple[str, str], ...]  # (id, reason) of dev utterances left out
+
+    def summary(self) -> dict:
+        """JSON-ready: best setting, its WER, the greedy WER and every trial."""
+        r = self.result
+        return {"alpha": r.alpha, "beta": r.beta, "wer": r.wer, "greedy_wer": self.greedy_wer,
+                "utterances": self.utterances, "method": self.method,
+                "trials": [{"alpha": a, "beta": b, "wer": w} for a, b, w in r.trials]}
+
+
+def tune_decoding(model, dev_manifest: str | os.PathLike, lm: str | os.PathLike,
+                  out: str | os.PathLike = "decoding.json", beam_size: int = 50,
+                  alphas: Sequence[float] = DEFAULT_ALPHAS,
+                  betas: Sequence[float] = DEFAULT_BETAS, method: str = "grid",
+                  lexicon: str | os.PathLike | None = None, batch_seconds: float = 240.0,
+                  progress: Callable[[TuningProgress], None] | None = None) -> TuningReport:
+    """Tune alpha and beta of beam search with ``lm`` on ``dev_manifest`` and write the
+    best settings to ``out`` as a decoding config (for ``--decoding-config``).
+
+    ``model`` is an :class:`~asrkit.asr.model.AsrModel` or anything
+    :func:`~asrkit.asr.checkpoint.load_model` takes. The model runs once per utterance;
+    only the decoder runs per setting (see :func:`tune_lm`).
+    """
+    from ..asr.checkpoint import load_model
+    from ..asr.transcription import compute_log_probs
+    from ..decoding.base import GreedyDecoder
+    from ..decoding.config import save_decoding_config
+    from ..manifest import read_manifest
+    from ..metrics import wer
+
+    asr = model if isinstance(model, torch.nn.Module) else load_model(model)
+    decoder = BeamSearchDecoder(asr.vocab, asr.frame_seconds, beam_size=beam_size, lm=lm,
+                                lexicon=lexicon)
+    utts = read_manifest(dev_manifest)
+    if not any(u.text for u in utts):
+        raise ManifestError(f"{dev_manifest}: no utterance has reference text")
+    report = progress or (lambda p: None)
+    skipped, arrays, refs = [], [], []
+    for utt, lp in compute_log_probs(asr, utts, batch_seconds,
+                                     on_skip=lambda u, why: skipped.append((u.id, why))):
+        arrays.append(lp.float().cpu().numpy())
+        refs.append(utt.text or "")
+        report(TuningProgress("log-probs", len(arrays), len(utts)))
+    total = len(alphas) * len(betas) if method == "grid" else None
+    decoded = 0
+
+    def on_trial(alpha: float, beta: float, trial_wer: float) -> None:
+        nonlocal decoded
+        decoded += 1
+        report(TuningProgress("tuning", decoded, total, trial_wer))
+
+    result = tune_lm(arrays, refs, decoder, alphas, betas, method, progress=on_trial)
+    greedy = GreedyDecoder(asr.vocab, asr.frame_seconds)
+    greedy_wer = wer([asr.vocab.normalize(r) for r in refs],
+                     [greedy.decode(x[None])[0].text for x in arrays])
+    tuning = TuningReport(result, greedy_wer, len(arrays), method, str(out), tuple(skipped))
+    options = {"decoder": "beam", "beam_size": beam_size, "lm": str(lm),
+               "alpha": result.alpha, "beta": result.beta}
+    if lexicon is not None:
+        options["lexicon"] = str(lexicon)
+    save_decoding_config(out, options, {"dev_manifest": str(dev_manifest), **tuning.summary()})
+    return tuning

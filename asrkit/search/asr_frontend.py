@@ -16,18 +16,16 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from ..audio import peak_gain
-from ..asr.checkpoint import load_model, resolve_model_path
+from ..asr.checkpoint import load_model
 from ..errors import ModelFileError
 from ..features import frame_mask
 from ..io import fingerprint
 from ..asr.model import AsrModel
-
-BUNDLED_DIR = Path(__file__).parent.parent / "pretrained"
+from ..pretrained import is_bundled, resolve_model
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,8 @@ def model_fingerprint(model: AsrModel) -> str:
 def reference_model(model: str | os.PathLike) -> tuple[AsrModel, AcousticModelRef]:
     """Load ``model`` (file, training folder or bundled name) and say how to find it
     again: bundled models by name, anything else by its absolute file path."""
-    given = Path(model)
-    path = resolve_model_path(given)
-    bundled = not given.exists() and path.parent == BUNDLED_DIR
-    name = path.stem if bundled else str(path.resolve())
+    path = resolve_model(model)
+    name = path.stem if is_bundled(path) else str(path.resolve())
     loaded = _load(name)
     return loaded, AcousticModelRef(name, model_fingerprint(loaded))
 

@@ -96,6 +96,14 @@ class TrainProgress:
     contrastive: float
     epoch_done: bool = False
 
+    @property
+    def done(self) -> int:  # the progress-report convention: done of total, this epoch
+        return self.step
+
+    @property
+    def total(self) -> int:
+        return self.steps
+
 
 @dataclass(frozen=True)
 class Window:

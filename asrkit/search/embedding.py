@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -35,10 +34,10 @@ from ..errors import ConfigError, ModelFileError
 from ..features import FeatureConfig, FeatureExtractor, Normalizer, frame_mask
 from .gru import GruWeights, final_states
 from ..io import atomic_open, check_format_version, fingerprint
+from ..pretrained import default_embedder_path
 
 FORMAT_NAME = "asrkit-embedder"
 FORMAT_VERSION = 1
-DEFAULT_EMBEDDER = "embedder.pt"  # inside asrkit/pretrained/
 INFERENCE_BATCH = 256  # segments per forward pass when embedding many
 SMALL_BATCH = 4  # up to this many sequences are embedded one by one in numpy
 
@@ -112,6 +111,28 @@ class EmbedderConfig:
         front = dict(d["frontend"])
         front["features"] = FeatureConfig(**front["features"])
         return cls(FrontendConfig(**front), AutoencoderConfig(**d["autoencoder"]))
+
+    @classmethod
+    def make(cls, features: str = "fbank", asr_model: str | os.PathLike | None = None,
+             hidden: int = 160, layers: int = 2, dim: int = 128,
+             stack: int | None = None) -> "EmbedderConfig":
+        """An embedder over ``features``: ``fbank`` (40 log-mel bands), ``mfcc`` (13 of
+        40) or ``asr`` (the states of ``asr_model``, default the bundled recogniser).
+        ``stack`` frames are joined per encoder step: by default 3, or 2 for ``asr``,
+        whose frames are already 20 ms. The decoder is as wide as the encoder."""
+        if asr_model is not None and features != "asr":
+            raise ConfigError("--asr-model is for --features asr")
+        if features == "asr":
+            from ..pretrained import DEFAULT_MODEL
+            frontend = asr_frontend_config(asr_model or DEFAULT_MODEL)
+        elif features in ("fbank", "mfcc"):
+            frontend = FrontendConfig(features=FeatureConfig(kind=features, n_mels=40,
+                                                             n_mfcc=13))
+        else:
+            raise ConfigError(f"--features must be fbank, mfcc or asr, not {features!r}")
+        return cls(frontend, AutoencoderConfig(
+            input_dim=frontend.dim, stack=stack or (2 if features == "asr" else 3),
+            hidden=hidden, layers=layers, dim=dim, decoder_hidden=hidden))
 
 
 class FeatureFrontend(nn.Module):
@@ -362,7 +383,4 @@ def read_embedder_file(path: Path) -> dict:
     check_format_version(path, "embedder", payload.get("version", 0), FORMAT_VERSION)
     return payload
 
-
-def default_embedder_path() -> Path:
-    return Path(str(resources.files("asrkit") / "pretrained" / DEFAULT_EMBEDDER))
 

@@ -334,3 +334,33 @@ class SearchIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index folder holds, as ``asrkit index info`` shows it."""
+
+    index: str  # the folder
+    recordings: int  # recordings indexed
+    segments: int  # vectors searchable
+    audio_hours: float  # of the indexed recordings
+    index_type: str  # FAISS factory string
+    search_params: str  # FAISS search settings, e.g. nprobe=64 ("" for none)
+    embedder: str  # first 16 hex digits of the embedder's fingerprint
+    skipped: dict[str, str]  # recording → why it is not indexed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def index_info(index_dir: str | os.PathLike) -> IndexInfo:
+    """Summarise the index in ``index_dir``."""
+    with SearchIndex(index_dir) as idx:
+        sources = idx.sources()
+        indexed = [s for s in sources if s.status == "indexed"]
+        return IndexInfo(
+            index=str(index_dir), recordings=len(indexed), segments=len(idx),
+            audio_hours=round(sum(s.duration or 0 for s in indexed) / 3600, 3),
+            index_type=idx.vectors.factory, search_params=idx.vectors.params,
+            embedder=idx.embedder.fingerprint()[:16],
+            skipped={s.name: s.reason for s in sources if s.status == "skipped"})

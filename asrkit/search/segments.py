@@ -33,6 +33,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import ConfigError
+from ..pretrained import DEFAULT_MODEL
 
 VAD_WIN_MS = 25  # energy analysis window, milliseconds
 VAD_HOP_MS = 10  # energy frame shift, milliseconds
@@ -58,8 +59,9 @@ class SegmentConfig:
     pad: float = 0.05  # seconds added at both ends of every region
     sample_rate: int = SAMPLE_RATE
     kind: Literal["windows", "words", "both"] = "windows"
-    # For words: the acoustic model (bundled name or absolute path) and its fingerprint
-    # (see asrkit.search.asr_frontend; fill both with with_asr_model()).
+    # For words: the acoustic model (bundled name or absolute path; default the bundled
+    # recogniser) and its fingerprint (see asrkit.search.asr_frontend; fill both with
+    # with_asr_model()).
     asr_model: str | None = None
     asr_fingerprint: str | None = None
     max_words: int = 2  # candidates are runs of 1..max_words recognised words
@@ -82,8 +84,7 @@ class SegmentConfig:
             raise ConfigError(f"segments.kind {self.kind!r} is not one of "
                               f"{', '.join(SEGMENT_KINDS)}")
         if self.kind != "windows" and not self.asr_model:
-            raise ConfigError(f"segments.kind {self.kind!r} needs an acoustic model: "
-                              "give --asr-model (a model file or a bundled name such as an4)")
+            object.__setattr__(self, "asr_model", DEFAULT_MODEL)
         if self.max_words < 1:
             raise ConfigError(f"segments.max_words must be at least 1, not {self.max_words}")
 

@@ -10,15 +10,16 @@ import typer
 
 from . import decoding_options as D
 from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
+from .common import NON_NEGATIVE_INT, POSITIVE  # parse-time range checks
 
 
 def evaluate(
     model: Annotated[str, typer.Argument(help="Model file, training folder or bundled model name.")],
     manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with reference text.")],
     results: Annotated[Optional[Path], typer.Option("--results", help="Per-utterance results (JSON Lines).")] = None,
-    worst: Annotated[int, typer.Option("--worst", help="List this many worst utterances.")] = 5,
+    worst: Annotated[int, typer.Option("--worst", callback=NON_NEGATIVE_INT, help="List this many worst utterances.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import RootOpt, progress, report_skipped, user_errors
+from .common import POSITIVE, POSITIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Build and update a search index of an audio archive.",
                   no_args_is_help=True)
@@ -18,7 +19,7 @@ ArchiveArg = Annotated[Path, typer.Argument(
     help="A folder of recordings (searched recursively) or a JSON Lines manifest.")]
 IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(
+ThreadsOpt = Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
     help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     help="Index only part I of N of the archive (e.g. 2/4), to split one archive over N "
@@ -37,7 +38,7 @@ def build(
     durations: Annotated[Optional[str], typer.Option(
         help="Window lengths in seconds, comma-separated (default 0.3,0.5,0.7,0.9,1.2,1.5).")]
         = None,
-    hop: Annotated[Optional[float], typer.Option(
+    hop: Annotated[Optional[float], typer.Option(callback=POSITIVE,
         help="Seconds between window starts (default 0.1).")] = None,
     segments: Annotated[str, typer.Option(
         help="Candidates: windows (VAD + sliding windows), words (runs of 1-2 words "
@@ -176,10 +177,13 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
         return None
     from asrkit.errors import ConfigError
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ConfigError(f"--durations: {text!r} is not a comma-separated list of seconds") \
-            from None
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise ConfigError(f"--durations {text}: expected a comma-separated list of positive "
+                          "seconds, e.g. 0.5,1") from None
+    return values
 
 
 class _Bar:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import user_errors
+from .common import PORT, UPLOAD_MB  # parse-time range checks
 
 
 def serve(
@@ -19,9 +20,9 @@ def serve(
     host: Annotated[str, typer.Option(
         help="Address to listen on. The default answers this machine only; any other "
              "lets whoever reaches it listen to the indexed recordings.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(callback=PORT, help="Port to listen on.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(
-        help="Largest query or transcription upload accepted, in MB.", min=0.01)] = 20.0,
+        callback=UPLOAD_MB, help="Largest query or transcription upload accepted, in MB.")] = 20.0,
 ):
     """Serve a page to search INDEX by voice: record, upload or pick a query, see and
     play the hits, and (with --model) read their transcripts."""

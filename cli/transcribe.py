@@ -11,6 +11,7 @@ import typer
 
 from . import decoding_options as D
 from .common import RootOpt, progress, report_skipped, setup_logging, user_errors
+from .common import POSITIVE  # parse-time range checks
 
 DEFAULT_MODEL = "an4"  # bundled model used when no model is named
 EXIT_PARTIAL = 3  # some inputs were skipped; the others were transcribed
@@ -23,7 +24,7 @@ def transcribe(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout (txt/jsonl).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Write one file per input: <id>.<format>.")] = None,
     skip_done: Annotated[bool, typer.Option("--skip-done", help="Skip inputs already transcribed in --output/--output-dir (resume a killed run).")] = False,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 240.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,

@@ -110,6 +110,9 @@ def evaluate(
         from asrkit.manifest import read_manifest
         from asrkit.search.evaluation import evaluate_dtw, evaluate_embeddings, load_word_segments
         utts = read_manifest(manifest)
+        if not utts:
+            from asrkit.errors import ManifestError
+            raise ManifestError(f"{manifest}: holds no word recordings; nothing to evaluate")
         with progress(total=len(utts), desc="loading", unit="word") as bar:
             segments = load_word_segments(utts, trim=trim, progress=bar.update)
         results = [evaluate_embeddings(load_embedder(embedder), segments)]

@@ -33,12 +33,19 @@ def evaluate(
         from asrkit.io import atomic_open
         from asrkit.manifest import read_manifest
 
+        from asrkit.errors import ManifestError
+        utts = read_manifest(manifest, root)
+        if not utts:
+            raise ManifestError(f"{manifest}: holds no utterances; nothing to evaluate")
         asr = load_model(model)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
-        utts = read_manifest(manifest, root)
         with progress(total=len(utts), desc="evaluating", unit="utt") as bar:
             report = run(asr, utts, dec, batch_seconds, on_result=lambda _: bar.update(1))
+        if not report.utterances:  # all skipped: no WER to show, not even 0 %
+            report_skipped(list(report.skipped), "utterance")
+            raise ManifestError(f"{manifest}: none of its {len(utts)} utterance(s) could be "
+                                "scored (reasons above)")
         if results:
             with atomic_open(results, "w", encoding="utf-8") as f:
                 for u in report.utterances:

@@ -115,11 +115,16 @@ def _process_group(model, utts, batch_seconds, on_skip):
     # Work is keyed by position in the group, not by id: ids given by the user (two
     # manifests, a file named twice) need not be unique.
     durations = {}
+    shortest = min_seconds(model)
     for i, utt in enumerate(utts):
         try:
             durations[i] = _duration(utt)
         except AsrkitError as e:
             _skip(on_skip, utt, str(e))
+            continue
+        if durations[i] < shortest:  # padded to one frame it would still get a "word"
+            _skip(on_skip, utt, f"too short to transcribe: {1000 * durations.pop(i):.1f} ms "
+                                f"of audio; the model needs at least {1000 * shortest:.0f} ms")
     short = sorted((i for i in durations if durations[i] <= CHUNK_SECONDS),
                    key=lambda i: durations[i])
     results: dict[int, torch.Tensor] = {}
@@ -182,6 +187,13 @@ def _long_log_probs(model: AsrModel, utt: Utterance) -> torch.Tensor:
         pieces.append(log_probs[0, skip:skip + step_frames])
         start += CHUNK_SECONDS
     return torch.cat(pieces)
+
+
+def min_seconds(model: AsrModel) -> float:
+    """The shortest audio that fills one analysis window and one output frame; shorter
+    audio would be zero-padded into a frame of silence that the model still labels."""
+    fc = model.feature_config
+    return max(fc.n_fft / fc.sample_rate, model.frame_seconds)
 
 
 def _gain(utt: Utterance) -> float:

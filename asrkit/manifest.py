@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import ManifestError, where
-from .io import atomic_open
+from .io import atomic_open, read_text_lines
 
 _FIELDS = ("id", "audio", "text", "offset", "duration", "speaker")
 
@@ -158,30 +158,14 @@ def import_folder(folder: str | os.PathLike, require_text: bool = True) -> list[
     return utts
 
 
-def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file made by a user or another tool: a
-    byte-order mark and CR/LF line ends are dropped; bytes that are not UTF-8 and NUL
-    bytes raise :class:`ManifestError` naming the file and line."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError:
-                    raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the "
-                                        "file as UTF-8") from None
-                if "\0" in line:
-                    raise ManifestError(f"{where(path, lineno)}: holds a NUL byte; is this "
-                                        "a text file?")
-                yield lineno, line.rstrip("\r\n")
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read ({e.strerror})") from None
-
-
 def read_transcript(path: str | os.PathLike) -> str:
     """A transcript file's words, on one line with single spaces."""
     return " ".join(" ".join(line.split()) for _, line in read_lines(path)).strip()
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """:func:`~asrkit.io.read_text_lines` raising :class:`ManifestError`."""
+    return read_text_lines(path, ManifestError)
 
 
 def check_utterances(utterances: Iterable[Utterance], dest) -> list[Utterance]:
@@ -260,7 +244,7 @@ def _parse_line(line: str, path: Path, lineno: int, base: Path) -> Utterance:
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM is no data
     except UnicodeDecodeError:
         raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the manifest "
                             "as UTF-8") from None

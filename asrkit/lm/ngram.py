@@ -53,11 +53,13 @@ def read_arpa(path: str | Path) -> ArpaModel:
     if not path.is_file():
         raise DecodingError(f"{path}: language model file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+    with opener(path, "rt", encoding="utf-8-sig", errors="strict") as f:
         try:
             return _parse_arpa(enumerate(f, 1), path)
         except UnicodeDecodeError as e:
             raise DecodingError(f"{path}: not a UTF-8 ARPA file ({e.reason})") from None
+        except (OSError, EOFError) as e:  # e.g. a damaged or truncated .gz
+            raise DecodingError(f"{path}: cannot read the ARPA file ({e})") from None
 
 
 def _parse_arpa(lines: Iterator[tuple[int, str]], path: Path) -> ArpaModel:

@@ -123,8 +123,9 @@ def _process_group(model, utts, batch_seconds, on_skip):
             _skip(on_skip, utt, str(e))
             continue
         if durations[i] < shortest:  # padded to one frame it would still get a "word"
-            _skip(on_skip, utt, f"too short to transcribe: {1000 * durations.pop(i):.1f} ms "
-                                f"of audio; the model needs at least {1000 * shortest:.0f} ms")
+            _skip(on_skip, utt, f"{utt.audio}: too short to transcribe: "
+                                f"{1000 * durations.pop(i):.1f} ms of audio; the model needs "
+                                f"at least {1000 * shortest:.0f} ms")
     short = sorted((i for i in durations if durations[i] <= CHUNK_SECONDS),
                    key=lambda i: durations[i])
     results: dict[int, torch.Tensor] = {}

@@ -74,15 +74,15 @@ def _remove_quietly(path: str) -> None:
 
 def read_text_lines(path: str | os.PathLike, error: type[AsrkitError] = AsrkitError,
                     ) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` of a UTF-8 text file made by a user or another tool: a
-    byte-order mark and CR/LF line ends are dropped; bytes that are not UTF-8, NUL bytes
-    and an unreadable file raise ``error`` naming the file (and line)."""
+    """``(line number, line)`` of a UTF-8 text file made by a user or another tool:
+    byte-order marks starting a line and CR/LF line ends are dropped; bytes that are not
+    UTF-8, NUL bytes and an unreadable file raise ``error`` naming the file (and line)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                try:  # BOMs start files, and lines of files made by concatenation
+                    line = raw.decode("utf-8").lstrip("\ufeff")
                 except UnicodeDecodeError:
                     raise error(f"{where(path, lineno)}: not valid UTF-8; save the file "
                                 "as UTF-8") from None

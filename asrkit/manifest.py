@@ -244,7 +244,7 @@ def _parse_line(line: str, path: Path, lineno: int, base: Path) -> Utterance:
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
     try:
-        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM is no data
+        return raw.decode("utf-8").lstrip("\ufeff")  # BOMs (of concatenated files): no data
     except UnicodeDecodeError:
         raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the manifest "
                             "as UTF-8") from None

@@ -534,3 +534,101 @@ def test_lm_build_reads_bom_and_crlf(tmp_path):
     result = run("lm", "build", tmp_path / "t.txt", "-o", tmp_path / "lm.arpa")
     assert result.exit_code == 0, result.output
     assert "\ufeff" not in (tmp_path / "lm.arpa").read_text(encoding="utf-8")
+
+
+# --- importers: never a manifest that reading or `data validate` refuses --------------
+
+def _validates(manifest: Path) -> None:
+    result = run("data", "validate", manifest)
+    no_traceback(result)
+    assert result.exit_code == 0, result.output
+
+
+def test_folder_import_same_stem_bom_and_crlf(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "a.wav", tone(0.5), RATE, subtype="PCM_16")
+    sf.write(folder / "a.flac", tone(0.5), RATE)
+    (folder / "a.txt").write_bytes(b"\xef\xbb\xbfHELLO\r\n  THERE \r\n")
+    sf.write(folder / "b.wav", tone(0.5), RATE, subtype="PCM_16")
+    (folder / "b.txt").write_bytes(b"B\r\n")
+    result = run("data", "import", "folder", folder, "--out", tmp_path / "m.jsonl")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["a.flac", "a.wav", "b"]
+    assert {r["text"] for r in records} == {"HELLO THERE", "B"}
+    _validates(tmp_path / "m.jsonl")
+
+
+@pytest.mark.parametrize("case,data,named", [
+    ("nul", b"HELLO\n\x00\x00\n", r"a\.txt:2: .*NUL"),
+    ("not_utf8", b"H\xe9LLO\n", r"a\.txt:1: not valid UTF-8"),
+])
+def test_folder_import_refuses_a_bad_transcript(tmp_path, case, data, named):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "a.wav", tone(0.5), RATE, subtype="PCM_16")
+    (folder / "a.txt").write_bytes(data)
+    result = run("data", "import", "folder", folder, "--out", tmp_path / "m.jsonl")
+    assert re.search(named, assert_error(result, 1))
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def _kaldi(folder: Path, wav: Path, **files: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {"wav.scp": f"r1 {wav}\nr2 {wav}\n".encode(), "text": b"u1 AB\nu2 BA\n",
+              "segments": b"u1 r1 0.0 0.2\nu2 r2 0.1 -1\n"}
+    for name, data in {**tables, **files}.items():
+        if data is not None:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+def test_kaldi_import_bom_crlf_and_open_end_segments(wav, tmp_path):
+    d = _kaldi(tmp_path / "k", wav, **{"wav.scp": f"\ufeffr1 {wav}\r\nr2 {wav}\r\n".encode(),
+                                       "text": b"\xef\xbb\xbfu1 AB\r\nu2 BA\r\n"})
+    result = run("data", "import", "kaldi", d, "--out", tmp_path / "m.jsonl")
+    assert result.exit_code == 0, result.output
+    records = {json.loads(x)["id"]: json.loads(x)
+               for x in (tmp_path / "m.jsonl").read_text().splitlines()}
+    assert records["u1"]["text"] == "AB" and records["u1"]["duration"] == pytest.approx(0.2)
+    assert "duration" not in records["u2"] and records["u2"]["offset"] == pytest.approx(0.1)
+    _validates(tmp_path / "m.jsonl")
+
+
+KALDI_BAD = {
+    "text_not_utf8": ({"text": b"u1 AB\nu2 \xe9\n"}, r"text:2: not valid UTF-8"),
+    "wav_scp_nul": ({"wav.scp": b"r1 a.wav\n\x00\n"}, r"wav\.scp:2: .*NUL"),
+    "repeated_recording": ({"wav.scp": b"r1 a.wav\nr1 b.wav\n"}, r"wav\.scp:2: 'r1' is listed twice"),
+    "repeated_segment": ({"segments": b"u1 r1 0 0.2\nu1 r2 0 0.2\n"}, r"segments:2: duplicate"),
+    "end_before_start": ({"segments": b"u1 r1 0.5 0.2\n"}, r"segments:1: .*start <= end"),
+    "negative_start": ({"segments": b"u1 r1 -1 0.2\n"}, r"segments:1: .*start <= end"),
+    "nan_time": ({"segments": b"u1 r1 nan 0.2\n"}, r"segments:1: .*start <= end"),
+    "word_time": ({"segments": b"u1 r1 zero 0.2\n"}, r"segments:1: 'zero' is not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KALDI_BAD))
+def test_kaldi_import_refuses_bad_tables(wav, tmp_path, case):
+    files, named = KALDI_BAD[case]
+    d = _kaldi(tmp_path / "k", wav, **files)
+    result = run("data", "import", "kaldi", d, "--out", tmp_path / "m.jsonl")
+    assert re.search(named, assert_error(result, 1))
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+# --- serve ---------------------------------------------------------------------------
+
+def test_serve_on_a_busy_port_is_one_error_line_and_no_url(tmp_path, monkeypatch):
+    pytest.importorskip("uvicorn")
+    import socket
+
+    import asrkit.serve.app
+    monkeypatch.setattr(asrkit.serve.app, "create_app", lambda *a, **k: object())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", tmp_path, "--port", port)
+    line = assert_error(result, 1, f"127.0.0.1:{port}", "in use")
+    assert "http://" not in result.output, line

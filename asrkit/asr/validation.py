@@ -105,7 +105,7 @@ def read_manifest_tolerant(path: str | Path, root: str | Path | None = None,
     entries, issues, first_line = [], [], {}
     for lineno, raw in _lines(path):
         try:
-            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # BOM: no data
+            text = raw.decode("utf-8").lstrip("\ufeff")  # BOMs: no data, as read_manifest
             utt = _parse_line(text, path, lineno, base)
             if root is not None:
                 check_root(utt, Path(root).resolve(), where(path, lineno))

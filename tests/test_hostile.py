@@ -291,7 +291,7 @@ def test_beam_options_with_greedy_exit_2(tiny, wav, flag):
 BROKEN_AUDIO = {  # file: (how it is made, regex of the reason given)
     "empty.wav": (lambda p: p.write_bytes(b""), "not a readable audio file"),
     "header_only.wav": (lambda p: sf.write(p, np.zeros(0, np.float32), RATE, subtype="PCM_16"),
-                        "holds no audio samples|too short to transcribe: 0.0 ms"),
+                        "holds no audio samples"),
     "garbage.wav": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)),
                     "not a readable audio file"),
     "garbage.flac": (lambda p: p.write_bytes(b"fLaC" + bytes(300)), "not a readable|unreadable"),

@@ -122,7 +122,8 @@ def _process_group(model, utts, batch_seconds, on_skip):
         except AsrkitError as e:
             _skip(on_skip, utt, str(e))
             continue
-        if durations[i] < shortest:  # padded to one frame it would still get a "word"
+        if 0 < durations[i] < shortest:  # padded to a frame it would still get a "word"
+            # (no samples at all is reported by the audio reader, as elsewhere)
             _skip(on_skip, utt, f"{utt.audio}: too short to transcribe: "
                                 f"{1000 * durations.pop(i):.1f} ms of audio; the model needs "
                                 f"at least {1000 * shortest:.0f} ms")

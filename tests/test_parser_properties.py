@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asrkit.asr.config import LIMITS, ExperimentConfig, config_from_dict, load_config
-from asrkit.decoding.base import make_decoder
-from asrkit.decoding.beam import CONFIG_KEYS, load_decoding_config, save_decoding_config
+from asrkit.decoding import make_decoder
+from asrkit.decoding.config import CONFIG_KEYS, load_decoding_config, save_decoding_config
 from asrkit.decoding.lexicon import read_lexicon
 from asrkit.errors import AsrkitError, ConfigError
 from asrkit.lm.estimate import estimate_kneser_ney

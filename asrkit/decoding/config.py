@@ -86,6 +86,7 @@ def _check_config_values(raw: dict, path: Path) -> None:
 
 
 def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token):
+    """Refuse invalid beam-search options: a usage error (exit 2), like any bad config."""
     def whole(v) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -93,7 +94,6 @@ def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam
         return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) \
             and math.isfinite(v)
 
-    """Refuse invalid beam-search options (a usage error: exit 2)."""
     bad = DecodingOptionError
     if not whole(beam_size) or beam_size < 1:
         raise bad(f"beam_size must be a positive integer, got {beam_size!r}")

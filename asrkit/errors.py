@@ -40,6 +40,11 @@ class DecodingError(AsrkitError):
     """Decoder input or decoder resources (LM, lexicon) are invalid."""
 
 
+class DecodingOptionError(ConfigError, DecodingError):
+    """A decoder option is invalid (``beam_size`` 0, NaN ``alpha``, an LM for greedy):
+    invalid configuration, so a usage error (exit 2)."""
+
+
 def where(path, line: int | None = None) -> str:
     """Format a location for an error message: ``path`` or ``path:line``."""
     return f"{path}:{line}" if line is not None else str(path)

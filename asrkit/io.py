@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from .errors import AsrkitError, ModelFileError
+from .errors import AsrkitError, ModelFileError, where
 
 
 @contextlib.contextmanager
@@ -102,3 +102,25 @@ _UMASK = _current_umask()
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def read_text_lines(path: str | os.PathLike, error: type[AsrkitError] = AsrkitError,
+                    ) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file made by a user or another tool:
+    byte-order marks starting a line and CR/LF line ends are dropped; bytes that are not
+    UTF-8, NUL bytes and an unreadable file raise ``error`` naming the file (and line)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:  # BOMs start files, and lines of files made by concatenation
+                    line = raw.decode("utf-8").lstrip("\ufeff")
+                except UnicodeDecodeError:
+                    raise error(f"{where(path, lineno)}: not valid UTF-8; save the file "
+                                "as UTF-8") from None
+                if "\0" in line:
+                    raise error(f"{where(path, lineno)}: holds a NUL byte; is this a text "
+                                "file?")
+                yield lineno, line.rstrip("\r\n")
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None

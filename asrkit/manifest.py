@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import ManifestError, where
-from .io import atomic_open
+from .io import atomic_open, read_text_lines
 
 _FIELDS = ("id", "audio", "text", "offset", "duration", "speaker")
 
@@ -84,6 +85,7 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance],
     is stored relative to it when ``relative``; other paths are stored absolute."""
     path = Path(path)
     base = path.resolve().parent
+    utterances = check_utterances(utterances, path)
     n = 0
     with atomic_open(path, "w", encoding="utf-8") as f:
         for utt in utterances:
@@ -106,7 +108,7 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[Utterance]:
                                 "convert the audio to files first (e.g. with sox)")
         wavs[rec] = str((d / value).resolve()) if not os.path.isabs(value) else value
     segments = d / "segments"
-    utts = []
+    utts, seen = [], set()
     if segments.exists():
         for lineno, fields in _table_lines(segments):
             if len(fields) != 4:
@@ -117,7 +119,16 @@ def import_kaldi(data_dir: str | os.PathLike) -> list[Utterance]:
                 raise ManifestError(f"{where(segments, lineno)}: recording {rec!r} "
                                     "is not in wav.scp")
             t0, t1 = _float(start, segments, lineno), _float(end, segments, lineno)
-            utts.append(Utterance(uid, wavs[rec], texts.get(uid), t0, t1 - t0, spk.get(uid)))
+            open_end = t1 == -1  # Kaldi's mark for "to the end of the recording"
+            if not (0 <= t0 and (open_end or t0 <= t1)):
+                raise ManifestError(f"{where(segments, lineno)}: segment {uid!r} runs from "
+                                    f"{start} to {end} s; expected 0 <= start <= end")
+            if uid in seen:
+                raise ManifestError(f"{where(segments, lineno)}: duplicate utterance id "
+                                    f"{uid!r}")
+            seen.add(uid)
+            utts.append(Utterance(uid, wavs[rec], texts.get(uid), t0,
+                                  None if open_end else t1 - t0, spk.get(uid)))
     else:
         utts = [Utterance(uid, wav, texts.get(uid), speaker=spk.get(uid))
                 for uid, wav in wavs.items()]
@@ -130,15 +141,56 @@ def import_folder(folder: str | os.PathLike, require_text: bool = True) -> list[
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
+    files = find_audio_files(folder)
+    stems = Counter(f.relative_to(folder).with_suffix("").as_posix() for f in files)
     utts = []
-    for audio in find_audio_files(folder):
+    for audio in files:
         txt = audio.with_suffix(".txt")
-        text = txt.read_text(encoding="utf-8").strip() if txt.exists() else None
+        text = read_transcript(txt) if txt.exists() else None
         if text is None and require_text:
             raise ManifestError(f"{audio}: no transcript {txt.name} beside it; add one "
                                 "or remove the audio file")
-        uid = audio.relative_to(folder).with_suffix("").as_posix()
-        utts.append(Utterance(uid, str(audio.resolve()), text))
+        rel = audio.relative_to(folder)
+        uid = rel.with_suffix("").as_posix()
+        # a.wav and a.flac would share the id "a": such files keep their extension
+        utts.append(Utterance(uid if stems[uid] == 1 else rel.as_posix(),
+                              str(audio.resolve()), text))
+    return utts
+
+
+def read_transcript(path: str | os.PathLike) -> str:
+    """A transcript file's words, on one line with single spaces."""
+    return " ".join(" ".join(line.split()) for _, line in read_lines(path)).strip()
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """:func:`~asrkit.io.read_text_lines` raising :class:`ManifestError`."""
+    return read_text_lines(path, ManifestError)
+
+
+def check_utterances(utterances: Iterable[Utterance], dest) -> list[Utterance]:
+    """The utterances as a list, if :func:`iter_manifest` would read each back: unique
+    non-empty string ids, non-empty audio paths, string or no text, finite non-negative
+    times. Else :class:`ManifestError` naming the utterance, so no importer writes a
+    manifest that reading (or `asrkit data validate`) then refuses."""
+    utts, seen = list(utterances), set()
+    for utt in utts:
+        problem = None
+        if not isinstance(utt.id, str) or not utt.id:
+            problem = "the id must be a non-empty string"
+        elif utt.id in seen:
+            problem = "duplicate id"
+        elif not isinstance(utt.audio, str) or not utt.audio:
+            problem = "no audio path"
+        elif utt.text is not None and not isinstance(utt.text, str):
+            problem = "the text must be a string"
+        elif not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) and v >= 0)
+                     for v in (utt.offset, utt.duration)):
+            problem = "offset and duration must be non-negative numbers of seconds"
+        if problem:
+            raise ManifestError(f"{dest}: not written: utterance {utt.id!r}: {problem}")
+        seen.add(utt.id)
     return utts
 
 
@@ -192,7 +244,7 @@ def _parse_line(line: str, path: Path, lineno: int, base: Path) -> Utterance:
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").lstrip("\ufeff")  # BOMs (of concatenated files): no data
     except UnicodeDecodeError:
         raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the manifest "
                             "as UTF-8") from None
@@ -213,10 +265,9 @@ def _to_record(utt: Utterance, base: Path | None) -> dict:
 
 
 def _table_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield lineno, line.split()
+    for lineno, line in read_lines(path):
+        if line.strip():
+            yield lineno, line.split()
 
 
 def _read_table(path: Path, required: bool = False) -> dict[str, str]:
@@ -226,14 +277,15 @@ def _read_table(path: Path, required: bool = False) -> dict[str, str]:
             raise ManifestError(f"{path}: missing; a Kaldi data directory needs wav.scp")
         return {}
     table = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.strip().split(maxsplit=1)
-            if not parts:
-                continue
-            if len(parts) == 1 and path.name == "wav.scp":
-                raise ManifestError(f"{where(path, lineno)}: expected '<id> <path>'")
-            table[parts[0]] = parts[1] if len(parts) > 1 else ""
+    for lineno, line in read_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) == 1 and path.name == "wav.scp":
+            raise ManifestError(f"{where(path, lineno)}: expected '<id> <path>'")
+        if parts[0] in table:
+            raise ManifestError(f"{where(path, lineno)}: {parts[0]!r} is listed twice")
+        table[parts[0]] = parts[1] if len(parts) > 1 else ""
     return table
 
 

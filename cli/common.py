@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
@@ -20,11 +21,45 @@ EXIT_CONFIG = ConfigError.exit_code  # 2: an invalid option, setting or config f
 EXIT_PARTIAL = 3  # some inputs were skipped (each listed); all the others were done
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished outputs are kept
 
-ThreadsOpt = Annotated[Optional[int], typer.Option(
-    help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
 RootOpt = Annotated[Optional[Path], typer.Option(
     "--root", exists=True, file_okay=False,
     help="Refuse manifests naming audio outside this folder (symlinks and '..' resolved).")]
+
+
+def number_check(low: float = -math.inf, high: float = math.inf, *, above: bool = False,
+                 what: str = "a number"):
+    """A Typer callback that refuses, at parse time, a value outside ``low..high`` (or
+    ``> low`` with ``above``), NaN or infinity: one ``error:`` line and exit 2 (usage),
+    before any model or file is loaded. List-valued options are checked item by item."""
+    opening = "above" if above else "at least"
+    allowed = (f"{opening} {low:g}" if math.isinf(high) else
+               f"at most {high:g}" if math.isinf(low) else f"between {low:g} and {high:g}")
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value):
+        if value is None or ctx.resilient_parsing:
+            return value
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if not (math.isfinite(v) and (v > low if above else v >= low) and v <= high):
+                name = max(param.opts, key=len) if param.opts else param.name
+                typer.echo(f"error: {name} {v}: expected {what} ({allowed})", err=True)
+                raise typer.Exit(2)
+        return value
+    return check
+
+
+# The shared numeric checks; every numeric option of every command uses one of them.
+POSITIVE = number_check(0, above=True, what="a positive number")
+POSITIVE_INT = number_check(1, what="a positive whole number")
+ThreadsOpt = Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
+    help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
+NON_NEGATIVE = number_check(0, what="a non-negative number")
+NON_NEGATIVE_INT = number_check(0, what="a non-negative whole number")
+FINITE = number_check(what="a finite number")
+FRACTION = number_check(0, 1, what="a fraction")
+COSINE = number_check(-1, 1, what="a cosine similarity")
+PORT = number_check(1, 65535, what="a TCP port")
+UPLOAD_MB = number_check(0.01, what="a size in MB")
+NGRAM_ORDER = number_check(1, 9, what="an n-gram order")
 
 
 @contextlib.contextmanager

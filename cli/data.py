@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import ProgressBars, RootOpt, user_errors
+from .common import NON_NEGATIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Prepare, import and check data.", no_args_is_help=True)
 import_app = typer.Typer(help="Convert another corpus layout into a manifest.",
@@ -40,7 +41,7 @@ def validate(
         "--headers-only", help="Read only audio headers (fast; misses truncated files "
                                "and NaN samples).")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on warnings too.")] = False,
-    limit: Annotated[int, typer.Option(help="List at most this many problems and "
+    limit: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="List at most this many problems and "
                                             "warnings each (--json lists all).")] = 50,
     as_json: JsonOpt = False,
     root: RootOpt = None,
@@ -104,9 +105,9 @@ def prepare_an4(
     download: Annotated[bool, typer.Option(
         help="Fetch the corpus into --data-dir first (needs git and internet; skipped if "
              "it is already there).")] = False,
-    valid_speakers: Annotated[int, typer.Option(
+    valid_speakers: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT,
         help="Training speakers held out whole for validation.")] = 6,
-    seed: Annotated[int, typer.Option(help="Chooses the validation speakers.")] = 0,
+    seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Chooses the validation speakers.")] = 0,
     as_json: JsonOpt = False,
 ):
     """Write AN4 train/valid/test manifests (safe to re-run)."""

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from .common import FINITE, NON_NEGATIVE, POSITIVE_INT  # parse-time range checks
 
 DecoderOpt = Annotated[str, typer.Option("--decoder", help="greedy or beam.")]
-BeamSizeOpt = Annotated[Optional[int], typer.Option("--beam-size", help="Beam width (beam decoder).")]
+BeamSizeOpt = Annotated[Optional[int], typer.Option("--beam-size", callback=POSITIVE_INT, help="Beam width (beam decoder).")]
 LmOpt = Annotated[Optional[Path], typer.Option("--lm", help="Word n-gram LM: ARPA file or KenLM binary.")]
-AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LM weight.")]
-BetaOpt = Annotated[Optional[float], typer.Option("--beta", help="Word insertion bonus.")]
+AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", callback=NON_NEGATIVE, help="LM weight.")]
+BetaOpt = Annotated[Optional[float], typer.Option("--beta", callback=FINITE, help="Word insertion bonus.")]
 LexiconOpt = Annotated[Optional[Path], typer.Option("--lexicon", help="Word list / lexicon restricting the output words.")]
 HotwordsOpt = Annotated[Optional[list[str]], typer.Option("--hotwords", help="Word or phrase to boost (repeatable).")]
 DecodingConfigOpt = Annotated[Optional[Path], typer.Option("--decoding-config", help="Decoder settings written by `asrkit lm tune`.")]

@@ -11,6 +11,7 @@ import typer
 
 from .common import (ProgressBars, ThreadsOpt, progress, report_skipped, set_threads,
                      user_errors)
+from .common import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Train and evaluate the acoustic word embedder used by search.",
                   no_args_is_help=True)
@@ -27,11 +28,11 @@ def train(
     words: Annotated[Optional[Path], typer.Option(
         help="Optional single-word recordings (manifest, text = the word): pairs of the "
              "same word teach speaker invariance.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over --windows-per-epoch pairs.")] = 15,
-    windows_per_epoch: Annotated[int, typer.Option(help="Training pairs per epoch.")] = 4096,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
-    contrastive_weight: Annotated[float, typer.Option(
+    epochs: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Passes over --windows-per-epoch pairs.")] = 15,
+    windows_per_epoch: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Training pairs per epoch.")] = 4096,
+    batch_size: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Pairs per step.")] = 64,
+    lr: Annotated[float, typer.Option(callback=POSITIVE, help="Peak learning rate (cosine decay).")] = 2e-3,
+    contrastive_weight: Annotated[float, typer.Option(callback=NON_NEGATIVE,
         help="Weight of the contrastive term; 0 = a plain denoising autoencoder.")] = 1.0,
     features: Annotated[str, typer.Option(
         help="fbank, mfcc, or asr (the states of --asr-model: less of the speaker).")]
@@ -40,13 +41,13 @@ def train(
         help="With --features asr: acoustic model file, training folder or bundled name "
              "(default an4). The embedder records it; index and search use the same.")]
         = None,
-    hidden: Annotated[int, typer.Option(help="Encoder units per direction.")] = 160,
-    layers: Annotated[int, typer.Option(help="Encoder layers.")] = 2,
-    dim: Annotated[int, typer.Option(help="Embedding size.")] = 128,
-    stack: Annotated[Optional[int], typer.Option(
+    hidden: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Encoder units per direction.")] = 160,
+    layers: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Encoder layers.")] = 2,
+    dim: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Embedding size.")] = 128,
+    stack: Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
         help="Frames joined per encoder step (default 3; 2 for asr, whose frames are "
              "already 20 ms).")] = None,
-    seed: Annotated[int, typer.Option(help="Same seed and data, same embedder.")] = 0,
+    seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Same seed and data, same embedder.")] = 0,
     threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from <out>.ckpt (only --epochs may change).")] = False,
@@ -100,6 +101,9 @@ def evaluate(
         from asrkit.manifest import read_manifest
         from asrkit.search.evaluation import evaluate_dtw, evaluate_embeddings, load_word_segments
         utts = read_manifest(manifest)
+        if not utts:
+            from asrkit.errors import ManifestError
+            raise ManifestError(f"{manifest}: holds no word recordings; nothing to evaluate")
         with progress(total=len(utts), desc="loading", unit="word") as bar:
             segments = load_word_segments(utts, trim=trim, progress=bar.update)
         results = [evaluate_embeddings(load_embedder(embedder), segments)]

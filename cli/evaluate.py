@@ -9,16 +9,17 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
+from .common import (NON_NEGATIVE_INT, POSITIVE, RootOpt, exit_if_partial, progress,
+                     report_skipped, setup_logging, user_errors)
 
 
 def evaluate(
     model: Annotated[str, typer.Argument(help="Model file, training folder or bundled model name.")],
     manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with reference text.")],
     results: Annotated[Optional[Path], typer.Option("--results", help="Per-utterance results (JSON Lines).")] = None,
-    worst: Annotated[int, typer.Option("--worst", help="List this many worst utterances.")] = 5,
+    worst: Annotated[int, typer.Option("--worst", callback=NON_NEGATIVE_INT, help="List this many worst utterances.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     condition: Annotated[Optional[str], typer.Option(
         "--condition", help="Score under test conditions, comma-separated: clean, 8k, "
                             "telephone, noise<SNR> (pink noise, e.g. noise10), reverb[<RT60>] "
@@ -37,16 +38,23 @@ def evaluate(
         from asrkit.asr.evaluation import evaluate as run
         from asrkit.manifest import read_manifest
 
+        from asrkit.errors import ManifestError
+        utts = read_manifest(manifest, root)
+        if not utts:
+            raise ManifestError(f"{manifest}: holds no utterances; nothing to evaluate")
         asr = load_model(model)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config)
-        utts = read_manifest(manifest, root)
         if condition is not None or plot is not None:
             _by_condition(asr, utts, dec, batch_seconds, condition or "clean", plot, as_json,
                           model)
             return
         with progress(total=len(utts), desc="evaluating", unit="utt") as bar:
             report = run(asr, utts, dec, batch_seconds, on_result=lambda _: bar.update(1))
+        if not report.utterances:  # all skipped: no WER to show, not even 0 %
+            report_skipped(list(report.skipped), "utterance")
+            raise ManifestError(f"{manifest}: none of its {len(utts)} utterance(s) could be "
+                                "scored (reasons above)")
         if results:
             report.write_results(results)
         if as_json:

@@ -10,6 +10,7 @@ import typer
 
 from .common import (EXIT_PARTIAL, ProgressBars, RootOpt, ThreadsOpt, exit_if_partial,
                      report_skipped, set_threads, user_errors)
+from .common import POSITIVE, POSITIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Build and update a search index of an audio archive.",
                   no_args_is_help=True)
@@ -18,7 +19,7 @@ ArchiveArg = Annotated[Path, typer.Argument(
     help="A folder of recordings (searched recursively) or a JSON Lines manifest.")]
 IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-BuildThreadsOpt = Annotated[Optional[int], typer.Option(
+BuildThreadsOpt = Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
     help="CPU cores for embedding: that many one-thread worker processes (default: all "
          "cores). On a machine shared with other busy jobs each worker simply gets its "
          "share; archives under two minutes are embedded in one process.")]
@@ -39,7 +40,7 @@ def build(
     durations: Annotated[Optional[str], typer.Option(
         help="Window lengths in seconds, comma-separated (default 0.4,0.7,1.1).")]
         = None,
-    hop: Annotated[Optional[float], typer.Option(
+    hop: Annotated[Optional[float], typer.Option(callback=POSITIVE,
         help="Seconds between window starts (default 0.25).")] = None,
     segments: Annotated[str, typer.Option(
         help="Candidates: windows (VAD + sliding windows), words (runs of 1-2 words "
@@ -185,10 +186,13 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
         return None
     from asrkit.errors import ConfigError
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ConfigError(f"--durations: {text!r} is not a comma-separated list of seconds") \
-            from None
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise ConfigError(f"--durations {text}: expected a comma-separated list of positive "
+                          "seconds, e.g. 0.5,1") from None
+    return values
 
 
 def _indexing_bars() -> ProgressBars:

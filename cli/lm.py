@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .common import ProgressBars, report_skipped, setup_logging, user_errors
+from .common import NGRAM_ORDER, POSITIVE, POSITIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Word n-gram language models for beam-search decoding.",
                   no_args_is_help=True)
@@ -18,7 +20,7 @@ app = typer.Typer(help="Word n-gram language models for beam-search decoding.",
 def build(
     text: Annotated[Path, typer.Argument(help="Training text, one sentence per line.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="ARPA file to write.")],
-    order: Annotated[int, typer.Option("--order", "-n", min=1, max=9, help="N-gram order.")] = 3,
+    order: Annotated[int, typer.Option("--order", "-n", callback=NGRAM_ORDER, help="N-gram order.")] = 3,
     case: Annotated[str, typer.Option("--case", help="upper, lower or keep: match the model's vocabulary.")] = "upper",
     as_json: Annotated[bool, typer.Option("--json", help="Print the n-gram counts as JSON.")] = False,
 ):
@@ -50,6 +52,8 @@ def _floats(text: Optional[str], default: tuple[float, ...], name: str) -> tuple
         raise typer.BadParameter("give comma-separated numbers, e.g. 0,0.5,1", param_hint=name) from None
     if not values:
         raise typer.BadParameter("give at least one value", param_hint=name)
+    if not all(math.isfinite(v) for v in values):
+        raise typer.BadParameter("give finite numbers", param_hint=name)
     return values
 
 
@@ -59,12 +63,12 @@ def tune(
     dev_manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with reference text.")],
     lm: Annotated[Path, typer.Option("--lm", help="ARPA file or KenLM binary.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Decoding config to write.")] = Path("decoding.json"),
-    beam_size: Annotated[int, typer.Option("--beam-size", min=1)] = 50,
+    beam_size: Annotated[int, typer.Option("--beam-size", callback=POSITIVE_INT, help="Beam width.")] = 50,
     alphas: Annotated[Optional[str], typer.Option("--alphas", help="LM weights to try, comma-separated.")] = None,
     betas: Annotated[Optional[str], typer.Option("--betas", help="Word bonuses to try, comma-separated.")] = None,
     method: Annotated[str, typer.Option("--method", help="grid (every pair) or coordinate (line searches).")] = "grid",
     lexicon: Annotated[Optional[Path], typer.Option("--lexicon", help="Word list restricting the output.")] = None,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds")] = 240.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Tune LM weight (alpha) and word bonus (beta) for the lowest dev-set WER.

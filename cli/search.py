@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from .common import user_errors
+from .common import COSINE, POSITIVE_INT  # parse-time range checks
 
 
 class _QueryByDefault(TyperGroup):
@@ -37,8 +38,8 @@ def search(
         help="Query recordings, each a spoken example of what to find.")] = None,
     span: Annotated[Optional[list[str]], typer.Option(
         help="A query cut from a recording: FILE:START-END in seconds (repeatable).")] = None,
-    top: Annotated[int, typer.Option("--top", "-k", help="Hits per query.")] = 10,
-    threshold: Annotated[Optional[float], typer.Option(
+    top: Annotated[int, typer.Option("--top", "-k", callback=POSITIVE_INT, help="Hits per query.")] = 10,
+    threshold: Annotated[Optional[float], typer.Option(callback=COSINE,
         help="Drop hits with a cosine similarity below this (-1..1).")] = None,
     rerank: Annotated[Optional[str], typer.Option(
         help="Re-rank the best hits by DTW on MFCCs: 'dtw' (slower, tighter times).")] = None,

@@ -15,6 +15,7 @@ import typer
 from asrkit.errors import ConfigError
 
 from .common import ProgressBars, user_errors
+from .common import FINITE, FRACTION, NON_NEGATIVE_INT, POSITIVE_INT  # parse-time range checks
 
 
 def synth(
@@ -26,24 +27,24 @@ def synth(
         help="Word list (one per line); utterances are random strings of its words.")] = None,
     sentences: Annotated[Optional[Path], typer.Option(
         help="Sentence file (one utterance per line), instead of word strings.")] = None,
-    utterances: Annotated[int, typer.Option("--utterances", "-n",
+    utterances: Annotated[int, typer.Option("--utterances", "-n", callback=POSITIVE_INT,
                                             help="Utterances in all splits together.")] = 2400,
-    min_words: Annotated[int, typer.Option(help="Fewest words per utterance.")] = 1,
-    max_words: Annotated[int, typer.Option(help="Most words per utterance.")] = 4,
+    min_words: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Fewest words per utterance.")] = 1,
+    max_words: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Most words per utterance.")] = 4,
     voices: Annotated[Optional[str], typer.Option(
         help="Comma-separated voice-id globs, e.g. 'espeak-ng:en-gb*,flite'. "
              "Default: every installed voice. See --list-voices.")] = None,
-    valid_fraction: Annotated[float, typer.Option(
+    valid_fraction: Annotated[float, typer.Option(callback=FRACTION,
         help="Share of utterances (and of speakers) held out for validation.")] = 0.1,
-    test_fraction: Annotated[float, typer.Option(
+    test_fraction: Annotated[float, typer.Option(callback=FRACTION,
         help="Share of utterances (and of speakers) held out for testing.")] = 0.1,
     snr: Annotated[str, typer.Option(
         help="Comma-separated SNRs in dB to draw from; 'clean' = no noise at all.")]
         = "40,30,20,15,10",
-    reverb: Annotated[float, typer.Option(
+    reverb: Annotated[float, typer.Option(callback=FRACTION,
         help="Probability that an utterance is put in a synthetic room.")] = 0.3,
-    seed: Annotated[int, typer.Option(help="Same seed, same corpus, byte for byte.")] = 0,
-    workers: Annotated[Optional[int], typer.Option(
+    seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Same seed, same corpus, byte for byte.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
         help="Parallel synthesiser jobs (default: one per CPU).")] = None,
     list_voices: Annotated[bool, typer.Option(
         "--list-voices", help="List the installed voices and exit.")] = False,
@@ -74,14 +75,14 @@ def synth_archive(
         help="Built-in word set: digits, letters, commands.")] = "commands",
     words: Annotated[Optional[Path], typer.Option(
         help="Word list (one per line), instead of a built-in set.")] = None,
-    files: Annotated[int, typer.Option(help="Number of long recordings.")] = 4,
-    words_per_file: Annotated[int, typer.Option(help="Words in each recording.")] = 20,
+    files: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Number of long recordings.")] = 4,
+    words_per_file: Annotated[int, typer.Option(callback=POSITIVE_INT, help="Words in each recording.")] = 20,
     voices: Annotated[Optional[str], typer.Option(
         help="Comma-separated voice-id globs (default: every installed voice).")] = None,
-    snr: Annotated[Optional[float], typer.Option(
+    snr: Annotated[Optional[float], typer.Option(callback=FINITE,
         help="Add white noise over whole recordings at this SNR (dB).")] = None,
-    seed: Annotated[int, typer.Option(help="Same seed, same archive.")] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel synthesiser jobs.")] = None,
+    seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Same seed, same archive.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(callback=POSITIVE_INT, help="Parallel synthesiser jobs.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Build a search archive: long recordings of words with exactly known time spans."""

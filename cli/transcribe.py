@@ -10,6 +10,7 @@ import typer
 
 from . import decoding_options as D
 from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
+from .common import POSITIVE  # parse-time range checks
 
 
 def transcribe(
@@ -19,7 +20,7 @@ def transcribe(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout (txt/jsonl).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Write one file per input: <id>.<format>.")] = None,
     skip_done: Annotated[bool, typer.Option("--skip-done", help="Skip inputs already transcribed in --output/--output-dir (resume a killed run).")] = False,
-    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per batch.")] = 240.0,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,

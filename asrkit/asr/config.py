@@ -14,6 +14,7 @@ Unknown keys are errors (a typo must never be silently ignored). Values given wi
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,58 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ExperimentConfig)}
 
+_INF = math.inf
+# Allowed range of each numeric value: (low, high, low excluded). A value outside it is
+# refused when the config is read, not discovered epochs later; NaN and infinity never pass.
+# Model values are checked by ModelConfig itself.
+LIMITS: dict[str, tuple[float, float, bool]] = {
+    "train.epochs": (1, _INF, False),
+    "train.batch_seconds": (0, _INF, True),
+    "train.lr": (0, _INF, True),
+    "train.weight_decay": (0, _INF, False),
+    "train.warmup_steps": (0, _INF, False),
+    "train.final_lr_ratio": (0, 1, False),
+    "train.grad_clip": (0, _INF, True),
+    "train.ema": (0, 0.99999, False),
+    "train.patience": (1, _INF, False),
+    "train.checkpoint_every": (1, _INF, False),
+    "train.seed": (0, 2**32 - 1, False),
+    "train.accumulate": (1, _INF, False),
+    "train.max_steps": (0, _INF, False),
+    "train.threads": (0, 1024, False),
+    "features.n_mels": (1, 512, False),
+    "features.n_mfcc": (1, 512, False),
+    "features.sample_rate": (1000, 192_000, False),
+    "features.win_ms": (1, 1000, False),
+    "features.hop_ms": (1, 1000, False),
+    "augment.freq_masks": (0, _INF, False),
+    "augment.freq_mask_width": (0, _INF, False),
+    "augment.time_masks": (0, _INF, False),
+    "augment.time_mask_width": (0, _INF, False),
+    "augment.time_mask_max_ratio": (0, 1, False),
+    "augment.speed_factors": (0.25, 4.0, False),  # each factor; resampling far beyond
+    # this leaves too few samples (or too many frames) to learn from
+}
+
+
+def check_limits(config: ExperimentConfig, source: str = "config") -> ExperimentConfig:
+    """Refuse values outside :data:`LIMITS`, naming the key, the value and the range."""
+    for key, (low, high, open_low) in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        for v in value if isinstance(value, tuple) else (value,):
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v > low if open_low else v >= low) and v <= high)
+            if not ok:
+                allowed = (f"above {low:g}" if open_low else f"{low:g} or more"
+                           if math.isinf(high) else f"{low:g} to {high:g}")
+                raise ConfigError(f"{source}: {key}={v!r} is out of range; allowed: "
+                                  f"{allowed}")
+    if config.train.speed_perturb and not config.augment.speed_factors:
+        raise ConfigError(f"{source}: augment.speed_factors is empty; give at least one "
+                          "factor (e.g. [1.0]) or set train.speed_perturb=false")
+    return config
+
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from an optional YAML file and overrides."""
@@ -89,7 +142,7 @@ def config_from_dict(data: dict, source: str = "config") -> ExperimentConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {section!r} must be a mapping")
         parts[section] = _build(_SECTIONS[section](), values, f"{source}: {section}")
-    return ExperimentConfig(**parts)
+    return check_limits(ExperimentConfig(**parts), source)
 
 
 def _build(default, values: dict, where: str):
@@ -105,15 +158,16 @@ def _build(default, values: dict, where: str):
         if choices and value not in choices:  # e.g. precision=fp64 must not mean fp32
             raise ConfigError(f"{where}.{key}: expected one of {', '.join(map(str, choices))}, "
                               f"got {value!r}")
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        if isinstance(current, tuple):
+            value = _number_tuple(value, f"{where}.{key}")
         elif isinstance(current, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
         elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif isinstance(current, float) and isinstance(value, str):
             value = _float(value, f"{where}.{key}")  # YAML 1.1 reads 3e-3 as a string
-        elif type(current) in (int, float, str) and not isinstance(value, type(current)):
+        elif type(current) in (int, float, str) and (not isinstance(value, type(current))
+                                                     or isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {type(current).__name__}, "
                               f"got {value!r}")
         clean[key] = value
@@ -121,6 +175,20 @@ def _build(default, values: dict, where: str):
         return dataclasses.replace(default, **clean)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _number_tuple(value, where: str) -> tuple[float, ...]:
+    """A list of numbers (a lone number is a list of one), as floats."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    numbers = []
+    for v in items:
+        if isinstance(v, str):
+            v = _float(v, where)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: expected a list of numbers such as [0.9, 1.0, 1.1], "
+                              f"got {value!r}")
+        numbers.append(float(v))
+    return tuple(numbers)
 
 
 def _float(text: str, where: str) -> float:
@@ -134,7 +202,12 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; save the config as UTF-8") \
+            from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -20,6 +20,7 @@ from .dataset import Example, bucket_batches, load_batch
 from ..decoding.base import Decoder, GreedyDecoder
 from ..io import atomic_open
 from .distributed import Cluster, all_reduce_sum
+from ..errors import ManifestError
 from ..manifest import Utterance
 from ..metrics import ErrorCounts, char_errors, word_errors
 from .model import AsrModel
@@ -87,6 +88,8 @@ def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder 
     Utterances without text or with unreadable audio are skipped and listed in the
     report; references are normalised with the model's case policy.
     """
+    if not utterances:  # a WER of 0 % over no words would look like a perfect score
+        raise ManifestError("no utterances to evaluate; give a manifest with reference text")
     labelled = [u for u in utterances if u.text is not None]
     skipped = [(u.id, "no reference transcript") for u in utterances if u.text is None]
 

@@ -125,11 +125,18 @@ def _process_group(model, utts, batch_seconds, on_skip, transform=None):
     # Work is keyed by position in the group, not by id: ids given by the user (two
     # manifests, a file named twice) need not be unique.
     durations = {}
+    shortest = min_seconds(model)
     for i, utt in enumerate(utts):
         try:
             durations[i] = _duration(utt)
         except AsrkitError as e:
             _skip(on_skip, utt, str(e))
+            continue
+        if 0 < durations[i] < shortest:  # padded to a frame it would still get a "word"
+            # (no samples at all is reported by the audio reader, as elsewhere)
+            _skip(on_skip, utt, f"{utt.audio}: too short to transcribe: "
+                                f"{1000 * durations.pop(i):.1f} ms of audio; the model needs "
+                                f"at least {1000 * shortest:.0f} ms")
     short = sorted((i for i in durations if durations[i] <= CHUNK_SECONDS),
                    key=lambda i: durations[i])
     results: dict[int, torch.Tensor] = {}
@@ -199,6 +206,13 @@ def _long_log_probs(model: AsrModel, utt: Utterance,
         pieces.append(log_probs[0, skip:skip + step_frames])
         start += CHUNK_SECONDS
     return torch.cat(pieces)
+
+
+def min_seconds(model: AsrModel) -> float:
+    """The shortest audio that fills one analysis window and one output frame; shorter
+    audio would be zero-padded into a frame of silence that the model still labels."""
+    fc = model.feature_config
+    return max(fc.n_fft / fc.sample_rate, model.frame_seconds)
 
 
 def _gain(utt: Utterance, total: float) -> float:

@@ -105,7 +105,8 @@ def read_manifest_tolerant(path: str | Path, root: str | Path | None = None,
     entries, issues, first_line = [], [], {}
     for lineno, raw in _lines(path):
         try:
-            utt = _parse_line(raw.decode("utf-8"), path, lineno, base)
+            text = raw.decode("utf-8").lstrip("\ufeff")  # BOMs: no data, as read_manifest
+            utt = _parse_line(text, path, lineno, base)
             if root is not None:
                 check_root(utt, Path(root).resolve(), where(path, lineno))
         except UnicodeDecodeError:

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import AsrkitError, ConfigError, ManifestError, where
-from ..manifest import Utterance, write_manifest
+from ..manifest import Utterance, read_lines, write_manifest
 
 REPOSITORY = "https://github.com/cmusphinx/an4"
 COMMIT = "b567d13"  # the revision whose layout and results this recipe documents
@@ -61,9 +61,9 @@ def read_an4_split(corpus: Path, split: str) -> list[Utterance]:
         if not f.exists():
             raise ManifestError(f"{f}: missing; is {corpus} an AN4 corpus folder "
                                 "(with etc/ and wav/)?")
-    paths = {Path(p).name: p for p in fileids.read_text().split()}
+    paths = {Path(p).name: p for _, line in read_lines(fileids) for p in line.split()}
     utts = []
-    for lineno, line in enumerate(trans.read_text().splitlines(), 1):
+    for lineno, line in read_lines(trans):
         if not line.strip():
             continue
         m = _LINE.match(line.strip())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import AsrkitError, ConfigError, ManifestError, where
-from ..manifest import Utterance, write_manifest
+from ..manifest import Utterance, read_lines, write_manifest
 
 DOWNLOAD_PAGE = "https://commonvoice.mozilla.org/datasets"
 SPLITS = ("train", "dev", "test", "validated", "other", "invalidated")
@@ -102,32 +102,33 @@ def read_commonvoice_split(lang_dir: Path, split: str, normalize: str = "keep",
     if not tsv.is_file():
         raise ManifestError(f"{tsv}: missing; this release has no {split!r} split")
     utts, seen, empty = [], set(), 0
-    with open(tsv, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = _read_header(rows, tsv)
-        col = {name: header.index(name) for name in _COLUMNS}
-        for row in rows:
-            if not row:
-                continue
-            loc = where(tsv, rows.line_num)
-            if len(row) != len(header):
-                raise ManifestError(f"{loc}: {len(row)} tab-separated fields where the "
-                                    f"header has {len(header)}")
-            name = row[col["path"]]
-            audio = clips / (name if Path(name).suffix else f"{name}.mp3")
-            uid = Path(name).stem
-            if not name or uid in seen:
-                raise ManifestError(f"{loc}: {'duplicate' if name else 'empty'} clip path "
-                                    f"{name!r}")
-            if not audio.is_file():
-                raise ManifestError(f"{loc}: clip {audio} is missing; extract the "
-                                    "release again")
-            seen.add(uid)
-            text = normalize_sentence(row[col["sentence"]], normalize)
-            if not text:
-                empty += 1
-                continue
-            utts.append(Utterance(uid, str(audio), text, speaker=row[col["client_id"]]))
+    # read_lines: a BOM, CRLF, bad UTF-8 and NUL bytes are handled or named by line
+    rows = csv.reader((line for _, line in read_lines(tsv)), delimiter="\t",
+                      quoting=csv.QUOTE_NONE)
+    header = _read_header(rows, tsv)
+    col = {name: header.index(name) for name in _COLUMNS}
+    for row in rows:
+        if not row:
+            continue
+        loc = where(tsv, rows.line_num)
+        if len(row) != len(header):
+            raise ManifestError(f"{loc}: {len(row)} tab-separated fields where the "
+                                f"header has {len(header)}")
+        name = row[col["path"]]
+        audio = clips / (name if Path(name).suffix else f"{name}.mp3")
+        uid = Path(name).stem
+        if not name or uid in seen:
+            raise ManifestError(f"{loc}: {'duplicate' if name else 'empty'} clip path "
+                                f"{name!r}")
+        if not audio.is_file():
+            raise ManifestError(f"{loc}: clip {audio} is missing; extract the "
+                                "release again")
+        seen.add(uid)
+        text = normalize_sentence(row[col["sentence"]], normalize)
+        if not text:
+            empty += 1
+            continue
+        utts.append(Utterance(uid, str(audio), text, speaker=row[col["client_id"]]))
     if empty:
         log.warning("%s: left out %d clip(s) whose sentence has no words%s", tsv, empty,
                     " after normalisation" if normalize != "keep" else "")

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 from ..errors import AsrkitError, ConfigError, ManifestError, where
-from ..manifest import Utterance, write_manifest
+from ..manifest import Utterance, read_lines, write_manifest
 
 URL = "https://www.openslr.org/resources/12"
 # The MD5 sums openslr publishes beside the archives (resources/12/md5sum.txt).
@@ -248,12 +248,8 @@ def _read_chapter(trans: Path) -> list[Utterance]:
     """Utterances of one ``<speaker>-<chapter>.trans.txt``, each checked for its FLAC."""
     speaker, chapter = trans.parent.parent.name, trans.parent.name
     prefix = f"{speaker}-{chapter}-"
-    try:
-        lines = trans.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ManifestError(f"{trans}: not valid UTF-8; extract the archive again") from None
     utts = []
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in read_lines(trans):
         if not line.strip():
             continue
         uid, _, text = line.strip().partition(" ")

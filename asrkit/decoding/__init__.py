@@ -6,7 +6,7 @@ and options as JSON) are :mod:`asrkit.decoding.config`.
 
 from __future__ import annotations
 
-from ..errors import DecodingError
+from ..errors import DecodingOptionError
 from ..text import Vocabulary
 from .base import Decoder, GreedyDecoder, Hypothesis, WordTiming
 from .config import load_decoding_config, save_decoding_config
@@ -22,14 +22,14 @@ def make_decoder(kind: str, vocab: Vocabulary, frame_seconds: float, **options) 
     if kind == "greedy":
         used = {k for k, v in options.items() if v not in (None, False, (), [], {})}
         if used:
-            raise DecodingError(f"the greedy decoder takes no {', '.join(sorted(used))}; "
-                                "use --decoder beam")
+            raise DecodingOptionError(f"the greedy decoder takes no "
+                                      f"{', '.join(sorted(used))}; use --decoder beam")
         return GreedyDecoder(vocab, frame_seconds)
     if kind == "beam":
         # imported here: the beam decoder loads numba, which greedy decoding never needs
         from .beam import BeamSearchDecoder  # noqa: PLC0415
         return BeamSearchDecoder(vocab, frame_seconds, **options)
-    raise DecodingError(f"unknown decoder {kind!r}; choose 'greedy' or 'beam'")
+    raise DecodingOptionError(f"unknown decoder {kind!r}; choose 'greedy' or 'beam'")
 
 
 __all__ = ["Decoder", "GreedyDecoder", "Hypothesis", "WordTiming", "make_decoder",

@@ -25,6 +25,7 @@ from ..errors import DecodingError
 from ..lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, lm_score
 from ..text import Vocabulary
 from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
+from .config import check_options as _check_options
 from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, LM_ARRAYS, LM_EXTERNAL, LM_NONE,
                           LMSTATE, NEED_LM, NEEDS_LM, NEG_INF, OUT_OF_LEXICON, PARENT,
                           SEPBONUS, ST_BEAM, ST_MISSES, TOKEN, TRIE_LEXICON, TRIE_LM_WORDS,
@@ -248,19 +249,3 @@ def _normalized_ids(lm: NgramLM, vocab: Vocabulary) -> dict[str, int]:
     for w, i in lm.word_ids.items():
         ids.setdefault(vocab.normalize(w), i)
     return ids
-
-
-def _check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token):
-    if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-        raise DecodingError(f"beam_size must be a positive integer, got {beam_size!r}")
-    if not isinstance(nbest, (int, np.integer)) or not 1 <= nbest <= beam_size:
-        raise DecodingError(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest!r}")
-    for name, v in (("alpha", alpha), ("beta", beta), ("hotword_weight", hotword_weight)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise DecodingError(f"{name} must be a finite number, got {v!r}")
-    if alpha < 0 or hotword_weight < 0:
-        raise DecodingError("alpha and hotword_weight must not be negative")
-    if not threshold > 0:
-        raise DecodingError(f"beam_threshold must be positive, got {threshold!r}")
-    if beam_size_token is not None and beam_size_token < 1:
-        raise DecodingError(f"beam_size_token must be positive, got {beam_size_token!r}")

@@ -10,9 +10,12 @@ relative to the config's folder when they lie inside it, so the folder can move.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from ..errors import ConfigError
+import numpy as np
+
+from ..errors import ConfigError, DecodingOptionError
 from ..io import atomic_write_json
 
 CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwords",
@@ -41,7 +44,7 @@ def load_decoding_config(path: str | Path) -> dict:
     the config's folder; the ``tuning`` record is left out."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: decoding config not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -53,11 +56,59 @@ def load_decoding_config(path: str | Path) -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown decoding option(s) {', '.join(sorted(unknown))}; "
                           f"known: {', '.join(sorted(CONFIG_KEYS))}")
+    _check_config_values(raw, path)
     for k in ("lm", "lexicon"):
         if raw.get(k) is not None:
             raw[k] = str((path.parent / raw[k]).resolve())
     raw.setdefault("decoder", "beam")
     return raw
+
+
+def _check_config_values(raw: dict, path: Path) -> None:
+    """Refuse wrongly typed or out-of-range values, naming the file and the key."""
+    for k in ("decoder", "lm", "lexicon"):
+        if raw.get(k) is not None and not isinstance(raw[k], str):
+            raise ConfigError(f"{path}: {k} must be a string, got {raw[k]!r}")
+    hot = raw.get("hotwords")
+    if hot is not None and not (isinstance(hot, list) and all(isinstance(h, str) for h in hot)):
+        raise ConfigError(f"{path}: hotwords must be a list of strings, got {hot!r}")
+    if raw.get("decoder", "beam") != "beam":
+        return  # make_decoder refuses beam options given to greedy
+    values = {"beam_size": 50, "nbest": 1, "alpha": 0.5, "beta": 1.0, "hotword_weight": 3.0,
+              "beam_threshold": 50.0, "beam_size_token": None}
+    values.update({k: v for k, v in raw.items() if k in values})
+    try:
+        check_options(values["beam_size"], values["nbest"], values["alpha"], values["beta"],
+                      values["hotword_weight"], values["beam_threshold"],
+                      values["beam_size_token"])
+    except DecodingOptionError as e:
+        raise DecodingOptionError(f"{path}: {e}") from None
+
+
+def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token):
+    """Refuse invalid beam-search options: a usage error (exit 2), like any bad config."""
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) \
+            and math.isfinite(v)
+
+    bad = DecodingOptionError
+    if not whole(beam_size) or beam_size < 1:
+        raise bad(f"beam_size must be a positive integer, got {beam_size!r}")
+    if not whole(nbest) or not 1 <= nbest <= beam_size:
+        raise bad(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest!r}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("hotword_weight", hotword_weight),
+                    ("beam_threshold", threshold)):
+        if not number(v):
+            raise bad(f"{name} must be a finite number, got {v!r}")
+    if alpha < 0 or hotword_weight < 0:
+        raise bad("alpha and hotword_weight must not be negative")
+    if not threshold > 0:
+        raise bad(f"beam_threshold must be positive, got {threshold!r}")
+    if beam_size_token is not None and (not whole(beam_size_token) or beam_size_token < 1):
+        raise bad(f"beam_size_token must be a positive integer, got {beam_size_token!r}")
 
 
 def _relative(p: Path, folder: Path) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import DecodingError
+from ..io import read_text_lines
 from .ngram import BOS, EOS, UNK, ArpaModel
 
 
@@ -20,11 +21,10 @@ def read_sentences(path: str | Path, normalize=None) -> Iterator[list[str]]:
     path = Path(path)
     if not path.is_file():
         raise DecodingError(f"{path}: text file not found")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            words = (normalize(line) if normalize else line).split()
-            if words:
-                yield words
+    for _, line in read_text_lines(path, DecodingError):  # bad bytes named by line
+        words = (normalize(line) if normalize else line).split()
+        if words:
+            yield words
 
 
 def estimate_kneser_ney(sentences: Iterable[list[str]], order: int) -> ArpaModel:

@@ -53,11 +53,20 @@ def read_arpa(path: str | Path) -> ArpaModel:
     if not path.is_file():
         raise DecodingError(f"{path}: language model file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+    with opener(path, "rt", encoding="utf-8-sig", errors="strict") as f:
         try:
-            return _parse_arpa(enumerate(f, 1), path)
+            return _parse_arpa(_checked_lines(f, path), path)
         except UnicodeDecodeError as e:
             raise DecodingError(f"{path}: not a UTF-8 ARPA file ({e.reason})") from None
+        except (OSError, EOFError) as e:  # e.g. a damaged or truncated .gz
+            raise DecodingError(f"{path}: cannot read the ARPA file ({e})") from None
+
+
+def _checked_lines(f, path: Path) -> Iterator[tuple[int, str]]:
+    for n, line in enumerate(f, 1):
+        if "\0" in line:  # a damaged file, not a word with a NUL in it
+            raise DecodingError(f"{where(path, n)}: holds a NUL byte; is this an ARPA file?")
+        yield n, line
 
 
 def _parse_arpa(lines: Iterator[tuple[int, str]], path: Path) -> ArpaModel:
@@ -84,6 +93,9 @@ def _parse_arpa(lines: Iterator[tuple[int, str]], path: Path) -> ArpaModel:
         table: dict[tuple[str, ...], tuple[float, float]] = {}
         n, line = _next_content(lines)
         while not line.startswith("\\"):
+            if n is None:
+                raise DecodingError(f"{path}: the file ends inside the {k}-grams section "
+                                    "(no '\\end\\'); is it truncated?")
             gram, value = _parse_ngram_line(line, k, k < len(counts), lambda w: bad(n, w))
             if k > 1 and not all((w,) in ngrams[0] for w in gram):
                 raise bad(n, f"{' '.join(gram)!r} uses a word that has no unigram")

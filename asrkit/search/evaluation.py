@@ -14,6 +14,7 @@ for the embeddings and for the DTW baseline on MFCCs:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -54,6 +55,12 @@ def load_word_segments(utterances: Sequence[Utterance], trim: bool = True,
                        segment_config: SegmentConfig = SegmentConfig(),
                        progress: Callable[[int], None] | None = None) -> list[WordSegment]:
     """Read each labelled utterance's audio; with ``trim`` cut leading/trailing silence."""
+    labels = Counter(u.text.split()[0].upper() for u in utterances
+                     if u.text and len(u.text.split()) == 1)
+    if not any(n > 1 for n in labels.values()):  # else every score would be a hollow 0
+        raise ManifestError(f"{len(utterances)} word recording(s) and no word among them "
+                            "spoken twice: a query needs another recording of its word to "
+                            "find; give at least two recordings of one word")
     out = []
     for utt in utterances:
         if not utt.text or len(utt.text.split()) != 1:

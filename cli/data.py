@@ -137,8 +137,9 @@ def prepare_speechocean762(
         help="Expected MD5 of the archive (openslr.org/101 publishes none; without it the "
              "first download's digest is recorded and later ones must match).")] = None,
     valid_speakers: Annotated[int, typer.Option(
+        callback=NON_NEGATIVE_INT,
         help="Training speakers held out whole for validation.")] = 10,
-    seed: Annotated[int, typer.Option(help="Chooses the validation speakers.")] = 0,
+    seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Chooses the validation speakers.")] = 0,
     as_json: JsonOpt = False,
 ):
     """Write speechocean762 train/valid/test manifests (safe to re-run)."""

@@ -103,6 +103,4 @@ def _by_condition(asr, utts, dec, batch_seconds, names: str, plot, as_json, mode
         for c, r in zip(conditions, reports):
             typer.echo(f"{c.name:<12} {100 * r.wer:6.2f}% {100 * r.cer:6.2f}%  "
                        f"{r.words.reference_length:5d}  {len(r.utterances)}")
-    report_skipped(list(reports[0].skipped), "utterance")
-    if reports[0].skipped:
-        raise typer.Exit(3)
+    exit_if_partial(list(reports[0].skipped), "utterance")

@@ -9,7 +9,10 @@ Layout of an index folder::
 
 SQLite is the record of truth: each recording's segments and vectors are committed in
 one transaction, so a build killed half-way resumes at the next recording and loses no
-finished work. The FAISS file is derived from it and always replaced atomically (write
+finished work. A recording is known by its name *and* its content: when ``index add``
+or a resumed build finds a name already indexed whose file now holds other audio, the
+recording is re-indexed (its old segments replaced in the same transaction) and counted
+as ``reindexed`` in the summary. The FAISS file is derived from it and always replaced atomically (write
 to a temporary file, then rename); a stale or damaged FAISS file is rebuilt from SQLite
 (see :mod:`asrkit.search.vector_index`). Nothing is pickled.
 """
@@ -26,11 +29,12 @@ import numpy as np
 
 from ..audio import audio_info, load_audio
 from .embedding import Embedder, load_embedder, save_embedder
+from .identity import content_changed, file_stamp
 from ..errors import AudioError, ConfigError, ManifestError
 from ..manifest import Utterance, find_audio_files, read_manifest
 from .segments import SegmentConfig, Span, candidate_segments, with_asr_model
 from ..shard import Shard, select_shard, shard_setting
-from .store import IndexStore, SegmentRecord, SourceRecord
+from .store import IndexStore, SegmentRecord, SourceIdentity, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
 
 EMBEDDER_FILE = "embedder.pt"
@@ -59,6 +63,7 @@ class BuildSummary:
     seconds: float  # wall time
     total_segments: int  # segments in the index now
     index_type: str  # FAISS factory string in use
+    reindexed: int = 0  # of ``indexed``: recordings whose content changed since indexed
 
 
 def build_index(
@@ -103,7 +108,8 @@ def build_index(
 def add_to_index(index_dir: str | os.PathLike,
                  archive: str | os.PathLike | Sequence[Utterance],
                  progress: Callable[[BuildProgress], None] | None = None) -> BuildSummary:
-    """Index recordings not yet in the index (and retry ones skipped before)."""
+    """Index recordings not yet in the index, re-index those whose audio changed since
+    (same name, other content), and retry ones skipped before."""
     folder = _existing(index_dir)
     sources = archive_sources(archive)
     with IndexStore(folder / IndexStore.FILE) as store:
@@ -192,21 +198,20 @@ def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
                    config: SegmentConfig, sources: Sequence[Utterance], progress,
                    retry_skipped: bool) -> BuildSummary:
     started = time.perf_counter()
-    known = store.source_status()
-    todo = [u for u in sources
-            if u.id not in known or (retry_skipped and known[u.id] == "skipped")]
     _check_unique(sources)
+    todo, changed = _to_index(store, sources, retry_skipped)
     skipped, n_segments, seconds = [], 0, 0.0
     for done, utt in enumerate(todo, 1):
+        stamp = file_stamp(utt.audio)  # before reading: a later change shows next time
         try:
             spans, vectors, duration = embed_recording(embedder, utt, config)
         except AudioError as e:
-            store.record_skipped(utt, str(e))
+            store.record_skipped(utt, str(e), stamp)
             skipped.append((utt.id, str(e)))
             if progress:
                 progress(BuildProgress(done, len(todo), utt.id, 0, 0.0, str(e)))
             continue
-        store.add_source(utt, duration, spans, vectors)
+        store.add_source(utt, duration, spans, vectors, stamp)
         n_segments += len(spans)
         seconds += duration
         if progress:
@@ -214,7 +219,37 @@ def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
     index_type = sync_vectors(store, folder)
     return BuildSummary(len(todo) - len(skipped), tuple(skipped), len(sources) - len(todo),
                         n_segments, seconds, time.perf_counter() - started,
-                        store.segment_count(), index_type)
+                        store.segment_count(), index_type,
+                        reindexed=len(changed - {name for name, _ in skipped}))
+
+
+def _to_index(store: IndexStore, sources: Sequence[Utterance], retry_skipped: bool,
+              ) -> tuple[list[Utterance], set[str]]:
+    """The recordings to (re-)index, in archive order, and the names among them that
+    were in the index with other content (or another offset into their file)."""
+    known = store.source_identities()
+    todo, changed = [], set()
+    for utt in sources:
+        old = known.get(utt.id)
+        if old is None or (retry_skipped and old.status == "skipped"):
+            todo.append(utt)
+        elif _changed(store, old, utt):
+            todo.append(utt)
+            changed.add(utt.id)
+    return todo, changed
+
+
+def _changed(store: IndexStore, old: SourceIdentity, utt: Utterance) -> bool:
+    """Whether ``utt`` is other audio than the recording of its name in the index. A
+    moved archive (new path, same bytes) is not: the index then records the new path."""
+    if old.offset != utt.offset:
+        return True
+    if old.stamp is None:  # indexed before stamps were kept: only the path can tell
+        return old.audio != utt.audio
+    differs, now = content_changed(old.stamp, utt.audio)
+    if not differs and (now is not None or old.audio != utt.audio):
+        store.update_identity(utt.id, utt.audio, now or old.stamp)
+    return differs
 
 
 def _check_same_settings(store: IndexStore, folder: Path, embedder: Embedder,

@@ -3,6 +3,7 @@ through the CLI as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,11 +47,17 @@ def copy_index(built, tmp_path):
     return out
 
 
+def sql(index, statement: str) -> list[tuple]:
+    """Run one statement on the index database, committed, and close it (an open
+    connection would keep WAL files in the folder)."""
+    with contextlib.closing(sqlite3.connect(index / "index.sqlite")) as db, db:
+        return db.execute(statement).fetchall()
+
+
 def stored_segments(index) -> dict[str, list[tuple]]:
     """name → [(start, end, vector bytes)] as the database holds them."""
-    with sqlite3.connect(index / "index.sqlite") as db:
-        rows = db.execute("SELECT s.name, g.start_s, g.end_s, g.vector FROM segments g "
-                          "JOIN sources s ON s.id = g.source_id ORDER BY g.id").fetchall()
+    rows = sql(index, "SELECT s.name, g.start_s, g.end_s, g.vector FROM segments g "
+                      "JOIN sources s ON s.id = g.source_id ORDER BY g.id")
     out: dict[str, list[tuple]] = {}
     for name, *row in rows:
         out.setdefault(name, []).append(tuple(row))
@@ -95,8 +102,7 @@ def test_a_touched_or_moved_recording_is_not_embedded_again(archive, built, tmp_
     summary = json.loads(result.stdout)
     assert (summary["indexed"], summary["reindexed"], summary["already_indexed"]) == (0, 0, 4)
     assert stored_segments(index) == stored_segments(built)
-    with sqlite3.connect(index / "index.sqlite") as db:  # the index follows the move
-        audio = [a for (a,) in db.execute("SELECT audio FROM sources")]
+    audio = [a for (a,) in sql(index, "SELECT audio FROM sources")]  # follows the move
     assert all(a.startswith(str(moved)) for a in audio), audio
 
 
@@ -113,3 +119,52 @@ def test_a_changed_recording_that_no_longer_reads_replaces_the_old_one(archive, 
     info = json.loads(invoke("index", "info", index, "--json").stdout)
     assert info["recordings"] == 3 and info["segments"] == sum(
         len(v) for v in stored_segments(index).values())
+
+
+# --- read-only and damaged index folders (weak spot; bug 4) ----------------------------
+
+@pytest.mark.parametrize("faiss_file", ["current", "missing", "stale"])
+def test_a_read_only_index_is_searched_without_writing(built, other_audio, tmp_path,
+                                                       monkeypatch, faiss_file):
+    index = copy_index(built, tmp_path)
+    expected = search_answers(index, other_audio)
+    if faiss_file == "missing":
+        (index / "vectors.faiss").unlink()
+    elif faiss_file == "stale":
+        sql(index, "UPDATE settings SET value = '-1' WHERE key = 'faiss_revision'")
+    before = snapshot(index)
+    with read_only_folder(monkeypatch, index):
+        assert search_answers(index, other_audio) == expected
+        result = invoke("index", "info", index, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["recordings"] == 4
+    assert snapshot(index) == before
+
+
+@pytest.mark.parametrize("command", ["info", "search", "add"])
+@pytest.mark.parametrize("damage", ["header", "middle"])
+def test_a_damaged_database_says_rebuild_it(built, archive, other_audio, tmp_path, command,
+                                            damage):
+    index = copy_index(built, tmp_path)
+    db = index / "index.sqlite"
+    data = bytearray(db.read_bytes())
+    if damage == "header":
+        data[:16] = b"not a database!!"
+    else:  # every page after the first two: the schema survives, the rows do not
+        page = int.from_bytes(data[16:18], "big")
+        data[2 * page:] = b"\xa5" * (len(data) - 2 * page)
+    db.write_bytes(bytes(data))
+    args = {"info": ["index", "info", index],
+            "search": ["search", "query", index, other_audio],
+            "add": ["index", "add", index, archive]}[command]
+    line = assert_one_line_error(invoke(*args), str(index), "not an asrkit index or damaged",
+                                 "asrkit index build")
+    assert "free disk space" not in line.lower()
+
+
+def test_a_folder_with_another_sqlite_file_is_not_an_index(tmp_path):
+    index = tmp_path / "idx"
+    index.mkdir()
+    sql(index, "CREATE TABLE other (x)")
+    assert_one_line_error(invoke("index", "info", index), str(index), "not an asrkit index",
+                          code=2)

@@ -79,20 +79,19 @@ def connect(target: str, path: Path, uri: bool = False) -> _Connection:
 
 
 def connect_read_only(path: Path) -> _Connection:
-    """Open without writing anything. A WAL database needs its -shm file; where the
-    folder cannot hold one, it is opened as immutable (read as it is on disk)."""
+    """Open without writing anything, not even SQLite's -shm file. Without a -wal file
+    every commit is in the database file itself, so it is opened as immutable (read as
+    it is on disk); a -wal file left by a writer holds commits too, and needs the
+    ordinary read-only mode (with its -shm file)."""
     if not path.is_file():
         raise AsrkitError(f"{path}: no such index database; create the index with "
                           "`asrkit index build`")
-    base = "file:" + os.path.abspath(path).replace("?", "%3f").replace("#", "%23")
-    try:
-        db = connect(base + "?mode=ro", path, uri=True)
-        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return db
-    except AsrkitError:
-        pass
-    db = connect(base + "?mode=ro&immutable=1", path, uri=True)
-    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    uri = "file:" + os.path.abspath(path).replace("%", "%25").replace("?", "%3f") \
+        .replace("#", "%23")
+    wal = path.with_name(path.name + "-wal")
+    db = connect(uri + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1"), path,
+                 uri=True)
+    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a damaged header fails now
     return db
 
 

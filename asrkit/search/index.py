@@ -309,15 +309,42 @@ def _load_index_embedder(folder: Path, store: IndexStore) -> Embedder:
     return embedder
 
 
+def _writable(folder: Path) -> bool:
+    """Whether this process may change the index in ``folder`` (a read-only mount, or
+    a folder or database file without write permission, may not)."""
+    probe = folder / f".write-test.{os.getpid()}"
+    try:
+        os.close(os.open(folder / IndexStore.FILE, os.O_RDWR))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+        return True
+    except OSError:
+        return False
+
+
 class SearchIndex:
-    """An index folder opened for searching: embedder, settings, vectors, metadata."""
+    """An index folder opened for searching: embedder, settings, vectors, metadata.
+
+    A folder this process cannot write is opened read-only: SQLite is read as it is,
+    and a FAISS file that is missing or behind the database is rebuilt in memory
+    instead of on disk, so an index on read-only media or shared read-only searches."""
 
     def __init__(self, index_dir: str | os.PathLike):
         self.folder = _existing(index_dir)
-        self.store = IndexStore(self.folder / IndexStore.FILE)
-        self.embedder = _load_index_embedder(self.folder, self.store)
-        self.segment_config = SegmentConfig.from_dict(self.store.setting("segment_config"))
-        self.vectors = VectorIndex.open(self.store, self.folder)
+        self.store = IndexStore(self.folder / IndexStore.FILE,
+                                read_only=not _writable(self.folder))
+        try:
+            if self.store.is_new():
+                raise ConfigError(f"{self.folder}: not an asrkit index or never finished "
+                                  "(no settings in its database); build it with `asrkit "
+                                  "index build`")
+            self.embedder = _load_index_embedder(self.folder, self.store)
+            self.segment_config = SegmentConfig.from_dict(
+                self.store.setting("segment_config"))
+            self.vectors = VectorIndex.open(self.store, self.folder)
+        except BaseException:
+            self.store.close()
+            raise
 
     def __len__(self) -> int:
         return self.vectors.ntotal

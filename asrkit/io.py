@@ -1,4 +1,5 @@
-"""Crash-safe file writing: write to a temporary file beside the target, then rename."""
+"""Crash-safe file writing (write to a temporary file beside the target, then rename),
+and reading the text files users give us with errors that name the file."""
 
 from __future__ import annotations
 
@@ -39,6 +40,23 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def read_user_text(path: str | os.PathLike, error: type[AsrkitError] = AsrkitError) -> str:
+    """The UTF-8 text of a file the user gave (a transcript, lexicon, word list...).
+    Raises ``error`` naming the file, and for text that is not UTF-8 the line and the
+    byte, with the fix; a byte-order mark is dropped."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
+                    f"{e.start}); save the file as UTF-8") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import ManifestError, where
-from .io import atomic_open
+from .io import atomic_open, read_user_text
 
 _FIELDS = ("id", "audio", "text", "offset", "duration", "speaker")
 
@@ -133,7 +133,7 @@ def import_folder(folder: str | os.PathLike, require_text: bool = True) -> list[
     utts = []
     for audio in find_audio_files(folder):
         txt = audio.with_suffix(".txt")
-        text = txt.read_text(encoding="utf-8").strip() if txt.exists() else None
+        text = read_user_text(txt, ManifestError).strip() if txt.exists() else None
         if text is None and require_text:
             raise ManifestError(f"{audio}: no transcript {txt.name} beside it; add one "
                                 "or remove the audio file")

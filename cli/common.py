@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 
-from asrkit.errors import AsrkitError
+from asrkit.errors import AsrkitError, as_user_error
 
 
 RootOpt = Annotated[Optional[Path], typer.Option(
@@ -26,6 +27,12 @@ def user_errors() -> Iterator[None]:
     except AsrkitError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
+    except (OSError, UnicodeDecodeError, sqlite3.Error) as e:
+        error = as_user_error(e)  # the user's files or disk failed, not asrkit
+        if error is None:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; finished outputs are kept", err=True)
         raise typer.Exit(130) from None

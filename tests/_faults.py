@@ -89,3 +89,20 @@ def read_only_folder(monkeypatch, folder: Path):
         m.setattr(os, "replace", ro_replace)
         m.setattr(os, "mkdir", ro_mkdir)
         yield folder
+
+
+@contextlib.contextmanager
+def reported_seed(seed: int):
+    """Name ``seed`` in any failure inside the block, so a random fault point that
+    broke something can be replayed."""
+    try:
+        yield seed
+    except BaseException as e:
+        e.add_note(f"random fault point from seed {seed}: replay with this seed")
+        raise
+
+
+def random_seed() -> int:
+    """A fresh seed, or the one in ASRKIT_FAULT_SEED to replay a failure."""
+    import random
+    return int(os.environ.get("ASRKIT_FAULT_SEED") or random.SystemRandom().randrange(2**32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from asrkit.asr.checkpoint import load_record
 from asrkit.asr.config import load_config
 from asrkit.manifest import read_manifest
 from asrkit.asr.training import train
+from _faults import random_seed, reported_seed
 from tones import make_tone_corpus
 
 SETTINGS = ["model.layers=1", "model.hidden=32", "features.n_mels=40", "train.threads=1",
@@ -50,19 +52,26 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     out = tmp_path / "killed"
     sets = [x for s in SETTINGS for x in ("--set", s)]
-    kill_at = random.Random().randint(4, total - 1)  # past the first checkpoint, before the end
-    killed = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(kill_at), "train",
-                             "--train", str(train_m), "--valid", str(valid_m), "--out", str(out),
-                             *sets], capture_output=True, text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    killed_at = load_record(out / "last.pt")["training"]["state"]["step"]
-    assert 0 < killed_at <= kill_at < total
+    with reported_seed(random_seed()) as seed:
+        # past the first checkpoint, before the end
+        kill_at = random.Random(seed).randint(4, total - 1)
+        killed = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(kill_at), "train",
+                                 "--train", str(train_m), "--valid", str(valid_m), "--out",
+                                 str(out), *sets], capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        killed_at = load_record(out / "last.pt")["training"]["state"]["step"]
+        assert 0 < killed_at <= kill_at < total
 
-    resumed = subprocess.run(_cli("train", "--train", train_m, "--valid", valid_m, "--out", out,
-                                  "--resume"), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    a = load_record(tmp_path / "straight" / "last.pt")
-    b = load_record(out / "last.pt")
-    assert b["training"]["state"]["step"] == total
-    for key, value in a["state_dict"].items():
-        torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-6)
+        resumed = subprocess.run(_cli("train", "--train", train_m, "--valid", valid_m, "--out",
+                                      out, "--resume"), capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+        a = load_record(tmp_path / "straight" / "last.pt")
+        b = load_record(out / "last.pt")
+        assert b["training"]["state"]["step"] == total
+        for key, value in a["state_dict"].items():
+            torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-6)
+        # The resumed epoch's training loss covers the batches before the kill too.
+        losses = [[json.loads(line)["train_loss"] for line in
+                   (run / "metrics.jsonl").read_text().splitlines()]
+                  for run in (tmp_path / "straight", out)]
+        assert losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -108,6 +108,13 @@ class _State:
     seconds: float = 0.0
     history: list = field(default_factory=list)
     stopped: bool = False
+    # Finite training losses of the current epoch summed over all processes, for the
+    # batches done before the last checkpoint: a resumed epoch's loss covers it whole.
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    # Utterances left out of a batch because their audio could not be used (e.g.
+    # NaN samples): id → reason, kept over resumes for the final report.
+    unusable: dict = field(default_factory=dict)
 
 
 def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
@@ -142,6 +149,7 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
         vocab = Vocabulary.from_texts((u.text or "" for u in train_utts), config.train.case)
         model = AsrModel(vocab, config.model, config.features)
     check_precision(config.train.precision, device)
+    _check_run_length(config)
     if config.train.accumulate < 1:
         raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
@@ -160,8 +168,20 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
                      "steps_per_epoch": loop.steps_per_epoch,
                      "processes": cluster.world_size, "device": str(device)})
     loop.run()
+    late = [Skipped(i, r) for i, r in state.unusable.items()
+            if i not in {s.id for s in skipped}]
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
-                       tuple(skipped), state.seconds)
+                       tuple(skipped) + tuple(late), state.seconds)
+
+
+def _check_run_length(config: ExperimentConfig) -> None:
+    """Values that would otherwise fail deep inside the loop (or end it with nothing
+    saved), checked before any work."""
+    t = config.train
+    if t.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, not {t.epochs}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ConfigError(f"train.lr must be a positive number, not {t.lr}")
 
 
 # A resumed run may also change its number of processes; ``accumulate`` can then keep
@@ -264,6 +284,7 @@ class _Loop:
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema),
                                  use_buffers=True) if self.cfg.ema else None
         self._fps = 0.0
+        self.losses: list[float] = []  # this process's step losses since the last reset
 
     @property
     def evaluated(self) -> AsrModel:
@@ -295,10 +316,9 @@ class _Loop:
             batches = bucket_batches(self.durations, self.cfg.batch_seconds, s.epoch,
                                      self.cfg.seed)
             mine = shard_batches(batches, s.batch, c.world_size, c.rank, self.cfg.accumulate)
-            losses = []
             for step_batches in mine:
                 first = s.batch + c.rank * self.cfg.accumulate  # position of our first batch
-                losses.append(self._step(step_batches, first, len(batches) // self.group))
+                self.losses.append(self._step(step_batches, first, len(batches) // self.group))
                 s.batch += self.group
                 s.step += 1
                 s.seconds = time.monotonic() - t0
@@ -307,7 +327,7 @@ class _Loop:
                     return
                 if s.step % self.cfg.checkpoint_every == 0:
                     self._save()
-            self._end_epoch(losses, time.monotonic() - t0)
+            self._end_epoch(time.monotonic() - t0)
 
     def _step(self, step_batches: list[list[int]], first: int, n_steps: int) -> float:
         """One optimiser step over this process's ``step_batches`` (epoch positions
@@ -359,6 +379,7 @@ class _Loop:
                                     [factors[int(p)] for p in picks])
         for sk in skipped:
             log.warning("skipped %s: %s", sk.id, sk.reason)
+            self.state.unusable[sk.id] = sk.reason
         if batch is None:
             self._idle_backward()
             return float("nan"), 0
@@ -380,7 +401,13 @@ class _Loop:
         log_probs, _ = self.net(feats, torch.tensor([frames], device=self.device))
         (log_probs.sum() * 0.0).backward()
 
-    def _end_epoch(self, losses: list[float], elapsed: float) -> None:
+    def _epoch_loss_sums(self) -> tuple[float, int]:
+        """Finite step losses of this epoch so far, summed over processes and resumes."""
+        finite = [x for x in self.losses if math.isfinite(x)]
+        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        return self.state.loss_sum + total, self.state.loss_count + int(count)
+
+    def _end_epoch(self, elapsed: float) -> None:
         s = self.state
         valid_loss, cer, wer = validate(self.evaluated, self.valid_ex, self.cfg.batch_seconds,
                                         self.cluster)
@@ -388,8 +415,8 @@ class _Loop:
         # is progress too: otherwise early stopping ends a run that is learning.
         improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
                                               and valid_loss < s.best_loss)
-        finite = [x for x in losses if math.isfinite(x)]
-        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        total, count = self._epoch_loss_sums()
+        s.loss_sum, s.loss_count, self.losses = 0.0, 0, []
         info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
                          elapsed)
         s.history.append({"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
@@ -416,11 +443,13 @@ class _Loop:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _save(self) -> None:
+        total, count = self._epoch_loss_sums()  # every process takes part in the sum
         if not self.cluster.is_main:
             return
         record = model_record(self.model, self._info())
+        state = {**vars(self.state), "loss_sum": total, "loss_count": count}
         record["training"] = {
-            "config": self.config.to_dict(), "state": vars(self.state).copy(),
+            "config": self.config.to_dict(), "state": state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
         }

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import DecodingError, VocabularyError, where
+from ..io import read_user_text
 from ..text import WORD_SEPARATOR, Vocabulary
 
 
@@ -27,13 +28,12 @@ def read_lexicon(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DecodingError(f"{path}: lexicon file not found")
     words = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            fields = line.split()
-            if fields:
-                words.append(fields[0])
-            elif line.strip():
-                raise DecodingError(f"{where(path, n)}: cannot read a word here")
+    for n, line in enumerate(read_user_text(path, DecodingError).splitlines(), 1):
+        fields = line.split()
+        if fields:
+            words.append(fields[0])
+        elif line.strip():
+            raise DecodingError(f"{where(path, n)}: cannot read a word here")
     if not words:
         raise DecodingError(f"{path}: the lexicon holds no words")
     return words

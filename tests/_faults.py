@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from asrkit.cli.main import app
@@ -106,3 +107,15 @@ def random_seed() -> int:
     """A fresh seed, or the one in ASRKIT_FAULT_SEED to replay a failure."""
     import random
     return int(os.environ.get("ASRKIT_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def keep_thread_counts():
+    """`--threads N` run in this process sets torch's and FAISS's thread counts for the
+    whole process; put them back, so later modules compute exactly as they expect."""
+    import faiss
+    import torch
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])

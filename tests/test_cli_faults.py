@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from _faults import assert_one_line_error, invoke, read_only_folder, snapshot
+from _faults import keep_thread_counts  # noqa: F401 (an autouse fixture)
 from asrkit.manifest import read_manifest, write_manifest
 from tones import make_tone_corpus
 

@@ -17,6 +17,7 @@ from contextlib import closing
 import pytest
 
 from _faults import invoke, random_seed, reported_seed
+from _faults import keep_thread_counts  # noqa: F401 (an autouse fixture)
 from tones import make_tone_corpus
 
 # The child replaces MODULE.NAME by a wrapper that kills the process with SIGKILL

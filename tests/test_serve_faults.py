@@ -160,7 +160,9 @@ def test_an_endless_chunked_upload_is_refused_at_the_limit(server, forms_parsed)
             # connection and may drop its answer (the ASGI test below reads it).
             status, body = 413, b"larger than the server's limit of 1 MB"
     assert status == 413 and b"larger than the server's limit of 1 MB" in body
-    assert app.received - before <= LIMIT + CHUNK  # the bytes received, not the bytes sent
+    # The bytes received, not the bytes sent: at most one more message of the server's
+    # read buffer (its size depends on how the kernel delivered the stream).
+    assert app.received - before <= LIMIT + 4 * CHUNK
     assert forms_parsed[0] == parsed  # the body never reached the multipart parser
 
 

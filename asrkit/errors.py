@@ -48,3 +48,36 @@ class DecodingOptionError(ConfigError, DecodingError):
 def where(path, line: int | None = None) -> str:
     """Format a location for an error message: ``path`` or ``path:line``."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+# errno values by what the user can do about them
+_READ_ONLY = {30, 13, 1}  # EROFS, EACCES, EPERM
+_FULL = {28, 122}  # ENOSPC, EDQUOT
+_MISSING = {2, 20, 21}  # ENOENT, ENOTDIR, EISDIR
+
+
+def as_user_error(e: BaseException) -> AsrkitError | None:
+    """The :class:`AsrkitError` for a failure of the user's files or disk that reached
+    the top of a command unconverted (an ``OSError``, a damaged SQLite file, text that
+    is not UTF-8), naming the file where known and what to do; None for anything else,
+    which is a bug and keeps its traceback."""
+    import sqlite3
+    if isinstance(e, OSError) and e.errno is not None:
+        name = e.filename if e.filename is not None else "a file"
+        what = f"{name}: {e.strerror or e}"
+        if e.errno in _READ_ONLY:
+            return AsrkitError(f"{what}; the location is read-only or not yours: choose a "
+                               "writable folder (finished outputs are kept)")
+        if e.errno in _FULL:
+            return AsrkitError(f"{what}; free disk space and run the command again "
+                               "(finished outputs are kept)")
+        if e.errno in _MISSING:
+            return AsrkitError(f"{what}; check the path")
+        return AsrkitError(f"{what}; check the file and the device it is on")
+    if isinstance(e, sqlite3.DatabaseError):
+        return AsrkitError(f"an index database is damaged or not an asrkit index ({e}); "
+                           "rebuild it with `asrkit index build`")
+    if isinstance(e, UnicodeDecodeError):
+        return AsrkitError(f"a text file is not UTF-8 (byte {e.object[e.start]:#04x} at "
+                           f"offset {e.start}); save it as UTF-8")
+    return None

@@ -1,5 +1,6 @@
-"""Crash-safe file writing (a temporary file beside the target, then rename), and the
-rules every asrkit file format shares: fingerprints and format versions.
+"""Crash-safe file writing (a temporary file beside the target, then rename), the rules
+every asrkit file format shares (fingerprints and format versions), and reading the text
+files users give us, with errors that name the file and line.
 
 Versioned formats (model files, embedders) follow one rule: a file of this asrkit's
 format version or older loads (older versions are read as they were written); a newer

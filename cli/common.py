@@ -6,13 +6,14 @@ import contextlib
 import dataclasses
 import logging
 import math
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from asrkit.errors import AsrkitError, ConfigError
+from asrkit.errors import AsrkitError, ConfigError, as_user_error
 
 # Exit codes, defined here once for every command.
 EXIT_OK = 0
@@ -70,6 +71,12 @@ def user_errors() -> Iterator[None]:
     except AsrkitError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
+    except (OSError, UnicodeDecodeError, sqlite3.Error) as e:
+        error = as_user_error(e)  # the user's files or disk failed, not asrkit
+        if error is None:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; finished outputs are kept", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -74,7 +74,8 @@ def build(
 @app.command()
 def add(index: IndexArg, archive: ArchiveArg, threads: BuildThreadsOpt = None,
         as_json: JsonOpt = False):
-    """Add the recordings of ARCHIVE not yet in INDEX (and retry skipped ones)."""
+    """Add the recordings of ARCHIVE not yet in INDEX, re-index those whose audio changed
+    since they were indexed, and retry skipped ones."""
     with user_errors():
         workers = build_workers(threads)
         from asrkit.search.index import add_to_index, archive_sources
@@ -154,6 +155,7 @@ def _report(summary, index: Path, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"index": str(index), "indexed": summary.indexed,
                                "already_indexed": summary.already,
+                               "reindexed": summary.reindexed,
                                "skipped": dict(summary.skipped),
                                "segments_added": summary.segments,
                                "segments": summary.total_segments,
@@ -164,7 +166,9 @@ def _report(summary, index: Path, as_json: bool) -> None:
             raise typer.Exit(EXIT_PARTIAL)
         return
     speed = summary.audio_seconds / max(summary.seconds, 1e-9)
-    typer.echo(f"{index}: {summary.indexed} recording(s) indexed"
+    changed = (f" ({summary.reindexed} re-indexed: their audio changed since indexed)"
+               if summary.reindexed else "")
+    typer.echo(f"{index}: {summary.indexed} recording(s) indexed{changed}"
                f"{f', {summary.already} already there' if summary.already else ''}; "
                f"{summary.segments} segments added ({summary.total_segments} in all, "
                f"{summary.index_type}); {summary.audio_seconds / 3600:.2f} h of audio "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from asrkit.asr.checkpoint import load_record
@@ -69,3 +71,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-6,
                                    msg=lambda m, key=key: f"{where}: {key}: {m}")
+    # The resumed epoch's training loss covers the batches before the kill too.
+    losses = [[json.loads(line)["train_loss"] for line in
+               (run / "metrics.jsonl").read_text().splitlines()]
+              for run in (tmp_path / "straight", out)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4), where

@@ -160,8 +160,8 @@ def test_index_build_on_a_full_disk_resumes_when_space_is_back(corpus, tmp_path,
     archive = corpus[0].parent
     opened = asrkit.search.store.IndexStore.__init__
 
-    def nearly_full(self, path):  # room for the settings and a few recordings only
-        opened(self, path)
+    def nearly_full(self, path, *args, **kwargs):  # room for the settings and a few recordings
+        opened(self, path, *args, **kwargs)
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         self.db.execute(f"PRAGMA max_page_count = {pages + 3}")
 

@@ -126,6 +126,13 @@ class _State:
     seconds: float = 0.0
     history: list = field(default_factory=list)
     stopped: bool = False
+    # Finite training losses of the current epoch summed over all processes, for the
+    # batches done before the last checkpoint: a resumed epoch's loss covers it whole.
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    # Utterances left out of a batch because their audio could not be used (e.g.
+    # NaN samples): id → reason, kept over resumes for the final report.
+    unusable: dict = field(default_factory=dict)
 
 
 def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
@@ -175,6 +182,7 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
         model = AsrModel(vocab, config.model, config.features) if source is None else \
             init_from(source, vocab, config.model)
     check_precision(config.train.precision, device)
+    _check_run_length(config)
     if config.train.accumulate < 1:
         raise ConfigError(f"train.accumulate must be at least 1, not {config.train.accumulate}")
     train_ex, valid_ex, skipped = _examples(model, config, train_utts, valid_utts)
@@ -197,8 +205,20 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
     loop.run()
     if cluster.is_main and state.history:
         plot_training_curve(state.history, out / "curve.png")
+    late = [Skipped(i, r) for i, r in state.unusable.items()
+            if i not in {s.id for s in skipped}]
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
-                       tuple(skipped), state.seconds)
+                       tuple(skipped) + tuple(late), state.seconds)
+
+
+def _check_run_length(config: ExperimentConfig) -> None:
+    """Values that would otherwise fail deep inside the loop (or end it with nothing
+    saved), checked before any work."""
+    t = config.train
+    if t.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, not {t.epochs}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ConfigError(f"train.lr must be a positive number, not {t.lr}")
 
 
 def _flatten(data, names: bool = False) -> tuple[list[Utterance], dict[int, object]]:
@@ -323,6 +343,7 @@ class _Loop:
         self.augmenter = ChannelAugmenter(
             config.augment, [e.utt for e in self.train_ex], self.cfg.seed) \
             if config.augment.channel else None
+        self.losses: list[float] = []  # this process's step losses since the last reset
 
     @property
     def evaluated(self) -> AsrModel:
@@ -353,10 +374,9 @@ class _Loop:
         while s.epoch < self.cfg.epochs and not s.stopped:
             batches = self._epoch_batches(s.epoch)
             mine = shard_batches(batches, s.batch, c.world_size, c.rank, self.cfg.accumulate)
-            losses = []
             for step_batches in mine:
                 first = s.batch + c.rank * self.cfg.accumulate  # position of our first batch
-                losses.append(self._step(step_batches, first, len(batches) // self.group))
+                self.losses.append(self._step(step_batches, first, len(batches) // self.group))
                 s.batch += self.group
                 s.step += 1
                 s.seconds = time.monotonic() - t0
@@ -365,7 +385,7 @@ class _Loop:
                     return
                 if s.step % self.cfg.checkpoint_every == 0:
                     self._save()
-            self._end_epoch(losses, time.monotonic() - t0)
+            self._end_epoch(time.monotonic() - t0)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's batches of example indices; with corpus weights, each example
@@ -436,6 +456,7 @@ class _Loop:
                                     [factors[int(p)] for p in picks], channel)
         for sk in skipped:
             log.warning("skipped %s: %s", sk.id, sk.reason)
+            self.state.unusable[sk.id] = sk.reason
         if batch is None:
             self._idle_backward()
             return float("nan"), 0
@@ -457,7 +478,13 @@ class _Loop:
         log_probs, _ = self.net(feats, torch.tensor([frames], device=self.device))
         (log_probs.sum() * 0.0).backward()
 
-    def _end_epoch(self, losses: list[float], elapsed: float) -> None:
+    def _epoch_loss_sums(self) -> tuple[float, int]:
+        """Finite step losses of this epoch so far, summed over processes and resumes."""
+        finite = [x for x in self.losses if math.isfinite(x)]
+        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        return self.state.loss_sum + total, self.state.loss_count + int(count)
+
+    def _end_epoch(self, elapsed: float) -> None:
         s = self.state
         valid_loss, cer, wer = validate(self.evaluated, self.valid_ex, self.cfg.batch_seconds,
                                         self.cluster)
@@ -465,8 +492,8 @@ class _Loop:
         # is progress too: otherwise early stopping ends a run that is learning.
         improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
                                               and valid_loss < s.best_loss)
-        finite = [x for x in losses if math.isfinite(x)]
-        total, count = all_reduce_sum([sum(finite), len(finite)], self.cluster, self.device)
+        total, count = self._epoch_loss_sums()
+        s.loss_sum, s.loss_count, self.losses = 0.0, 0, []
         info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
                          elapsed, self._validate_corpora())
         row = {"epoch": info.epoch, "step": s.step, "train_loss": info.train_loss,
@@ -506,11 +533,13 @@ class _Loop:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _save(self) -> None:
+        total, count = self._epoch_loss_sums()  # every process takes part in the sum
         if not self.cluster.is_main:
             return
         record = model_record(self.model, self._info())
+        state = {**vars(self.state), "loss_sum": total, "loss_count": count}
         record["training"] = {
-            "config": self.config.to_dict(), "state": vars(self.state).copy(),
+            "config": self.config.to_dict(), "state": state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
         }

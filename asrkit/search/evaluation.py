@@ -78,6 +78,7 @@ def load_word_segments(utterances: Sequence[Utterance], trim: bool = True,
 def evaluate_embeddings(embedder: Embedder, words: Sequence[WordSegment]) -> EvalResult:
     """Cosine distances between embeddings; each query is embedded on its own and
     scored against the whole collection (exact search), as a user's search would be."""
+    _check_enough(words)
     feats = [embedder.features(w.wave) for w in words]
     vectors = embedder.embed_frames(feats)  # (n, dim), unit length
     embedder.embed_frames(feats[:1])  # compile (or load the cached machine code) untimed
@@ -93,6 +94,7 @@ def evaluate_embeddings(embedder: Embedder, words: Sequence[WordSegment]) -> Eva
 
 def evaluate_dtw(words: Sequence[WordSegment]) -> EvalResult:
     """DTW on normalised MFCCs (cosine frame distance) between every pair."""
+    _check_enough(words)
     feats = [dtw_features(w.wave) for w in words]
     collection = DtwCollection(feats)
     collection.distances(feats[0])  # compile (or load the cached machine code) untimed
@@ -145,3 +147,9 @@ def _result(method: str, distances: np.ndarray, labels: list[str], seconds: floa
     mean_ap, p10, queries = query_by_example(distances, labels)
     return EvalResult(method, len(labels), queries, same_different_ap(distances, labels),
                       mean_ap, p10, seconds / max(len(labels), 1))
+
+
+def _check_enough(words: Sequence[WordSegment]) -> None:
+    if len(words) < 2:
+        raise ManifestError(f"evaluation needs at least two word segments, and the manifest "
+                            f"holds {len(words)}; give one line per spoken word")

@@ -11,7 +11,10 @@ Layout of an index folder::
 
 SQLite is the record of truth: each recording's segments and vectors are committed in
 one transaction, so a build killed half-way resumes at the next recording and loses no
-finished work. The FAISS file is derived from it and always replaced atomically (write
+finished work. A recording is known by its name *and* its content: when ``index add``
+or a resumed build finds a name already indexed whose file now holds other audio, the
+recording is re-indexed (its old segments replaced in the same transaction) and counted
+as ``reindexed`` in the summary. The FAISS file is derived from it and always replaced atomically (write
 to a temporary file, then rename); a stale or damaged FAISS file is rebuilt from SQLite
 (see :mod:`asrkit.search.vector_index`). Nothing is pickled.
 """
@@ -28,11 +31,12 @@ import numpy as np
 
 from ..audio import audio_info, load_audio
 from . import query_encoder
+from .identity import content_changed, file_stamp
 from ..errors import AsrkitError, AudioError, ConfigError, ManifestError
 from ..manifest import Utterance, find_audio_files, read_manifest
 from .segments import SegmentConfig, with_asr_model
 from ..shard import Shard, select_shard, shard_setting
-from .store import IndexStore, SegmentRecord, SourceRecord
+from .store import IndexStore, SegmentRecord, SourceIdentity, SourceRecord
 from .vector_index import VectorIndex, make_index, sync_vectors
 
 if TYPE_CHECKING:  # torch loads only where an embedder is built or run
@@ -63,6 +67,7 @@ class BuildSummary:
     seconds: float  # wall time
     total_segments: int  # segments in the index now
     index_type: str  # FAISS factory string in use
+    reindexed: int = 0  # of ``indexed``: recordings whose content changed since indexed
 
 
 def build_index(
@@ -113,8 +118,9 @@ def add_to_index(index_dir: str | os.PathLike,
                  archive: str | os.PathLike | Sequence[Utterance],
                  progress: Callable[[BuildProgress], None] | None = None,
                  workers: int = 1) -> BuildSummary:
-    """Index recordings not yet in the index (and retry ones skipped before);
-    ``workers`` as for :func:`build_index`."""
+    """Index recordings not yet in the index, re-index those whose audio changed since
+    (same name, other content), and retry ones skipped before; ``workers`` as for
+    :func:`build_index`."""
     folder = _existing(index_dir)
     sources = archive_sources(archive)
     with IndexStore(folder / IndexStore.FILE) as store:
@@ -172,23 +178,23 @@ def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
                    config: SegmentConfig, sources: Sequence[Utterance], progress,
                    retry_skipped: bool, workers: int = 1) -> BuildSummary:
     started = time.perf_counter()
-    known = store.source_status()
-    todo = [u for u in sources
-            if u.id not in known or (retry_skipped and known[u.id] == "skipped")]
     _check_unique(sources)
+    todo, changed = _to_index(store, sources, retry_skipped)
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, not {workers}")
     skipped, n_segments, seconds = [], 0, 0.0
+    # Stamped before reading: a change made while indexing shows next time.
+    stamps = {u.id: file_stamp(u.audio) for u in todo}
     from .embed_workers import embed_recordings  # torch: only where embedding happens
     results = embed_recordings(embedder, todo, config, workers, folder / EMBEDDER_FILE)
     for done, (utt, got) in enumerate(results, 1):
         if got.error is not None:
-            store.record_skipped(utt, got.error)
+            store.record_skipped(utt, got.error, stamps[utt.id])
             skipped.append((utt.id, got.error))
             if progress:
                 progress(BuildProgress(done, len(todo), utt.id, 0, 0.0, got.error))
             continue
-        store.add_source(utt, got.seconds, got.spans, got.vectors)
+        store.add_source(utt, got.seconds, got.spans, got.vectors, stamps[utt.id])
         n_segments += len(got.spans)
         seconds += got.seconds
         if progress:
@@ -196,7 +202,37 @@ def _index_sources(store: IndexStore, folder: Path, embedder: Embedder,
     index_type = sync_vectors(store, folder)
     return BuildSummary(len(todo) - len(skipped), tuple(skipped), len(sources) - len(todo),
                         n_segments, seconds, time.perf_counter() - started,
-                        store.segment_count(), index_type)
+                        store.segment_count(), index_type,
+                        reindexed=len(changed - {name for name, _ in skipped}))
+
+
+def _to_index(store: IndexStore, sources: Sequence[Utterance], retry_skipped: bool,
+              ) -> tuple[list[Utterance], set[str]]:
+    """The recordings to (re-)index, in archive order, and the names among them that
+    were in the index with other content (or another offset into their file)."""
+    known = store.source_identities()
+    todo, changed = [], set()
+    for utt in sources:
+        old = known.get(utt.id)
+        if old is None or (retry_skipped and old.status == "skipped"):
+            todo.append(utt)
+        elif _changed(store, old, utt):
+            todo.append(utt)
+            changed.add(utt.id)
+    return todo, changed
+
+
+def _changed(store: IndexStore, old: SourceIdentity, utt: Utterance) -> bool:
+    """Whether ``utt`` is other audio than the recording of its name in the index. A
+    moved archive (new path, same bytes) is not: the index then records the new path."""
+    if old.offset != utt.offset:
+        return True
+    if old.stamp is None:  # indexed before stamps were kept: only the path can tell
+        return old.audio != utt.audio
+    differs, now = content_changed(old.stamp, utt.audio)
+    if not differs and (now is not None or old.audio != utt.audio):
+        store.update_identity(utt.id, utt.audio, now or old.stamp)
+    return differs
 
 
 def _check_same_settings(store: IndexStore, folder: Path, embedder: Embedder,
@@ -278,16 +314,43 @@ def _query_encoder(folder: Path, store: IndexStore, embedder: "Embedder | None",
     return derived
 
 
+def _writable(folder: Path) -> bool:
+    """Whether this process may change the index in ``folder`` (a read-only mount, or
+    a folder or database file without write permission, may not)."""
+    probe = folder / f".write-test.{os.getpid()}"
+    try:
+        os.close(os.open(folder / IndexStore.FILE, os.O_RDWR))
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+        return True
+    except OSError:
+        return False
+
+
 class SearchIndex:
-    """An index folder opened for searching: embedder, settings, vectors, metadata."""
+    """An index folder opened for searching: embedder, settings, vectors, metadata.
+
+    A folder this process cannot write is opened read-only: SQLite is read as it is,
+    and a FAISS file that is missing or behind the database is rebuilt in memory
+    instead of on disk, so an index on read-only media or shared read-only searches."""
 
     def __init__(self, index_dir: str | os.PathLike):
         self.folder = _existing(index_dir)
-        self.store = IndexStore(self.folder / IndexStore.FILE)
-        self._embedder = None
-        self._query_encoder: query_encoder.QueryEncoder | None = None
-        self.segment_config = SegmentConfig.from_dict(self.store.setting("segment_config"))
-        self.vectors = VectorIndex.open(self.store, self.folder)
+        self.store = IndexStore(self.folder / IndexStore.FILE,
+                                read_only=not _writable(self.folder))
+        try:
+            if self.store.is_new():
+                raise ConfigError(f"{self.folder}: not an asrkit index or never finished "
+                                  "(no settings in its database); build it with `asrkit "
+                                  "index build`")
+            self._embedder = None
+            self._query_encoder: query_encoder.QueryEncoder | None = None
+            self.segment_config = SegmentConfig.from_dict(
+                self.store.setting("segment_config"))
+            self.vectors = VectorIndex.open(self.store, self.folder)
+        except BaseException:
+            self.store.close()
+            raise
 
     @property
     def embedder(self) -> "Embedder":

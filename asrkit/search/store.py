@@ -4,6 +4,13 @@ Every change is one transaction, so the database is always in a committed state:
 recording is either fully present (all its segments and vectors) or absent. Settings
 are JSON text; vectors are little-endian float32 blobs. ``revision`` counts changes to
 the set of vectors, so a derived FAISS file can tell whether it is up to date.
+Each recording also keeps a stamp of its file's content (size, modification time,
+hash; see :mod:`asrkit.search.identity`), so a changed recording is re-indexed.
+
+A store opened with ``read_only=True`` never writes (not even SQLite's journal files
+when the folder does not allow them), so a read-only index can still be searched.
+Any SQLite error becomes an :class:`AsrkitError` that names the file and says what to
+do: a damaged file is rebuilt, a full disk or read-only folder needs space or rights.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import numpy as np
 
 from ..errors import AsrkitError, ConfigError
 from ..manifest import Utterance
+from .database import connect, connect_read_only, storage_error
+from .identity import FileStamp
 from .segments import Span
 
 FORMAT_VERSION = 1
@@ -31,7 +40,8 @@ CREATE TABLE IF NOT EXISTS sources (
     duration_s REAL,                    -- seconds indexed
     status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
     reason TEXT,                        -- why it was skipped
-    segments INTEGER NOT NULL DEFAULT 0
+    segments INTEGER NOT NULL DEFAULT 0,
+    size INTEGER, mtime_ns INTEGER, digest TEXT  -- the audio file's FileStamp when indexed
 );
 -- AUTOINCREMENT: ids of removed segments are never reused, so a stale FAISS
 -- entry can never be mistaken for a new segment.
@@ -44,6 +54,8 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_by_source ON segments(source_id);
 """
+# Columns added after format 1 was first released; older databases gain them on open.
+_ADDED_COLUMNS = {"sources": ("size INTEGER", "mtime_ns INTEGER", "digest TEXT")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,16 @@ class SourceRecord:
     reason: str | None
     segments: int
     duration: float | None
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What the store knows of a recording's identity (see :mod:`.identity`)."""
+
+    status: str
+    audio: str
+    offset: float
+    stamp: FileStamp | None  # None for recordings indexed before stamps were kept
 
 
 @dataclass(frozen=True)
@@ -71,20 +93,31 @@ class IndexStore:
 
     FILE = "index.sqlite"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        try:
-            self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
-        except sqlite3.Error as e:
-            raise _storage_error(self.path, e) from None
+        self.read_only = read_only
+        self.db = connect_read_only(self.path) if read_only else self._connect()
         version = self.setting("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(f"{self.path}: index format {version} is not supported by this "
                               f"asrkit (reads {FORMAT_VERSION}); rebuild the index")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = connect(str(self.path), self.path)
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        except AsrkitError:
+            db.close()
+            raise
+        return db
 
     def transaction(self):
         return _Transaction(self.db, self.path)
@@ -105,10 +138,15 @@ class IndexStore:
                 self._set(key, value)
 
     def setting(self, key: str, default=None):
-        try:
-            row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError:
-            return default
+        try:  # unguarded: a missing table means "not set", not a damaged file
+            row = sqlite3.Connection.execute(
+                self.db, "SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return default
+            raise storage_error(self.path, e) from None
+        except sqlite3.Error as e:
+            raise storage_error(self.path, e) from None
         return json.loads(row[0]) if row else default
 
     def set_settings(self, **values) -> None:
@@ -125,15 +163,16 @@ class IndexStore:
         self._set("revision", self.setting("revision", 0) + 1)
 
     def add_source(self, utt: Utterance, duration: float, spans: Sequence[Span],
-                   vectors: np.ndarray) -> None:
-        """One recording with its segments and ``vectors (segments, dim)``, atomically."""
+                   vectors: np.ndarray, stamp: FileStamp | None = None) -> None:
+        """One recording with its segments and ``vectors (segments, dim)``, atomically;
+        an earlier recording of the same name goes with all its segments."""
         blobs = np.ascontiguousarray(vectors, dtype="<f4")
         with self.transaction():
             self.db.execute("DELETE FROM sources WHERE name = ?", (utt.id,))
             cur = self.db.execute(
-                "INSERT INTO sources (name, audio, offset_s, duration_s, status, segments) "
-                "VALUES (?, ?, ?, ?, 'indexed', ?)",
-                (utt.id, utt.audio, utt.offset, duration, len(spans)))
+                "INSERT INTO sources (name, audio, offset_s, duration_s, status, segments, "
+                "size, mtime_ns, digest) VALUES (?, ?, ?, ?, 'indexed', ?, ?, ?, ?)",
+                (utt.id, utt.audio, utt.offset, duration, len(spans), *_stamp_row(stamp)))
             self.db.executemany(
                 "INSERT INTO segments (source_id, start_s, end_s, vector) VALUES (?, ?, ?, ?)",
                 ((cur.lastrowid, s.start, s.end, blobs[i].tobytes())
@@ -147,11 +186,13 @@ class IndexStore:
         with self.transaction():
             for done, (other, source_id) in enumerate(sources, 1):
                 row = other.db.execute(
-                    "SELECT name, audio, offset_s, duration_s, status, reason, segments "
-                    "FROM sources WHERE id = ?", (source_id,)).fetchone()
+                    "SELECT name, audio, offset_s, duration_s, status, reason, segments, "
+                    "size, mtime_ns, digest FROM sources WHERE id = ?",
+                    (source_id,)).fetchone()
                 cur = self.db.execute(
                     "INSERT INTO sources (name, audio, offset_s, duration_s, status, reason, "
-                    "segments) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                    "segments, size, mtime_ns, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row)
                 self.db.executemany(
                     "INSERT INTO segments (source_id, start_s, end_s, vector) VALUES (?, ?, ?, ?)",
                     ((cur.lastrowid, *r) for r in other.db.execute(
@@ -161,12 +202,25 @@ class IndexStore:
                     progress(done)
             self._bump_revision()
 
-    def record_skipped(self, utt: Utterance, reason: str) -> None:
+    def record_skipped(self, utt: Utterance, reason: str,
+                       stamp: FileStamp | None = None) -> None:
+        """``utt`` could not be indexed; an earlier recording of that name is removed."""
         with self.transaction():
+            removed = self.db.execute("DELETE FROM sources WHERE name = ? AND segments > 0",
+                                      (utt.id,)).rowcount
             self.db.execute("DELETE FROM sources WHERE name = ?", (utt.id,))
-            self.db.execute("INSERT INTO sources (name, audio, offset_s, status, reason) "
-                            "VALUES (?, ?, ?, 'skipped', ?)",
-                            (utt.id, utt.audio, utt.offset, reason))
+            self.db.execute("INSERT INTO sources (name, audio, offset_s, status, reason, "
+                            "size, mtime_ns, digest) VALUES (?, ?, ?, 'skipped', ?, ?, ?, ?)",
+                            (utt.id, utt.audio, utt.offset, reason, *_stamp_row(stamp)))
+            if removed:
+                self._bump_revision()
+
+    def update_identity(self, name: str, audio: str, stamp: FileStamp) -> None:
+        """Record where a recording is now and its file's stamp, its content unchanged
+        (the file was moved, copied or touched)."""
+        with self.transaction():
+            self.db.execute("UPDATE sources SET audio = ?, size = ?, mtime_ns = ?, digest = ? "
+                            "WHERE name = ?", (audio, *_stamp_row(stamp), name))
 
     def remove_sources(self, ids: Sequence[int]) -> None:
         with self.transaction():
@@ -189,6 +243,12 @@ class IndexStore:
 
     def source_status(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT name, status FROM sources"))
+
+    def source_identities(self) -> dict[str, SourceIdentity]:
+        rows = self.db.execute("SELECT name, status, audio, offset_s, size, mtime_ns, digest "
+                               "FROM sources")
+        return {r[0]: SourceIdentity(r[1], r[2], r[3], None if r[6] is None
+                                     else FileStamp(r[4], r[5], r[6])) for r in rows}
 
     def sources(self) -> list[SourceRecord]:
         rows = self.db.execute("SELECT id, name, audio, status, reason, segments, duration_s "
@@ -268,10 +328,7 @@ class _Transaction:
         self.db, self.path = db, path
 
     def __enter__(self):
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise _storage_error(self.path, e) from None
+        self.db.execute("BEGIN IMMEDIATE")  # errors name the file (see _Connection)
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -279,15 +336,13 @@ class _Transaction:
             try:
                 self.db.execute("COMMIT")
                 return
-            except sqlite3.Error as e:
-                exc = e
+            except AsrkitError:
+                if self.db.in_transaction:
+                    sqlite3.Connection.execute(self.db, "ROLLBACK")
+                raise
         if self.db.in_transaction:  # SQLite has already rolled back after SQLITE_FULL
-            self.db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise _storage_error(self.path, exc) from None
+            sqlite3.Connection.execute(self.db, "ROLLBACK")
 
 
-def _storage_error(path: Path, e: sqlite3.Error) -> AsrkitError:
-    return AsrkitError(f"{path}: cannot write the index database ({e}); it keeps every "
-                       "recording finished so far. Free disk space or make the folder "
-                       "writable, then run the command again to resume")
+def _stamp_row(stamp: FileStamp | None) -> tuple:
+    return (None, None, None) if stamp is None else (stamp.size, stamp.mtime_ns, stamp.digest)

@@ -75,7 +75,12 @@ class VectorIndex:
 
     @classmethod
     def open(cls, store: IndexStore, folder: Path) -> "VectorIndex":
-        """Bring the FAISS file up to date with ``store`` (if needed) and load it."""
+        """Bring the FAISS file up to date with ``store`` (if needed) and load it. A
+        read-only store leaves the folder as it is: an out-of-date or damaged FAISS
+        file is then rebuilt in memory, for this process only."""
+        if store.read_only:
+            factory, index = _current_or_built(store, folder)
+            return cls(index, factory, store.setting("search_params") or "")
         factory = sync_vectors(store, folder)
         index = _read_quietly(folder / FAISS_FILE)
         if index is None:  # damaged behind our back (disk error, manual edit): rebuild
@@ -174,6 +179,17 @@ def _tuning_sample(store: IndexStore) -> tuple[np.ndarray, np.ndarray]:
         vectors.append(batch[first::step])
         seen += len(batch)
     return np.ascontiguousarray(np.concatenate(vectors)), np.concatenate(ids)
+
+
+def _current_or_built(store: IndexStore, folder: Path) -> tuple[str, faiss.Index]:
+    """The FAISS file if it holds exactly the store's vectors, else a new index built
+    in memory from the store; nothing is written."""
+    factory = store.setting("factory") or choose_factory(store.segment_count())
+    index = None
+    if (store.setting("faiss_factory") == factory
+            and store.setting("faiss_revision") == store.setting("revision")):
+        index = _read_quietly(folder / FAISS_FILE)
+    return factory, index if index is not None else _build(store, factory)
 
 
 def _apply_difference(index: faiss.Index, store: IndexStore) -> bool:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from .body_limit import BodyLimit
 from .service import (CONTEXT_SECONDS, ArchiveService, FileChanged, NotInIndex,
                               picture_png, wav_bytes)
 from ..audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
@@ -225,15 +226,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_body_limit(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Refused before the body is read: a huge upload never reaches the disk.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-            return JSONResponse({"error": f"the upload is larger than the server's limit "
-                                          f"of {limit / 2**20:g} MB; send a shorter "
-                                          "recording"}, status_code=413)
-        return await call_next(request)
+    """Bodies over the limit (plus the multipart form's own bytes) are refused on the
+    bytes received, with or without Content-Length, before anything is written."""
+    app.add_middleware(BodyLimit, limit=limit + FORM_OVERHEAD,
+                       message=f"the upload is larger than the server's limit of "
+                               f"{limit / 2**20:g} MB; send a shorter recording")
 
 
 def _add_origin_checks(app: FastAPI, allowed_hosts: Sequence[str] | None) -> None:

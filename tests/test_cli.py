@@ -68,6 +68,7 @@ RUN_FOR_REAL = {
     ("data", "prepare", "an4"): "test_corpora.py::test_prepare_command",
     ("data", "prepare", "librispeech"): "test_librispeech.py::test_prepare_librispeech_command",
     ("data", "prepare", "commonvoice"): "test_commonvoice.py::test_prepare_commonvoice_command",
+    ("data", "prepare", "speechocean762"): "test_speechocean762.py::test_cli_prepare",
     ("lm", "build"): "test_lm.py::test_cli_lm_build",
     ("lm", "tune"): "test_beam.py::test_cli_lm_tune",
     ("embedder", "train"): "test_embedding.py::test_cli_train_then_eval",

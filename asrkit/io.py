@@ -58,6 +58,15 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fingerprint(meta: dict, tensors: Mapping) -> str:
     """SHA-256 (hex) of ``meta`` (as sorted-key JSON), then of each tensor in name order
     (its name, then its bytes). Floating-point tensors are hashed as float32, so a

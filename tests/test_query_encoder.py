@@ -93,7 +93,7 @@ def test_stale_encoder_file_is_derived_again(small_index):
 
 def _key(index):
     with SearchIndex(index) as idx:
-        return f"{qe.file_sha256(index / 'embedder.pt')}/" \
+        return f"{qe.file_digest(index / 'embedder.pt')}/" \
                f"{idx.store.setting('embedder_fingerprint')}"
 
 

@@ -14,18 +14,18 @@ copied (new mtime, same bytes) is not embedded again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
-_HASH_CHUNK = 1 << 20  # bytes read at a time while hashing
+from ..io import file_digest
+
 
 
 @dataclass(frozen=True)
 class FileStamp:
     size: int  # bytes
     mtime_ns: int
-    digest: str  # BLAKE2b-128 of the content, hex
+    digest: str  # SHA-256 of the content, hex (asrkit.io.file_digest)
 
 
 def file_stamp(path: str | os.PathLike) -> FileStamp | None:
@@ -33,7 +33,7 @@ def file_stamp(path: str | os.PathLike) -> FileStamp | None:
     reports that file with its own error)."""
     try:
         st = os.stat(path)
-        return FileStamp(st.st_size, st.st_mtime_ns, _digest(path))
+        return FileStamp(st.st_size, st.st_mtime_ns, file_digest(path))
     except OSError:
         return None
 
@@ -53,11 +53,3 @@ def content_changed(old: FileStamp, path: str | os.PathLike) -> tuple[bool, File
     if now is None:
         return False, None
     return now.digest != old.digest, now
-
-
-def _digest(path: str | os.PathLike) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

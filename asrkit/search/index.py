@@ -298,7 +298,7 @@ def _query_encoder(folder: Path, store: IndexStore, embedder: "Embedder | None",
     """The index's numpy query encoder: read from its file when that was derived from
     this embedder file for these vectors, else derived again (with torch) and saved if
     the folder is writable. None when the embedder has no numpy form."""
-    key = (f"{query_encoder.file_sha256(folder / EMBEDDER_FILE)}/"
+    key = (f"{query_encoder.file_digest(folder / EMBEDDER_FILE)}/"
            f"{store.setting('embedder_fingerprint')}")
     path = folder / query_encoder.FILE
     found = query_encoder.load_query_encoder(path, key)

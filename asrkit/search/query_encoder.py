@@ -21,7 +21,6 @@ file's hash no longer matches, and never trusted over its source. Loaded with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -31,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import atomic_open
+from ..io import atomic_open, file_digest
 
 FILE = "query_encoder.npz"
 FORMAT_VERSION = 1
@@ -120,14 +119,6 @@ def _run(x, w_ih, b_ih, w_hh, b_hh) -> np.ndarray:
         h = n + rz[hidden:] * (h - n)
         states[t] = h
     return states
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_query_encoder(embedder, source_sha256: str) -> QueryEncoder | None:

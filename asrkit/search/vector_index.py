@@ -132,7 +132,8 @@ def sync_vectors(store: IndexStore, folder: Path, force: bool = False) -> str:
     tuned = {}
     if index is None:
         index = _build(store, factory)
-        tuned = {"tuned_params": tune_search_params(index, *_tuning_sample(store))}
+        if store.segment_count():  # an archive of silence has no vectors to tune on
+            tuned = {"tuned_params": tune_search_params(index, *_tuning_sample(store))}
     _write_atomically(index, path)
     store.set_settings(faiss_revision=revision, faiss_factory=factory, **tuned)
     return factory

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
 import shutil
 from pathlib import Path
 
@@ -251,12 +252,18 @@ def test_index_search_and_serve_commands_on_a_small_archive(tmp_path, monkeypatc
     assert hits[0]["source"] == "stop.wav"  # the query finds itself first
 
     served = {}
-    monkeypatch.setattr("uvicorn.run", lambda web_app, **kw: served.update(app=web_app, **kw))
-    result = invoke("serve", idx, "--port", "8123")
+    monkeypatch.setattr("uvicorn.Server.run", lambda server, sockets=None: served.update(
+        app=server.config.app, sockets=sockets))
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("serve", idx, "--port", str(port))
     assert result.exit_code == 0, result.output
-    assert served["port"] == 8123 and served["host"] == "127.0.0.1"
+    [sock] = served["sockets"]  # serve binds before it prints the URL
+    assert sock.getsockname()[:2] == ("127.0.0.1", port)
+    sock.close()
     from fastapi.testclient import TestClient
-    with TestClient(served["app"], base_url="http://127.0.0.1:8123") as client:
+    with TestClient(served["app"], base_url=f"http://127.0.0.1:{port}") as client:
         page = client.get("/api/info").json()  # served on loopback: other hosts are refused
     assert sorted(r["name"] for r in page["recordings"]) == \
         ["archive-000.wav", "archive-001.wav", "stop.wav"]

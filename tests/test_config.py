@@ -60,6 +60,15 @@ def test_exponent_floats_are_numbers(tmp_path):
     assert load_config(write(tmp_path, "train: {lr: 1e-4}\n")).train.lr == 0.0001
 
 
+def test_lists_of_names_stay_names(tmp_path):
+    given = load_config(None, ["augment.noise_types=babble, colored"]).augment.noise_types
+    assert given == ("babble", "colored")
+    again = load_config(write(tmp_path, "augment: {noise_types: [colored]}\n"))
+    assert again.augment.noise_types == ("colored",)
+    with pytest.raises(ConfigError, match="list of names"):
+        load_config(write(tmp_path, "augment: {noise_types: [1, 2]}\n"))
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["optimizer.lr=1"], "unknown section 'optimizer'"),
     (["model.hiden=3"], r"model\.hiden: unknown key"),

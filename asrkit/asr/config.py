@@ -158,7 +158,9 @@ def _build(default, values: dict, where: str):
         if choices and value not in choices:  # e.g. precision=fp64 must not mean fp32
             raise ConfigError(f"{where}.{key}: expected one of {', '.join(map(str, choices))}, "
                               f"got {value!r}")
-        if isinstance(current, tuple):
+        if isinstance(current, tuple) and typing.get_args(hints[key])[:1] == (str,):
+            value = _text_tuple(value, f"{where}.{key}")
+        elif isinstance(current, tuple):
             value = _number_tuple(value, f"{where}.{key}")
         elif isinstance(current, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
@@ -189,6 +191,15 @@ def _number_tuple(value, where: str) -> tuple[float, ...]:
                               f"got {value!r}")
         numbers.append(float(v))
     return tuple(numbers)
+
+
+def _text_tuple(value, where: str) -> tuple[str, ...]:
+    """A list of names (a lone name, or names split by commas, is a list too)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{where}: expected a list of names such as [colored, babble], "
+                          f"got {value!r}")
+    return tuple(v.strip() for v in items)
 
 
 def _float(text: str, where: str) -> float:

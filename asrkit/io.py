@@ -114,6 +114,18 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
+def decode_line(raw: bytes, path: Path, lineno: int, error: type[AsrkitError] = AsrkitError,
+                what: str = "file") -> str:
+    """One line of a user's text file as text, without the byte-order mark that starts
+    files (and lines of files made by concatenation); bytes that are not UTF-8 raise
+    ``error`` naming the file, line, byte and column."""
+    try:
+        return raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        raise error(f"{where(path, lineno)}: not valid UTF-8 (byte {raw[e.start]:#04x} at "
+                    f"column {e.start + 1}); save the {what} as UTF-8") from None
+
+
 def read_text_lines(path: str | os.PathLike, error: type[AsrkitError] = AsrkitError,
                     ) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` of a UTF-8 text file made by a user or another tool:
@@ -123,11 +135,7 @@ def read_text_lines(path: str | os.PathLike, error: type[AsrkitError] = AsrkitEr
     try:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
-                try:  # BOMs start files, and lines of files made by concatenation
-                    line = raw.decode("utf-8").lstrip("\ufeff")
-                except UnicodeDecodeError:
-                    raise error(f"{where(path, lineno)}: not valid UTF-8; save the file "
-                                "as UTF-8") from None
+                line = decode_line(raw, path, lineno, error)
                 if "\0" in line:
                     raise error(f"{where(path, lineno)}: holds a NUL byte; is this a text "
                                 "file?")

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import ManifestError, where
-from .io import atomic_open, read_text_lines
+from .io import atomic_open, decode_line, read_text_lines
 
 _FIELDS = ("id", "audio", "text", "offset", "duration", "speaker")
 
@@ -243,11 +243,7 @@ def _parse_line(line: str, path: Path, lineno: int, base: Path) -> Utterance:
 
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
-    try:
-        return raw.decode("utf-8").lstrip("\ufeff")  # BOMs (of concatenated files): no data
-    except UnicodeDecodeError:
-        raise ManifestError(f"{where(path, lineno)}: not valid UTF-8; save the manifest "
-                            "as UTF-8") from None
+    return decode_line(raw, path, lineno, ManifestError, "manifest")
 
 
 def _to_record(utt: Utterance, base: Path | None) -> dict:

@@ -147,12 +147,18 @@ def prepare_speechocean762(
         from asrkit.corpora import speechocean762 as so
         corpus = data_dir
         if download:
-            with _DownloadBars() as bars:
+            with _download_bars() as bars:
                 corpus = so.download_speechocean762(data_dir, mirror or so.URL, md5,
                                                     progress=bars.update)
         paths = so.prepare_speechocean762(corpus, out, valid_speakers=valid_speakers,
                                           seed=seed)
         _report_splits(corpus, paths, as_json)
+
+
+def _download_bars() -> ProgressBars:
+    """A bar per archive and stage: bytes fetched or checked, then files extracted."""
+    return ProgressBars(label=lambda p: f"{p.stage} {p.archive}",
+                        unit=lambda p: "file" if p.stage == "extract" else "B")
 
 
 @prepare_app.command("librispeech")
@@ -178,8 +184,7 @@ def prepare_librispeech(
         from asrkit.corpora import librispeech
         parts = tuple(part) if part else librispeech.DEFAULT_PARTS
         if download:
-            with ProgressBars(label=lambda p: f"{p.stage} {p.archive}",
-                              unit=lambda p: "file" if p.stage == "extract" else "B") as bars:
+            with _download_bars() as bars:
                 librispeech.download_librispeech(data_dir, parts, mirror or librispeech.URL,
                                                  progress=bars.update)
         paths = librispeech.prepare_librispeech(data_dir, out, parts)

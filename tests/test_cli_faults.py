@@ -93,7 +93,7 @@ def test_index_merge_into_a_read_only_location(corpus, tmp_path, monkeypatch):
 def test_search_eval_on_an_empty_manifest(tmp_path):
     (tmp_path / "words.jsonl").write_text("")
     assert_one_line_error(invoke("search", "eval", tmp_path / "words.jsonl"),
-                          "at least two word segments")
+                          str(tmp_path / "words.jsonl"), "holds no word recordings")
 
 
 def test_a_lexicon_that_is_not_utf8_is_named(corpus, tmp_path):
@@ -101,7 +101,7 @@ def test_a_lexicon_that_is_not_utf8_is_named(corpus, tmp_path):
     lexicon.write_bytes(b"ABC\nDEF\n" + NOT_UTF8)
     wav = sorted(corpus[1].parent.glob("*.wav"))[0]
     result = invoke("transcribe", wav, "--decoder", "beam", "--lexicon", lexicon)
-    assert_one_line_error(result, f"{lexicon}:3", "not UTF-8", "0xe9", "save the file as UTF-8")
+    assert_one_line_error(result, f"{lexicon}:3", "not valid UTF-8", "byte 0xe9", "save the file as UTF-8")
 
 
 def test_data_import_folder_names_a_transcript_that_is_not_utf8(corpus, tmp_path):
@@ -113,7 +113,7 @@ def test_data_import_folder_names_a_transcript_that_is_not_utf8(corpus, tmp_path
     bad = folder / "v0001.txt"
     bad.write_bytes(NOT_UTF8)
     result = invoke("data", "import", "folder", folder, "--out", tmp_path / "m.jsonl")
-    assert_one_line_error(result, str(bad), "not UTF-8", "save the file as UTF-8")
+    assert_one_line_error(result, str(bad), "not valid UTF-8", "save the file as UTF-8")
     assert not (tmp_path / "m.jsonl").exists()
 
 

@@ -86,7 +86,8 @@ def test_old_embedder_gives_the_same_fingerprint_and_vectors(expected, recording
                                                              one_thread):
     from asrkit.audio import load_audio
     from asrkit.search.embedding import load_embedder
-    from asrkit.search.index import SearchIndex, embed_recording
+    from asrkit.search.embed_workers import embed_recording
+    from asrkit.search.index import SearchIndex
     answers, arrays = expected
     with SearchIndex(index_copy) as idx:  # the segment settings the index was built with
         segment_config = idx.segment_config

@@ -152,8 +152,8 @@ def test_transcribe_output_killed_then_skip_done(archive, tmp_path):
     with reported_seed(random_seed()) as seed:
         after = random.Random(seed).randint(1, 5)  # transcripts written before the kill
         out = tmp_path / "out.jsonl"
-        killed("asrkit.cli.transcribe", "_append", after, "transcribe", manifest, "-f",
-               "jsonl", "-o", out)
+        killed("asrkit.asr.output", "TranscriptWriter.write", after, "transcribe", manifest,
+               "-f", "jsonl", "-o", out)
         assert len(out.read_text().splitlines()) == after
         again = invoke("transcribe", manifest, "-f", "jsonl", "-o", out, "--skip-done")
         assert again.exit_code == 0, again.output

@@ -136,3 +136,15 @@ def test_error_for_an_unknown_model_is_one_line(in_tmp):
     result = invoke("export", "./an4", "-f", "torchscript", "-o", "x.ts")
     assert result.exit_code == 1
     assert result.stderr.count("error:") == 1 and "reached by its bare name" in result.stderr
+
+
+def test_example_clips_are_shipped_readable_and_in_the_bundled_vocabulary():
+    from asrkit.audio import audio_info
+    from asrkit.manifest import read_manifest
+    from asrkit.pretrained import EXAMPLE_CLIPS
+    clips = read_manifest(EXAMPLE_CLIPS, root=EXAMPLE_CLIPS.parent)  # none may point outside
+    assert len(clips) == 6
+    symbols = set(load_model(BUNDLED).vocab.symbols)
+    for utt in clips:
+        assert abs(audio_info(utt.audio).duration - utt.duration) < 0.01, utt.id
+        assert set(utt.text) <= symbols, utt.id

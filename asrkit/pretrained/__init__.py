@@ -11,6 +11,9 @@ export, the acoustic front end and word segments of search, ``asrkit models``. T
    ``asrkit data prepare an4`` creates by default;
 4. anything else is an error that names both ways to reach a model.
 
+``EXAMPLE_CLIPS`` is a manifest of six short real recordings (AN4 and speechocean762
+test speakers) to try a model on: ``asrkit evaluate MODEL EXAMPLE_CLIPS --worst 6``.
+
 ``embedder.pt`` is the search embedder, not a recognition model; it is found by
 :func:`default_embedder_path`.
 """
@@ -27,6 +30,8 @@ PRETRAINED_DIR = Path(__file__).parent
 DEFAULT_MODEL = "an4"  # the recogniser used when none is named
 EMBEDDER_FILE = "embedder.pt"
 RUN_FILES = ("best.pt", "last.pt")  # what a training folder holds, preferred first
+# Real recordings by speakers no bundled model heard, with reference text (clips/README.md)
+EXAMPLE_CLIPS = PRETRAINED_DIR / "clips" / "clips.jsonl"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Synthetic speech, end to end, with no data to download: make a corpus with the
 # speech synthesisers, train a recogniser on it, score it on voices it never heard,
-# transcribe a few files, then index a long archive and find a spoken word in it.
+# transcribe a few files, then index a long archive and find a spoken word in it, and
+# end with the bundled recogniser on a few real recordings shipped with asrkit.
 #
 #   recipes/synth/run.sh            # all stages
 #   recipes/synth/run.sh 2          # from stage 2 on
@@ -16,6 +17,7 @@ data=${DATA:-data/synth}
 exp=${EXP:-exp/synth}
 archive=${ARCHIVE:-data/synth-archive}
 index=${INDEX:-$exp/archive-index}
+BUNDLED=${BUNDLED:-$(python3 -c 'from asrkit.pretrained import DEFAULT_MODEL; print(DEFAULT_MODEL)')}
 # A model small enough to train in a few minutes on 2 CPU cores; the synthetic voices
 # vary enough that augmentation only slows this short run down.
 TRAIN_SETTINGS=${TRAIN_SETTINGS:---set model.hidden=192 --set train.epochs=16 --set train.batch_seconds=30 --set train.lr=0.003 --set train.spec_augment=false --set train.speed_perturb=false --set train.patience=4}
@@ -67,6 +69,14 @@ for line in open(sys.argv[1]):
     if w["text"] == sys.argv[2]:
         print("   %s  %.2f-%.2f" % (w["id"].rsplit("-", 1)[0], w["offset"], w["offset"] + w["duration"]))
 ' "$archive/words.jsonl" "$word"
+fi
+
+if [ "$stage" -le 6 ]; then
+  # Real people, not synthesisers: six clips shipped with asrkit (AN4 and speechocean762
+  # test speakers, asrkit/pretrained/clips/README.md), transcribed by the bundled model.
+  clips=$(python3 -c 'from asrkit.pretrained import EXAMPLE_CLIPS; print(EXAMPLE_CLIPS)')
+  echo "== stage 6: the bundled model ($BUNDLED) on six real recordings"
+  asrkit evaluate "$BUNDLED" "$clips" --worst 6
 fi
 
 echo "== done: model $exp/best.pt, test WER in $exp/test-wer.txt, index $index"

@@ -5,9 +5,10 @@ labels; the best CTC path of exactly those labels (Viterbi over the blank-augmen
 sequence ``blank, l1, blank, l2, ..., lU, blank``) gives each character its frames,
 and frames become seconds as in transcription (``frame * model.frame_seconds``).
 
-Each word gets a score, the mean log-posterior of its characters' frames. A word the
-model did not hear there scores low and is flagged ``"low_score"``: text that does not
-match the audio still yields times, but never silently.
+Each character gets a score, the mean log-posterior of its frames, and each word the
+score of its worst-heard character (a mean over the word would let one wrong letter
+hide among right ones). A word scoring below ``min_score`` is flagged ``"low_score"``:
+text that does not match the audio still yields times, but never silently.
 
 Memory: the Viterbi back-pointers take one byte per trellis cell (frames × (2 × labels
 + 1)). A recording whose trellis exceeds ``max_cells`` is aligned in windows: it is
@@ -68,7 +69,7 @@ class AlignedWord:
     word: str
     start: float  # seconds from the start of the utterance
     end: float  # seconds
-    score: float  # mean log-posterior of its characters' frames (0 is certain)
+    score: float  # its worst-heard character's score (0 is certain)
     flag: str | None  # "low_score" when the model hardly heard the word here
     chars: tuple[CharSpan, ...]
 
@@ -222,18 +223,20 @@ def _window(a: tuple[int, int], b: tuple[int, int]) -> Window:
 
 def _anchors(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
              ) -> list[tuple[int, int]]:
-    """``(frame, label)`` cut points between two consecutive transcript words that the
-    greedy transcript holds in the same order: the frame halfway between the greedy
-    words, the label index where the second word starts."""
-    hyp = GreedyDecoder(vocab, 1.0).decode(log_probs.unsqueeze(0))[0]
-    heard = [(w.word, int(w.start), int(w.end)) for w in hyp.words]  # times in frames
-    matcher = difflib.SequenceMatcher(None, [w for w, _, _ in heard], list(labels.words),
-                                      autojunk=False)
+    """``(frame, label)`` cut points before each transcript word that the greedy
+    transcript holds too, right after the word before it: the label index where the
+    word starts, and a frame in the blanks between the greedy path's last symbol before
+    the word (often the word separator) and the word's first frame."""
+    hyp = GreedyDecoder(vocab, 1.0).decode(log_probs.unsqueeze(0))[0]  # times in frames
+    heard = [w.word for w in hyp.words]
+    starts = [int(w.start) for w in hyp.words]
+    symbols = np.flatnonzero(log_probs.argmax(-1).numpy() != BLANK)  # non-blank frames
+    matcher = difflib.SequenceMatcher(None, heard, list(labels.words), autojunk=False)
     points = []
     for a, b, size in matcher.get_matching_blocks():
-        for i in range(size - 1):
-            frame = (heard[a + i][2] + heard[a + i + 1][1]) // 2
-            points.append((frame, labels.word_start(b + i + 1)))
+        for i in range(a + 1, a + size):
+            before = symbols[np.searchsorted(symbols, starts[i]) - 1] + 1
+            points.append(((int(before) + starts[i]) // 2, labels.word_start(b + i - a)))
     return points
 
 
@@ -268,21 +271,18 @@ def _words(lp: np.ndarray, path: np.ndarray, labels: Labels, vocab: Vocabulary,
     for t, s in enumerate(path.tolist()):
         if s % 2:
             spans[s // 2].append(t)
-    chars: list[list[tuple[CharSpan, list[float]]]] = [[] for _ in labels.words]
+    chars: list[list[CharSpan]] = [[] for _ in labels.words]
     for i, (label, k) in enumerate(zip(labels.ids, labels.word_of)):
-        if k < 0:
-            continue
-        post = lp[spans[i], label].tolist()
-        chars[k].append((CharSpan(vocab.symbols[label - 1], round(spans[i][0] * frame_seconds, 3),
-                                  round((spans[i][-1] + 1) * frame_seconds, 3),
-                                  round(sum(post) / len(post), 4)), post))
+        if k >= 0:
+            chars[k].append(CharSpan(vocab.symbols[label - 1],
+                                     round(spans[i][0] * frame_seconds, 3),
+                                     round((spans[i][-1] + 1) * frame_seconds, 3),
+                                     round(float(lp[spans[i], label].mean()), 4)))
     words = []
     for word, parts in zip(labels.words, chars):
-        post = [p for _, ps in parts for p in ps]
-        score = round(sum(post) / len(post), 4)
-        words.append(AlignedWord(word, parts[0][0].start, parts[-1][0].end, score,
-                                 LOW_SCORE_FLAG if score < min_score else None,
-                                 tuple(c for c, _ in parts)))
+        score = min(c.score for c in parts)
+        words.append(AlignedWord(word, parts[0].start, parts[-1].end, score,
+                                 LOW_SCORE_FLAG if score < min_score else None, tuple(parts)))
     return tuple(words)
 
 

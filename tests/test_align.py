@@ -161,7 +161,7 @@ def test_windowed_alignment_equals_whole_and_stays_within_the_bound():
     whole, whole_score, n = align_log_probs(lp, labels, VOCAB, 0.02)
     assert n == 1
     limit = 4_000  # the whole trellis is about 40 times larger
-    windows = plan_windows(lp, labels, VOCAB, limit)
+    windows = plan_windows(lp, labels, limit)
     assert len(windows) > 5 and all(w.cells <= limit for w in windows)
     assert [(w.frame0, w.label0) for w in windows[1:]] == \
         [(w.frame1, w.label1) for w in windows[:-1]]  # they tile the trellis
@@ -171,10 +171,31 @@ def test_windowed_alignment_equals_whole_and_stays_within_the_bound():
     assert score == pytest.approx(whole_score, abs=1e-3)
 
 
+def test_a_long_recording_in_chunks_and_windows_equals_it_whole(tone_model, tmp_path,
+                                                               monkeypatch):
+    """Log-probs computed chunk by chunk and aligned in windows of a bounded size give
+    the words where whole alignment puts them."""
+    import asrkit.asr.transcription as T
+    _, model = tone_model
+    rng = np.random.default_rng(3)
+    words = ["".join(rng.choice(list("ABCD"), rng.integers(1, 4))) for _ in range(40)]
+    spans = tone_recording(tmp_path / "long.wav", words, seed=4)
+    utt = Utterance("long", str(tmp_path / "long.wav"), " ".join(words))
+    [whole] = align(model, [utt])
+    monkeypatch.setattr(T, "CHUNK_SECONDS", 5.0)
+    monkeypatch.setattr(T, "CONTEXT_SECONDS", 1.0)
+    [windowed] = align(model, [utt], AlignConfig(max_cells=int(whole.duration / 0.02 * 16)))
+    assert whole.windows == 1 and windowed.windows >= 4
+    starts = np.array([w.start for w in windowed.words])
+    assert np.abs(starts - [w.start for w in whole.words]).max() <= 0.02  # one frame
+    assert np.abs(starts - [s for s, _ in spans]).max() < TOLERANCE
+    assert sum(w.flag is not None for w in windowed.words) == 0
+
+
 def test_long_input_without_recognised_words_fails_instead_of_growing():
     labels = text_labels(VOCAB, "ABCD " * 40)
     lp = torch.zeros(600, 6).log_softmax(-1)  # a model that heard nothing
-    with pytest.raises(AlignmentError, match="bounded memory.*--max-cells"):
+    with pytest.raises(AlignmentError, match="bounded memory.*does not agree.*--max-cells"):
         align_log_probs(lp, labels, VOCAB, 0.02, AlignConfig(max_cells=10_000))
 
 

@@ -11,12 +11,13 @@ hide among right ones). A word scoring below ``min_score`` is flagged ``"low_sco
 text that does not match the audio still yields times, but never silently.
 
 Memory: the Viterbi back-pointers take one byte per trellis cell (frames × (2 × labels
-+ 1)). A recording whose trellis exceeds ``max_cells`` is aligned in windows: it is
-cut between two consecutive words that the greedy transcript recognised too (matched
-word for word), at the frame halfway between them, so no window exceeds ``max_cells``.
-Where a cut falls in the pause between two words the best path crosses it anyway, so
-windowed and whole alignment agree. A stretch of more than ``max_cells`` without two
-such words is an :class:`~asrkit.errors.AlignmentError`, not unbounded memory.
++ 1)). A recording whose trellis exceeds ``max_cells`` is aligned in windows, none
+larger than ``max_cells``: it is cut where the greedy transcript agrees with the text
+on a run of :data:`ANCHOR_LABELS` symbols, in the blank frames before the middle one.
+Where the best path of the whole crosses a cut there anyway (a confident model's path
+follows its greedy path through such runs), windowed and whole alignment agree. A
+stretch longer than ``max_cells`` without such a run is an
+:class:`~asrkit.errors.AlignmentError`, not unbounded memory.
 Log-probs of long recordings are computed chunk by chunk (see
 :mod:`asrkit.asr.transcription`); they take ``frames × vocab`` floats.
 """
@@ -31,16 +32,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..decoding.base import GreedyDecoder, WordTiming
+from ..decoding.base import WordTiming, check_log_probs, collapse
 from ..errors import AlignmentError, AsrkitError, VocabularyError
 from ..manifest import Utterance
 from ..text import BLANK, WORD_SEPARATOR, Vocabulary, ctc_min_frames
 from .model import AsrModel
 from .transcription import compute_log_probs
 
-LOW_SCORE = -3.0  # mean log-posterior below which a word is flagged (posterior ~0.05)
+LOW_SCORE = -3.0  # word score (log-posterior) below which a word is flagged: p ~ 0.05
 MAX_CELLS = 20_000_000  # trellis cells aligned at once: 20 MB of back-pointers
 LOW_SCORE_FLAG = "low_score"
+ANCHOR_LABELS = 4  # windows are cut inside runs of this many symbols heard as written
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,6 @@ class Labels:
     words: tuple[str, ...]
     ids: tuple[int, ...]
     word_of: tuple[int, ...]
-
-    def word_start(self, k: int) -> int:
-        """Index of the first label of word ``k``."""
-        return self.word_of.index(k)
 
 
 def text_labels(vocab: Vocabulary, text: str, drop_unknown: bool = False) -> Labels:
@@ -180,8 +178,8 @@ class Window:
         return (self.frame1 - self.frame0) * (2 * (self.label1 - self.label0) + 1)
 
 
-def plan_windows(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
-                 max_cells: int = MAX_CELLS, frame_seconds: float = 1.0) -> list[Window]:
+def plan_windows(log_probs: torch.Tensor, labels: Labels, max_cells: int = MAX_CELLS,
+                 frame_seconds: float = 1.0) -> list[Window]:
     """Cut the trellis of ``log_probs (frames, vocab)`` × ``labels`` into windows of at
     most ``max_cells`` each, at anchors (module docstring), each as long as fits.
     Raises :class:`AlignmentError` where no anchor lets a window fit."""
@@ -196,7 +194,7 @@ def plan_windows(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
                 and w.frame1 - w.frame0 >= ctc_min_frames(labels.ids[w.label0:w.label1]))
 
     cuts, start, best = [], (0, 0), None
-    for point in [*_anchors(log_probs, labels, vocab), end]:
+    for point in [*_anchors(log_probs, labels), end]:
         if not fits(start, point) and best is not None:
             cuts.append(best)
             start, best = best, None
@@ -208,8 +206,8 @@ def plan_windows(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
         last = _window(start, end)
         raise AlignmentError(
             f"cannot align in bounded memory: from {last.frame0 * frame_seconds:.1f} s on, "
-            "no two consecutive words of the text were recognised close enough to cut the "
-            f"trellis at (it needs {last.cells} cells there, the limit is {max_cells}); "
+            "the model's transcript does not agree with the text often enough to cut the "
+            f"trellis there (it needs {last.cells} cells, the limit is {max_cells}); "
             "check that the text belongs to this recording, split the recording, or "
             "raise the limit (--max-cells)")
     points = [(0, 0), *cuts, end]
@@ -221,22 +219,32 @@ def _window(a: tuple[int, int], b: tuple[int, int]) -> Window:
     return Window(a[0], b[0], a[1], b[1])
 
 
-def _anchors(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
-             ) -> list[tuple[int, int]]:
-    """``(frame, label)`` cut points before each transcript word that the greedy
-    transcript holds too, right after the word before it: the label index where the
-    word starts, and a frame in the blanks between the greedy path's last symbol before
-    the word (often the word separator) and the word's first frame."""
-    hyp = GreedyDecoder(vocab, 1.0).decode(log_probs.unsqueeze(0))[0]  # times in frames
-    heard = [w.word for w in hyp.words]
-    starts = [int(w.start) for w in hyp.words]
-    symbols = np.flatnonzero(log_probs.argmax(-1).numpy() != BLANK)  # non-blank frames
-    matcher = difflib.SequenceMatcher(None, heard, list(labels.words), autojunk=False)
-    points = []
+def _anchors(log_probs: torch.Tensor, labels: Labels) -> list[tuple[int, int]]:
+    """``(frame, label)`` cut points where the greedy path and the text agree on
+    :data:`ANCHOR_LABELS` characters in a row (word separators aside): the label index of the middle one, and a
+    frame in the blanks between the greedy path's symbol before it and its first frame.
+
+    Runs of labels rather than single ones are matched so a match is rarely a chance
+    one, and so that matching stays fast on long texts (many distinct items)."""
+    best = log_probs.argmax(-1).numpy()  # (frames,)
+    tokens, starts = collapse(best.tolist())
+    symbols = np.flatnonzero(best != BLANK)  # non-blank frames
+    # Word separators are left out of the runs: a model may not (yet) emit them.
+    separators = {i for i, k in zip(labels.ids, labels.word_of) if k < 0}
+    heard = [k for k, token in enumerate(tokens) if token not in separators]
+    written = [j for j, k in enumerate(labels.word_of) if k >= 0]
+
+    def runs(seq: Sequence[int]) -> list[tuple[int, ...]]:
+        return [tuple(seq[i:i + ANCHOR_LABELS]) for i in range(len(seq) - ANCHOR_LABELS + 1)]
+
+    matcher = difflib.SequenceMatcher(None, runs([tokens[k] for k in heard]),
+                                      runs([labels.ids[j] for j in written]), autojunk=False)
+    half, points = ANCHOR_LABELS // 2, []
     for a, b, size in matcher.get_matching_blocks():
-        for i in range(a + 1, a + size):
-            before = symbols[np.searchsorted(symbols, starts[i]) - 1] + 1
-            points.append(((int(before) + starts[i]) // 2, labels.word_start(b + i - a)))
+        for i in range(size):
+            k = heard[a + i + half]
+            before = int(symbols[np.searchsorted(symbols, starts[k]) - 1]) + 1
+            points.append(((before + starts[k]) // 2, written[b + i + half]))
     return points
 
 
@@ -246,7 +254,7 @@ def align_log_probs(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
     """Align ``labels`` to ``log_probs (frames, vocab)``: the words, the path score and
     the number of windows used. Raises :class:`AlignmentError` when the audio is too
     short for the labels."""
-    log_probs = log_probs.detach().float().cpu()
+    log_probs = check_log_probs(log_probs, None, len(vocab))[0][0]  # (frames, vocab)
     frames, need = log_probs.shape[0], ctc_min_frames(labels.ids)
     if frames < need:
         raise AlignmentError(
@@ -254,7 +262,7 @@ def align_log_probs(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
             f"frames, but {len(labels.ids)} characters need at least {need} "
             f"({need * frame_seconds:.2f} s); check that the text belongs to this "
             "recording, or shorten the text")
-    windows = plan_windows(log_probs, labels, vocab, config.max_cells, frame_seconds)
+    windows = plan_windows(log_probs, labels, config.max_cells, frame_seconds)
     path, score = np.empty(frames, np.int64), 0.0
     for w in windows:
         states, s = viterbi(log_probs[w.frame0:w.frame1], labels.ids[w.label0:w.label1])

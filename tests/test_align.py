@@ -20,7 +20,7 @@ from asrkit.cli.main import app
 from asrkit.errors import AlignmentError, VocabularyError
 from asrkit.manifest import Utterance, write_manifest
 from asrkit.text import Vocabulary, ctc_min_frames
-from tones import LETTER_SECONDS, RATE, letter_wave, make_tone_corpus
+from tones import RATE, letter_wave, make_tone_corpus
 
 VOCAB = Vocabulary(tuple(" ABCD"))
 TOLERANCE = 0.08  # seconds: four model frames

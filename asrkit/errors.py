@@ -40,6 +40,11 @@ class DecodingError(AsrkitError):
     """Decoder input or decoder resources (LM, lexicon) are invalid."""
 
 
+class AlignmentError(AsrkitError):
+    """A transcript cannot be aligned to its recording: the audio is too short for it,
+    or a long recording offers no recognised words to cut it at."""
+
+
 class DecodingOptionError(ConfigError, DecodingError):
     """A decoder option is invalid (``beam_size`` 0, NaN ``alpha``, an LM for greedy):
     invalid configuration, so a usage error (exit 2)."""

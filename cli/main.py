@@ -6,7 +6,7 @@ import typer
 
 from asrkit import __version__
 
-from . import (data, embedder, evaluate, export, index, lm, models, search, serve, synth,
+from . import (align, data, embedder, evaluate, export, index, lm, models, search, serve, synth,
                train, transcribe)
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
@@ -14,6 +14,7 @@ app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audi
 app.command()(train.train)
 app.command()(transcribe.transcribe)
 app.command()(evaluate.evaluate)
+app.command()(align.align)
 app.command()(models.models)
 app.add_typer(data.app, name="data")
 data.app.command("synth")(synth.synth)

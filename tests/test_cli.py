@@ -57,6 +57,7 @@ COMMANDS = sorted(path for path, group in TREE.items() if not group)
 RUN_FOR_REAL = {
     ("train",): "test_cli.py::test_train_writes_self_describing_outputs",
     ("transcribe",): "test_cli.py::test_transcribe_formats",
+    ("align",): "test_align.py::test_cli_aligns_a_manifest_skipping_bad_lines",
     ("evaluate",): "test_cli.py::test_evaluate_reports_counts_and_per_utterance_results",
     ("models",): "test_cli.py::test_bundled_model_is_listed_and_used_without_a_model_argument",
     ("export",): "test_export.py::test_cli_exports_a_model_file_and_checks_it",

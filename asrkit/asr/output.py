@@ -36,15 +36,23 @@ def format_transcript(tr: Transcript, fmt: Format) -> str:
         return f"{tr.utt.id}\t{tr.text}\n"
     if fmt == "jsonl":
         return json.dumps(transcript_record(tr), ensure_ascii=False) + "\n"
-    cues = [(a + tr.utt.offset, b + tr.utt.offset, text)
-            for a, b, text in subtitle_cues(tr.hypothesis.words)]
+    if fmt in ("srt", "vtt"):
+        return format_subtitles(tr.hypothesis.words, fmt, tr.utt.offset)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def format_subtitles(words: Sequence[WordTiming], fmt: Literal["srt", "vtt"],
+                     offset: float = 0.0) -> str:
+    """SRT or WebVTT cues of ``words`` (see :func:`subtitle_cues`), shifted by
+    ``offset`` seconds (where the utterance starts in its file)."""
+    cues = [(a + offset, b + offset, text) for a, b, text in subtitle_cues(words)]
     if fmt == "srt":
         return "".join(f"{i}\n{_ts(a, ',')} --> {_ts(b, ',')}\n{text}\n\n"
                        for i, (a, b, text) in enumerate(cues, 1))
     if fmt == "vtt":
         return "WEBVTT\n\n" + "".join(f"{_ts(a, '.')} --> {_ts(b, '.')}\n{text}\n\n"
                                       for a, b, text in cues)
-    raise ValueError(f"unknown format {fmt!r}")
+    raise ValueError(f"unknown subtitle format {fmt!r}")
 
 
 def subtitle_cues(words: Sequence[WordTiming]) -> list[tuple[float, float, str]]:

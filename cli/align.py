@@ -21,7 +21,7 @@ def align(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl, srt, vtt or textgrid (Praat, with a words and a chars tier).")] = "jsonl",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout (jsonl; any format for one recording).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Write one file per recording: <id>.<format>.")] = None,
-    min_score: Annotated[float, typer.Option("--min-score", callback=FINITE, help="Flag words whose mean log-posterior is below this as low_score.")] = -3.0,
+    min_score: Annotated[float, typer.Option("--min-score", callback=FINITE, help="Flag words whose worst-heard character (mean log-posterior of its frames) scores below this as low_score.")] = -3.0,
     max_cells: Annotated[int, typer.Option("--max-cells", callback=POSITIVE_INT, help="Align at most this many trellis cells (one byte each) at once; longer recordings are cut at recognised words.")] = 20_000_000,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="Drop characters the model cannot write (punctuation...) instead of refusing the text.")] = False,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,

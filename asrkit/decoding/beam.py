@@ -136,16 +136,16 @@ class BeamSearchDecoder(Decoder):
 
     def _slack(self) -> float:
         """Upper bound of the bonus a non-separator label can add to a prefix: one
-        more hotword character, a look-ahead score rising along the trie, or (if
-        positive) the unknown-word offset of a spelling leaving the trie."""
-        gain = max(self._hot_weight, 0.0) + self.alpha * max(self.unk_offset, 0.0)
+        more hotword character, or a look-ahead score rising along the trie (or on
+        leaving it: ``<unk>``'s score plus the unknown-word offset)."""
+        gain = max(self._hot_weight, 0.0)
         if self._lm_mode != LM_NONE:
             smear = self._trie.smear
             parents = np.repeat(np.arange(len(self.trie)), np.diff(self.trie.start))
             inner = parents > 0  # from the root the look-ahead starts at 0: never a gain
             rise = smear[self.trie.child[inner]] - smear[parents[inner]]
-            if self._trie_mode == TRIE_LM_WORDS and len(smear) > 1:  # leaving the trie: <unk> score
-                rise = np.append(rise, self._unk_smear - smear[1:].min())
+            if self._trie_mode == TRIE_LM_WORDS and len(smear) > 1:  # leaving the trie
+                rise = np.append(rise, self._unk_smear + self.unk_offset - smear[1:].min())
             gain += self.alpha * max(0.0, float(rise.max(initial=0.0)))
         return gain
 

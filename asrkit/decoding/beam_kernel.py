@@ -254,19 +254,23 @@ def _lexicon_labels(wn, trie, space, tok_ok, tried, out):
 
 @njit(cache=True, nogil=True)
 def _tokens(row, k, floor, out):
-    """Labels to try at this frame: all non-blank ones, or the ``k`` most likely;
-    of those, the ones at least ``floor`` likely and the frame's most likely label."""
+    """Labels to try at this frame, most likely first: all non-blank ones, or the
+    ``k`` most likely; of those, the ones at least ``floor`` likely and the frame's
+    most likely label."""
     n = _top_tokens(row, k, out)
-    if floor == NEG_INF:
-        return n
     top = 0
     for c in range(1, row.shape[0]):
         if row[c] > row[top]:
             top = c
     kept = 0
     for q in range(n):
-        if row[out[q]] >= floor or out[q] == top:
-            out[kept] = out[q]
+        c = out[q]
+        if row[c] >= floor or c == top:
+            i = kept  # insertion sort: a few dozen labels at most
+            while i > 0 and row[out[i - 1]] < row[c]:
+                out[i] = out[i - 1]
+                i -= 1
+            out[i] = c
             kept += 1
     return kept
 
@@ -388,6 +392,7 @@ def beam_search(lp, p, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss)
             tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
         nb = st[ST_BEAM]
         best = _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap)
+        _merges(row, t, ni, bnode, bpb, bnb, nb, pos, tok_ok, new_pb, new_nb)
         nc, nmiss, best = _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb,
                                       bnb, nb, toks, ntok, labs, tok_ok, merge, new_pb,
                                       new_nb, heap, cands, miss)
@@ -434,16 +439,37 @@ def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _merges(row, t, ni, bnode, bpb, bnb, nb, pos, tok_ok, new_pb, new_nb):
+    """Extensions of a prefix into another beam entry (its child by a label tried
+    at this frame) add to that entry's probability of ending in the label."""
+    for j in range(nb):
+        n = bnode[j]
+        parent = ni[n, PARENT]
+        if parent < 0 or pos[parent] < 0 or tok_ok[ni[n, TOKEN]] != t + 1:
+            continue
+        i, c = pos[parent], ni[n, TOKEN]
+        a = row[c] + (bpb[i] if c == ni[parent, TOKEN] else _lae(bpb[i], bnb[i]))
+        if a == NEG_INF:
+            continue
+        if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
+            ni[n, FRAME] = t  # time it here, not at an early stray spike
+        new_nb[j] = _lae(new_nb[j], a)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
                 labs, tok_ok, merge, new_pb, new_nb, heap, cands, miss):
-    """Extend each prefix by each label tried: into another beam entry (merge), or as
-    a candidate if it beats the rising cutoff (the heap's minimum, or the threshold
-    below the best). Returns (candidates, misses, best)."""
+    """Extend each prefix by each label tried that does not lead to another beam
+    entry (:func:`_merges` did those), as a candidate if it beats the rising cutoff
+    (the heap's minimum, or the threshold below the best). Labels come most likely
+    first, so a prefix stops at the first letter that cannot reach the cutoff.
+    Returns (candidates, misses, best)."""
     V = row.shape[0]
     thr, slack, space, lexicon = p.threshold, p.slack, p.space, p.trie_mode == TRIE_LEXICON
     c_slot, c_tok, c_nb, c_sc = cands
     cutoff = max(best - thr, heap[0])
     nc, nmiss = 0, 0
+    space_ok = space >= 0 and tok_ok[space] == t + 1
     for i in range(nb):
         n = bnode[i]
         tot = _lae(bpb[i], bnb[i])
@@ -451,20 +477,27 @@ def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, tok
         nlab = ntok
         if lexicon:  # only the lexicon's next letters (and the separator)
             nlab = _lexicon_labels(ni[n, WNODE], trie, space, tok_ok, t + 1, labs)
-        for q in range(nlab):
-            c = labs[q] if lexicon else toks[q]
+        q = -1
+        while True:
+            q += 1
+            if q < nlab:
+                c = labs[q] if lexicon else toks[q]
+                if c == space and not lexicon:
+                    continue
+            elif q == nlab and space_ok and not lexicon:  # the separator, whatever its rank
+                c = space
+            else:
+                break
+            if merge[i * V + c] >= 0:
+                continue
             a = row[c] + (bpb[i] if c == last else tot)
             if a == NEG_INF:
                 continue
-            j = merge[i * V + c]
-            if j >= 0:
-                if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
-                    ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
-                new_nb[j] = _lae(new_nb[j], a)
-                continue
             if c != space:
-                if a + nf[n, BONUS] + slack < cutoff:
-                    continue  # even the largest possible word-level gain would not do
+                if row[c] + tot + nf[n, BONUS] + slack < cutoff:
+                    if not lexicon:  # later letters are less likely still
+                        q = nlab - 1
+                    continue
                 bonus = _letter_bonus(n, c, ni, nf, p, trie, hot)
             else:  # the same every frame: computed once per prefix
                 bonus = nf[n, SEPBONUS]

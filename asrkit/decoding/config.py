@@ -22,8 +22,8 @@ CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwor
                "hotword_weight", "nbest", "beam_size_token", "beam_threshold",
                "token_min_logp", "unk_offset"}
 # pruning and unknown-word defaults of the beam search (see BeamSearchDecoder)
-BEAM_THRESHOLD = 50.0  # prefixes scoring this far below the best are dropped
-TOKEN_MIN_LOGP = -10.0  # labels less likely than this at a frame are not tried
+BEAM_THRESHOLD = 10.0  # prefixes scoring this far below the best are dropped
+TOKEN_MIN_LOGP = -5.0  # labels less likely than this at a frame are not tried
 UNK_OFFSET = -10.0  # LM score (natural log) of a word the LM does not know, on top of <unk>'s
 
 

@@ -53,6 +53,8 @@ class BeamSearchDecoder(Decoder):
             (``math.inf``: none).
         token_min_logp: labels less likely than this log-probability at a frame are not
             tried there, except the frame's most likely label (``-math.inf``: all tried).
+            None: -5 without a lexicon, -inf with one (a lexicon already limits the labels
+            tried, and a floor would drop letters its words need, e.g. a doubled one).
         unk_offset: natural-log LM score (weighted by ``alpha``) added once per word the
             LM does not know, without a lexicon: from the letter where the spelling
             leaves every LM word, or at the end of a non-word (0: none). Needs an ARPA
@@ -65,7 +67,7 @@ class BeamSearchDecoder(Decoder):
                  lexicon: str | Path | Iterable[str] | None = None,
                  hotwords: Iterable[str] | None = None, hotword_weight: float = 3.0,
                  nbest: int = 1, beam_size_token: int | None = None,
-                 beam_threshold: float = BEAM_THRESHOLD, token_min_logp: float = TOKEN_MIN_LOGP,
+                 beam_threshold: float = BEAM_THRESHOLD, token_min_logp: float | None = None,
                  unk_offset: float = UNK_OFFSET, num_workers: int | None = None):
         super().__init__(vocab, frame_seconds)
         _check_options(beam_size, nbest, alpha, beta, hotword_weight, beam_threshold,
@@ -86,7 +88,7 @@ class BeamSearchDecoder(Decoder):
             use_hot=int(self._hot is not None), vocab=len(vocab), unk=int(self._unk),
             alpha=self.alpha, beta=self.beta, hot_weight=self._hot_weight,
             threshold=float(beam_threshold), unk_smear=self._unk_smear, slack=0.0,
-            min_logp=float(token_min_logp), unk_offset=self.unk_offset)
+            min_logp=float(_floor(token_min_logp, lexicon)), unk_offset=self.unk_offset)
         self._params = self._params._replace(slack=self._slack())
 
     def _setup_words(self, lexicon: list[str] | None) -> None:
@@ -257,6 +259,13 @@ class BeamSearchDecoder(Decoder):
             hot = hot_step(ni[n, HOT], hot, self._params.space, self._params,
                            self._hot_arrays)[1]
         return lm_total, int(words), int(unknown), float(hot)
+
+
+def _floor(token_min_logp: float | None, lexicon) -> float:
+    """The label floor asked for, or the default: none with a lexicon."""
+    if token_min_logp is not None:
+        return token_min_logp
+    return -math.inf if lexicon is not None else TOKEN_MIN_LOGP
 
 
 _NO_LM = (np.full(16, -1, np.int64), np.full(16, -1, np.int32), np.zeros(1), np.zeros(1),

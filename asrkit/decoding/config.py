@@ -23,7 +23,7 @@ CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwor
                "token_min_logp", "unk_offset"}
 # pruning and unknown-word defaults of the beam search (see BeamSearchDecoder)
 BEAM_THRESHOLD = 10.0  # prefixes scoring this far below the best are dropped
-TOKEN_MIN_LOGP = -5.0  # labels less likely than this at a frame are not tried
+TOKEN_MIN_LOGP = -5.0  # labels less likely than this at a frame are not tried (no lexicon)
 UNK_OFFSET = -10.0  # LM score (natural log) of a word the LM does not know, on top of <unk>'s
 
 
@@ -81,7 +81,7 @@ def _check_config_values(raw: dict, path: Path) -> None:
         return  # make_decoder refuses beam options given to greedy
     values = {"beam_size": 50, "nbest": 1, "alpha": 0.5, "beta": 1.0, "hotword_weight": 3.0,
               "beam_threshold": BEAM_THRESHOLD, "beam_size_token": None,
-              "token_min_logp": TOKEN_MIN_LOGP, "unk_offset": UNK_OFFSET}
+              "token_min_logp": None, "unk_offset": UNK_OFFSET}
     values.update({k: v for k, v in raw.items() if k in values})
     try:
         check_options(values["beam_size"], values["nbest"], values["alpha"], values["beta"],
@@ -93,7 +93,7 @@ def _check_config_values(raw: dict, path: Path) -> None:
 
 
 def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token,
-                  token_min_logp=TOKEN_MIN_LOGP, unk_offset=UNK_OFFSET):
+                  token_min_logp=None, unk_offset=UNK_OFFSET):
     """Refuse invalid beam-search options: a usage error (exit 2), like any bad config.
     ``threshold`` may be ``inf`` and ``token_min_logp`` ``-inf`` (no pruning)."""
     def whole(v) -> bool:
@@ -116,7 +116,8 @@ def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam
         raise bad("alpha and hotword_weight must not be negative")
     if not (number(threshold) or threshold == math.inf) or not threshold > 0:
         raise bad(f"beam_threshold must be positive (inf: no pruning), got {threshold!r}")
-    if not (number(token_min_logp) or token_min_logp == -math.inf) or token_min_logp > 0:
+    if token_min_logp is not None and (
+            not (number(token_min_logp) or token_min_logp == -math.inf) or token_min_logp > 0):
         raise bad(f"token_min_logp must be a log-probability (at most 0; -inf: every label "
                   f"tried), got {token_min_logp!r}")
     if beam_size_token is not None and (not whole(beam_size_token) or beam_size_token < 1):

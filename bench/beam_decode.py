@@ -1,5 +1,6 @@
 """Beam-search CTC decoding speed and accuracy: asrkit vs flashlight (torchaudio) vs
-pyctcdecode, on the same log-probs, with and without a word 3-gram LM.
+pyctcdecode, on the same log-probs, with and without a word 3-gram LM; then on real
+log-probs (the bundled AN4 model on AN4 test) with a word LM and no lexicon.
 
 The log-probs imitate a trained character CTC model: a synthetic language (pseudo
 words, Zipfian bigram chains) is spelled one spike per character between blank
@@ -8,11 +9,18 @@ errors a language model can fix. The LM is a Kneser–Ney 3-gram (asrkit lm buil
 estimator) trained on other sentences of the same language.
 
     python bench/beam_decode.py [--utterances 20] [--beams 10,50,100] [--random] [--json]
+                                [--part all|synthetic|real]
 
 Times are wall-clock (and CPU) milliseconds per utterance, one utterance at a time
 on one thread (the "threads" row decodes the batch with asrkit's thread pool);
-"x fl" is the wall-time ratio to flashlight at the same beam and LM setting, measured
-in the same run. pyctcdecode (pure Python) runs on a quarter of the utterances.
+"x fl" and "x py" are the wall-time ratios to flashlight and to pyctcdecode at the
+same beam and LM setting, measured in the same run (the machine may be busy: compare
+ratios, not times across runs). All decoders use their default pruning.
+
+The real part decodes the AN4 test recordings (``$AN4_DIR``, default
+``../shared/data/an4``; skipped with a message when absent) with the bundled ``an4``
+model and a word 3-gram estimated from the AN4 training transcripts, at alpha 0.25
+and beta 1.0, without a lexicon.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from asrkit.text import Vocabulary
 VOCAB = Vocabulary(tuple(" ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
 FRAMES = 500
 ALPHA, BETA = 0.5, 1.0  # LM weight (natural-log LM scores) and word bonus, for all decoders
+REAL_ALPHA, REAL_BETA = 0.25, 1.0  # the same on AN4 (the recipe's tuned values)
 
 
 class Language:
@@ -130,13 +139,14 @@ def flashlight(beam: int, lexicon: Path | None, lm: Path | None):
     return one
 
 
-def pyctc(beam: int, lm: Path | None, words: list[str]):
+def pyctc(beam: int, lm: Path | None, words: list[str], vocab: Vocabulary = VOCAB,
+          alpha: float = ALPHA, beta: float = BETA):
     try:
         from pyctcdecode import build_ctcdecoder
     except ImportError:
         return None
-    dec = build_ctcdecoder([""] + list(VOCAB.symbols), kenlm_model_path=str(lm) if lm else None,
-                           unigrams=words if lm else None, alpha=ALPHA, beta=BETA)
+    dec = build_ctcdecoder([""] + list(vocab.symbols), kenlm_model_path=str(lm) if lm else None,
+                           unigrams=words if lm else None, alpha=alpha, beta=beta)
     return lambda lp: dec.decode(lp.numpy(), beam_width=beam)
 
 
@@ -160,18 +170,68 @@ def run(args) -> list[dict]:
             py = pyctc(beam, lm, lang.words)
             if py is not None:
                 candidates.append(("pyctcdecode", py))
-            base = None
-            for name, fn in candidates:
-                ms, cpu, texts = time_per_utt(fn, items)
-                base = base or ms
-                rows.append(dict(lm=lm_name, beam=beam, decoder=name, ms_per_utt=round(ms, 1),
-                                 ratio=round(ms / base, 2), cpu_ms_per_utt=round(cpu, 1),
-                                 utterances=len(items),
-                                 wer=round(wer(refs, texts), 4),
-                                 cer=round(cer(refs, texts), 4)))
-                _show(rows[-1], args.json)
-            rows.append(_threaded(items, refs, beam, lm, lm_name, base))
-            _show(rows[-1], args.json)
+            group = _measure(candidates, items, refs, lm=lm_name, beam=beam)
+            group.append(_threaded(items, refs, beam, lm, lm_name, group[0]["ms_per_utt"]))
+            rows += _with_ratios(group, args.json)
+    return rows
+
+
+def _measure(candidates, items, refs, **keys) -> list[dict]:
+    """One row per (name, decode function): times, WER and CER on ``items``."""
+    rows = []
+    for name, fn in candidates:
+        ms, cpu, texts = time_per_utt(fn, items)
+        rows.append(dict(keys, decoder=name, ms_per_utt=round(ms, 2),
+                         cpu_ms_per_utt=round(cpu, 2), utterances=len(items),
+                         wer=round(wer(refs, texts), 4), cer=round(cer(refs, texts), 4)))
+    return rows
+
+
+def _with_ratios(group: list[dict], as_json: bool) -> list[dict]:
+    """Add each row's time ratio to flashlight's and pyctcdecode's in the group."""
+    fl = next((r["ms_per_utt"] for r in group if r["decoder"].startswith("flashlight")), None)
+    py = next((r["ms_per_utt"] for r in group if r["decoder"] == "pyctcdecode"), None)
+    for r in group:
+        r["ratio"] = round(r["ms_per_utt"] / fl, 2) if fl else None
+        r["ratio_pyctcdecode"] = round(r["ms_per_utt"] / py, 2) if py else None
+        _show(r, as_json)
+    return group
+
+
+def run_real(args) -> list[dict]:
+    """The bundled AN4 model's log-probs on AN4 test: greedy, asrkit beam and
+    pyctcdecode with a word 3-gram of the training transcripts, no lexicon."""
+    from _an4 import AN4
+    if not (AN4 / "etc").is_dir():
+        print(f"real posteriors skipped: no AN4 corpus at {AN4} (set AN4_DIR)", file=sys.stderr)
+        return []
+    from asrkit.asr.checkpoint import load_model
+    from asrkit.asr.transcription import compute_log_probs
+    from asrkit.corpora.an4 import read_an4_split
+    from asrkit.decoding.base import GreedyDecoder
+    from asrkit.pretrained import resolve_model
+
+    model = load_model(resolve_model("an4"))
+    vocab = model.vocab
+    train = [vocab.normalize(u.text).split() for u in read_an4_split(AN4, "train")]
+    test = read_an4_split(AN4, "test")
+    items = [(lp.float(), vocab.normalize(u.text)) for u, lp in compute_log_probs(model, test)]
+    refs = [ref for _, ref in items]
+    arpa = Path(tempfile.mkdtemp()) / "an4_train.arpa"
+    write_arpa(arpa, estimate_kneser_ney(train, 3))
+    words = sorted({w for s in train for w in s})
+    greedy = GreedyDecoder(vocab, model.frame_seconds)
+    rows = []
+    for beam in args.beams:
+        dec = BeamSearchDecoder(vocab, model.frame_seconds, beam_size=beam, lm=arpa,
+                                alpha=REAL_ALPHA, beta=REAL_BETA, num_workers=1)
+        candidates = [("greedy", lambda lp: greedy.decode(lp[None])[0].text),
+                      ("asrkit", lambda lp, d=dec: d.decode(lp[None])[0].text)]
+        py = pyctc(beam, arpa, words, vocab, REAL_ALPHA, REAL_BETA)
+        if py is not None:
+            candidates.append(("pyctcdecode", py))
+        rows += _with_ratios(_measure(candidates, items, refs, lm="an4 3g", beam=beam),
+                             args.json)
     return rows
 
 
@@ -184,7 +244,7 @@ def _threaded(items, refs, beam, lm, lm_name, base) -> dict:
     texts = [h.text for h in dec.decode(batch)]
     ms = 1000 * (time.perf_counter() - start) / len(items)
     return dict(lm=lm_name, beam=beam, decoder=f"asrkit, {dec.num_workers} threads",
-                ms_per_utt=round(ms, 1), ratio=round(ms / base, 2), cpu_ms_per_utt=None,
+                ms_per_utt=round(ms, 2), cpu_ms_per_utt=None,
                 utterances=len(items), wer=round(wer(refs, texts), 4),
                 cer=round(cer(refs, texts), 4))
 
@@ -194,12 +254,13 @@ def _show(row: dict, as_json: bool) -> None:
         return
     if not hasattr(_show, "header"):
         _show.header = True
-        print(f"{'LM':7} {'beam':>4}  {'decoder':22} {'ms/utt':>8} {'x fl':>6} {'cpu ms':>7} "
-              f"{'WER':>7} {'CER':>7}")
+        print(f"{'LM':7} {'beam':>4}  {'decoder':22} {'ms/utt':>8} {'x fl':>6} {'x py':>6} "
+              f"{'cpu ms':>7} {'WER':>7} {'CER':>7}")
     cpu = f"{row['cpu_ms_per_utt']:7.1f}" if row["cpu_ms_per_utt"] is not None else " " * 7
+    fl, py = (f"{row[k]:>6.2f}" if row[k] is not None else " " * 6
+              for k in ("ratio", "ratio_pyctcdecode"))
     print(f"{row['lm']:7} {row['beam']:>4}  {row['decoder']:22} {row['ms_per_utt']:>8.1f} "
-          f"{row['ratio']:>6.2f} {cpu} {100 * row['wer']:>6.2f}% {100 * row['cer']:>6.2f}%",
-          flush=True)
+          f"{fl} {py} {cpu} {100 * row['wer']:>6.2f}% {100 * row['cer']:>6.2f}%", flush=True)
 
 
 def main(argv=None) -> None:
@@ -209,9 +270,11 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", action="store_true", help="Flat random log-probs instead of peaky ones.")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--part", choices=("all", "synthetic", "real"), default="all")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    rows = run(args)
+    rows = run(args) if args.part != "real" else []
+    rows += run_real(args) if args.part != "synthetic" else []
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
 

@@ -29,6 +29,8 @@ def evaluate(
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
+    token_min_logp: D.TokenMinLogpOpt = None, beam_threshold: D.BeamThresholdOpt = None,
+    unk_offset: D.UnkOffsetOpt = None,
     root: RootOpt = None,
 ):
     """Score a model: WER/CER with substitution, deletion and insertion counts."""
@@ -44,7 +46,7 @@ def evaluate(
             raise ManifestError(f"{manifest}: holds no utterances; nothing to evaluate")
         asr = load_model(model)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
-                              decoding_config)
+                              decoding_config, token_min_logp, beam_threshold, unk_offset)
         if condition is not None or plot is not None:
             _by_condition(asr, utts, dec, batch_seconds, condition or "clean", plot, as_json,
                           model)

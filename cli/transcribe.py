@@ -24,6 +24,8 @@ def transcribe(
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
+    token_min_logp: D.TokenMinLogpOpt = None, beam_threshold: D.BeamThresholdOpt = None,
+    unk_offset: D.UnkOffsetOpt = None,
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
 ):
@@ -41,7 +43,7 @@ def transcribe(
         writer = TranscriptWriter(fmt, output, output_dir, resume=skip_done)
         asr = load_model(model_name)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
-                              decoding_config)
+                              decoding_config, token_min_logp, beam_threshold, unk_offset)
         utts = select_shard(collect_inputs(paths, root), part,
                             key=lambda u: (u.id, u.audio, u.offset))
         utts = [u for u in utts if u.id not in writer.done]

@@ -91,7 +91,8 @@ def test_wide_beam_finds_the_exhaustive_best_labelling(symbols, frames):
         lp = torch.log_softmax(torch.randn(frames, len(vocab), generator=gen) * 1.5, -1)
         probs = brute_force(lp.double().tolist())
         ranked = sorted(probs, key=probs.get, reverse=True)
-        dec = BeamSearchDecoder(vocab, FS, beam_size=256, beam_threshold=1e9, nbest=4)
+        dec = BeamSearchDecoder(vocab, FS, beam_size=256, beam_threshold=math.inf,
+                                token_min_logp=-math.inf, nbest=4)
         nbest = dec.decode_nbest(lp[None])[0]
         assert nbest[0].tokens == ranked[0]
         assert nbest[0].am_score == pytest.approx(math.log(probs[ranked[0]]), abs=1e-5)
@@ -172,8 +173,10 @@ def test_lm_fusion_fixes_a_near_miss(cat_lm):
     assert best.text == "THE CAT SAT ON THE MAT"
     assert best.am_score < plain.am_score  # the LM outweighs the acoustic preference
     lm = NgramLM.from_arpa(cat_lm)
-    for h in nbest:
-        assert h.score == pytest.approx(h.am_score + 1.0 * h.lm_score + 0.5 * len(h.words))
+    for h in nbest:  # a word the LM lacks ("SAG") costs unk_offset (-10) more, times alpha
+        unknown = sum(w.word not in lm.word_ids for w in h.words)
+        assert h.score == pytest.approx(h.am_score + 1.0 * (h.lm_score - 10.0 * unknown)
+                                        + 0.5 * len(h.words))
         assert h.lm_score == pytest.approx(lm.sentence_log10(h.text.split()) * math.log(10))
     assert best.lm_score > lm.sentence_log10(plain.text.split()) * math.log(10)
     assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)

@@ -2,7 +2,8 @@
 
 Each beam entry is a label prefix with two log-probabilities: of all alignments of
 the frames so far that yield the prefix and end in a blank (``pb``) or in its last
-label (``pnb``). Its score adds ``alpha * LM + beta * words + hotword bonus``.
+label (``pnb``). Its score adds ``alpha * LM + beta * words + hotword bonus``, and
+without a lexicon ``alpha * unk_offset`` per word the LM does not know.
 
 :class:`BeamSearchDecoder` checks its options, turns the LM, lexicon and hotwords
 into arrays and runs the compiled search of :mod:`asrkit.decoding.beam_kernel` on them.
@@ -25,9 +26,10 @@ from ..errors import DecodingError
 from ..lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, lm_score
 from ..text import Vocabulary
 from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
+from .config import BEAM_THRESHOLD, TOKEN_MIN_LOGP, UNK_OFFSET
 from .config import check_options as _check_options
-from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, LM_ARRAYS, LM_EXTERNAL, LM_NONE,
-                          LMSTATE, NEED_LM, NEEDS_LM, NEG_INF, OUT_OF_LEXICON, PARENT,
+from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, INT_COLUMNS, LM_ARRAYS, LM_EXTERNAL,
+                          LM_NONE, LMSTATE, NEED_LM, NEEDS_LM, NEG_INF, OUT_OF_LEXICON, PARENT,
                           SEPBONUS, ST_BEAM, ST_MISSES, TOKEN, TRIE_LEXICON, TRIE_LM_WORDS,
                           TRIE_NONE, WNODE, WSSCORE, WSSTATE, WSVALID, KernelHotwords,
                           KernelTrie, SearchParams, beam_search, close_word, hot_step)
@@ -47,7 +49,16 @@ class BeamSearchDecoder(Decoder):
         hotwords: phrases to favour; each spelled character earns ``hotword_weight``.
         nbest: hypotheses returned per utterance (distinct texts, best first).
         beam_size_token: labels tried per frame (the most likely ones); None = all.
-        beam_threshold: prefixes scoring this far below the best are dropped.
+        beam_threshold: prefixes scoring this far below the best are dropped
+            (``math.inf``: none).
+        token_min_logp: labels less likely than this log-probability at a frame are not
+            tried there, except the frame's most likely label (``-math.inf``: all tried).
+            None: -5 without a lexicon, -inf with one (a lexicon already limits the labels
+            tried, and a floor would drop letters its words need, e.g. a doubled one).
+        unk_offset: natural-log LM score (weighted by ``alpha``) added once per word the
+            LM does not know, without a lexicon: from the letter where the spelling
+            leaves every LM word, or at the end of a non-word (0: none). Needs an ARPA
+            LM (a KenLM binary's words are not read).
         num_workers: threads over the utterances of a batch (default: CPU count).
     """
 
@@ -56,13 +67,15 @@ class BeamSearchDecoder(Decoder):
                  lexicon: str | Path | Iterable[str] | None = None,
                  hotwords: Iterable[str] | None = None, hotword_weight: float = 3.0,
                  nbest: int = 1, beam_size_token: int | None = None,
-                 beam_threshold: float = 50.0, num_workers: int | None = None):
+                 beam_threshold: float = BEAM_THRESHOLD, token_min_logp: float | None = None,
+                 unk_offset: float = UNK_OFFSET, num_workers: int | None = None):
         super().__init__(vocab, frame_seconds)
         _check_options(beam_size, nbest, alpha, beta, hotword_weight, beam_threshold,
-                       beam_size_token)
+                       beam_size_token, token_min_logp, unk_offset)
         self.beam_size, self.nbest = int(beam_size), int(nbest)
         self.lm = load_lm(lm) if isinstance(lm, (str, Path)) else lm
         self.alpha, self.beta = (float(alpha), float(beta)) if self.lm is not None else (0.0, 0.0)
+        self.unk_offset = float(unk_offset) if self.lm is not None else 0.0
         self.num_workers = num_workers or min(os.cpu_count() or 1, 8)
         words = (read_lexicon(lexicon) if isinstance(lexicon, (str, Path)) else lexicon)
         self._setup_words(list(words) if words is not None else None)
@@ -74,7 +87,8 @@ class BeamSearchDecoder(Decoder):
             lm_mode=self._lm_mode, trie_mode=self._trie_mode,
             use_hot=int(self._hot is not None), vocab=len(vocab), unk=int(self._unk),
             alpha=self.alpha, beta=self.beta, hot_weight=self._hot_weight,
-            threshold=float(beam_threshold), unk_smear=self._unk_smear, slack=0.0)
+            threshold=float(beam_threshold), unk_smear=self._unk_smear, slack=0.0,
+            min_logp=float(_floor(token_min_logp, lexicon)), unk_offset=self.unk_offset)
         self._params = self._params._replace(slack=self._slack())
 
     def _setup_words(self, lexicon: list[str] | None) -> None:
@@ -107,26 +121,33 @@ class BeamSearchDecoder(Decoder):
                                 smear.astype(np.float64), trie.mask)
         self._lm_arrays = lm.arrays if self._lm_mode == LM_ARRAYS else _NO_LM
 
-    def reweighted(self, alpha: float, beta: float) -> "BeamSearchDecoder":
-        """The same decoder (sharing LM, lexicon, hotwords) with other LM weights."""
-        _check_options(self.beam_size, self.nbest, alpha, beta, self._hot_weight, 1.0, None)
+    def reweighted(self, alpha: float, beta: float, unk_offset: float | None = None,
+                   ) -> "BeamSearchDecoder":
+        """The same decoder (sharing LM, lexicon, hotwords) with other LM weights (and
+        unknown-word offset, if given)."""
+        unk = self.unk_offset if unk_offset is None else float(unk_offset)
+        _check_options(self.beam_size, self.nbest, alpha, beta, self._hot_weight, 1.0, None,
+                       -math.inf, unk)
         other = copy.copy(self)
         other.alpha, other.beta = float(alpha), float(beta)
-        other._params = self._params._replace(alpha=other.alpha, beta=other.beta)
+        other.unk_offset = unk if self.lm is not None else 0.0
+        other._params = self._params._replace(alpha=other.alpha, beta=other.beta,
+                                              unk_offset=other.unk_offset)
         other._params = other._params._replace(slack=other._slack())
         return other
 
     def _slack(self) -> float:
         """Upper bound of the bonus a non-separator label can add to a prefix: one
-        more hotword character, or a look-ahead score rising along the trie."""
+        more hotword character, or a look-ahead score rising along the trie (or on
+        leaving it: ``<unk>``'s score plus the unknown-word offset)."""
         gain = max(self._hot_weight, 0.0)
         if self._lm_mode != LM_NONE:
             smear = self._trie.smear
             parents = np.repeat(np.arange(len(self.trie)), np.diff(self.trie.start))
             inner = parents > 0  # from the root the look-ahead starts at 0: never a gain
             rise = smear[self.trie.child[inner]] - smear[parents[inner]]
-            if self._trie_mode == TRIE_LM_WORDS and len(smear) > 1:  # leaving the trie: <unk> score
-                rise = np.append(rise, self._unk_smear - smear[1:].min())
+            if self._trie_mode == TRIE_LM_WORDS and len(smear) > 1:  # leaving the trie
+                rise = np.append(rise, self._unk_smear + self.unk_offset - smear[1:].min())
             gain += self.alpha * max(0.0, float(rise.max(initial=0.0)))
         return gain
 
@@ -153,7 +174,7 @@ class BeamSearchDecoder(Decoder):
         """``lp (frames, vocab)`` float32 → n-best list."""
         B = self.beam_size
         cap = 1 + lp.shape[0] * B  # each frame makes at most B new prefixes
-        ni = np.zeros((cap, 10), np.int32)
+        ni = np.zeros((cap, INT_COLUMNS), np.int32)
         nf = np.zeros((cap, 5), np.float64)
         nf[0, SEPBONUS] = math.nan
         ni[0, PARENT], ni[0, FRAME], ni[0, HOT] = -1, -1, self._hot_begin
@@ -193,8 +214,9 @@ class BeamSearchDecoder(Decoder):
             for n, a in zip(nodes.tolist(), am.tolist()):
                 closed = self._close(ni, nf, n, strict)
                 if closed is not None:
-                    lm_total, words, hot = closed
-                    score = a + self.alpha * lm_total + self.beta * words + self._hot_weight * hot
+                    lm_total, words, unknown, hot = closed
+                    lm_part = self.alpha * (lm_total + self.unk_offset * unknown)
+                    score = a + lm_part + self.beta * words + self._hot_weight * hot
                     ranked.append((score, a, lm_total, n))
             if ranked:
                 break
@@ -220,14 +242,14 @@ class BeamSearchDecoder(Decoder):
         return out
 
     def _close(self, ni, nf, n, strict: bool = True):
-        """(LM score, words, hotword total) of prefix ``n`` once its last word and the
-        sentence end; None when ``strict`` and the lexicon lacks its last word."""
-        status, state, lm_total, words = close_word(n, ni, nf, self._params, self._lm_arrays,
-                                                    self._trie, strict)
+        """(LM score, words, unknown words, hotword total) of prefix ``n`` once its last
+        word and the sentence end; None when ``strict`` and the lexicon lacks its last word."""
+        status, state, lm_total, words, unknown = close_word(
+            n, ni, nf, self._params, self._lm_arrays, self._trie, strict)
         if status == NEEDS_LM:
             self._score_last_word(ni, nf, n)
-            status, state, lm_total, words = close_word(n, ni, nf, self._params,
-                                                        self._lm_arrays, self._trie, strict)
+            status, state, lm_total, words, unknown = close_word(
+                n, ni, nf, self._params, self._lm_arrays, self._trie, strict)
         if status == OUT_OF_LEXICON:
             return None
         if self.lm is not None:
@@ -236,7 +258,14 @@ class BeamSearchDecoder(Decoder):
         if self._params.space >= 0:  # the utterance ends as if a separator followed
             hot = hot_step(ni[n, HOT], hot, self._params.space, self._params,
                            self._hot_arrays)[1]
-        return lm_total, int(words), float(hot)
+        return lm_total, int(words), int(unknown), float(hot)
+
+
+def _floor(token_min_logp: float | None, lexicon) -> float:
+    """The label floor asked for, or the default: none with a lexicon."""
+    if token_min_logp is not None:
+        return token_min_logp
+    return -math.inf if lexicon is not None else TOKEN_MIN_LOGP
 
 
 _NO_LM = (np.full(16, -1, np.int64), np.full(16, -1, np.int32), np.zeros(1), np.zeros(1),

@@ -6,6 +6,14 @@ table maps (parent, label) to the child so a prefix has one node, whose word-lev
 state (LM state and score, position in the lexicon trie, hotword automaton state)
 is computed once when the node is made. An LM that lives outside the kernel (KenLM)
 is asked between frames for the words the kernel could not score.
+
+Two savings prune the search, both off when their limits are infinite: at each frame
+only labels at least ``min_logp`` likely are tried (the frame's most likely label
+always is), and prefixes scoring more than ``threshold`` below the best are dropped.
+Without a lexicon, a word the LM does not know costs ``unk_offset`` (an LM score,
+weighted by ``alpha``) once: from the
+letter at which its spelling leaves every LM word (so a misspelling is penalised
+while it is being spelled, not only when it ends), or when it ends as a non-word.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from ..text import BLANK
 
 NEG_INF = -math.inf
 # integer node columns
-PARENT, TOKEN, FRAME, WNODE, WLEN, LMSTATE, NWORDS, HOT, WSSTATE, WSVALID = range(10)
+# (NUNK: finished words the LM does not know)
+PARENT, TOKEN, FRAME, WNODE, WLEN, LMSTATE, NWORDS, HOT, WSSTATE, WSVALID, NUNK = range(11)
+INT_COLUMNS = 11
 # float node columns (SEPBONUS: bonus after a word separator, NaN until known)
 LMSCORE, HOTDONE, BONUS, WSSCORE, SEPBONUS = range(5)
 # search state ``st``: next frame, nodes in use, beam entries, nodes missing an LM score
@@ -54,6 +64,8 @@ class SearchParams(NamedTuple):
     threshold: float  # prefixes this far below the best are dropped
     unk_smear: float  # look-ahead score of a word that left the trie (<unk>)
     slack: float  # upper bound of the bonus one more letter can add (pruning)
+    min_logp: float  # labels less likely than this at a frame are not tried (-inf: all)
+    unk_offset: float  # LM score added once per word the LM does not know (0: none)
 
 
 class KernelTrie(NamedTuple):
@@ -113,27 +125,30 @@ def _trie_step(trie, node, label):
 @njit(cache=True, nogil=True)
 def close_word(n, ni, nf, p, lm, trie, strict):
     """Finish prefix ``n``'s partial word (the word separator follows, or the
-    utterance ends): (status, LM state, LM score, words). Status is OUT_OF_LEXICON
-    when ``strict`` and a lexicon lacks the word, NEEDS_LM when an external LM must
-    score it first (fill ``WSSCORE``/``WSSTATE``/``WSVALID`` of ``n``, ask again),
-    else CLOSED. Without a partial word nothing changes."""
+    utterance ends): (status, LM state, LM score, words, unknown words). Status is
+    OUT_OF_LEXICON when ``strict`` and a lexicon lacks the word, NEEDS_LM when an
+    external LM must score it first (fill ``WSSCORE``/``WSSTATE``/``WSVALID`` of ``n``,
+    ask again), else CLOSED. Without a partial word nothing changes."""
     wn, state, nw, lms = ni[n, WNODE], ni[n, LMSTATE], ni[n, NWORDS], nf[n, LMSCORE]
+    nunk = ni[n, NUNK]
     if ni[n, WLEN] == 0:
-        return CLOSED, state, lms, nw
+        return CLOSED, state, lms, nw, nunk
     known = wn >= 0 and trie.word[wn] >= 0
     if strict and p.trie_mode == TRIE_LEXICON and not known:
-        return OUT_OF_LEXICON, state, lms, nw
+        return OUT_OF_LEXICON, state, lms, nw, nunk
     if p.lm_mode != LM_NONE:
         if ni[n, WSVALID] == 0:  # the word's score is cached on the node
             if p.lm_mode == LM_EXTERNAL:
-                return NEEDS_LM, state, lms, nw
+                return NEEDS_LM, state, lms, nw, nunk
             score, after = lm_score(lm, state, trie.word[wn] if known else p.unk)
             nf[n, WSSCORE] = score
             ni[n, WSSTATE] = after
             ni[n, WSVALID] = 1
         lms += nf[n, WSSCORE]
         state = ni[n, WSSTATE]
-    return CLOSED, state, lms, nw + 1
+        if p.trie_mode == TRIE_LM_WORDS and not known:
+            nunk += 1
+    return CLOSED, state, lms, nw + 1, nunk
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -148,31 +163,40 @@ def hot_step(hs, hd, c, p, hot):
 @njit(cache=True, nogil=True)
 def _extend(n, c, ni, nf, p, lm, trie, hot):
     """Word-level state of prefix ``n`` + label ``c``: (bonus, word node, word length,
-    LM state, LM score, words, hotword state, hotword total). Bonus is -inf when the
-    lexicon forbids the extension and NaN when an external LM must score a word first."""
+    LM state, LM score, words, unknown words, hotword state, hotword total). Bonus is
+    -inf when the lexicon forbids the extension and NaN when an external LM must
+    score a word first."""
     wn, wlen, state, nw = ni[n, WNODE], ni[n, WLEN], ni[n, LMSTATE], ni[n, NWORDS]
-    lms = nf[n, LMSCORE]
+    lms, nunk = nf[n, LMSCORE], ni[n, NUNK]
     if c == p.space:
         if wlen > 0:
-            status, state, lms, nw = close_word(n, ni, nf, p, lm, trie, True)
+            status, state, lms, nw, nunk = close_word(n, ni, nf, p, lm, trie, True)
             if status == OUT_OF_LEXICON:
-                return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
+                return NEG_INF, wn, wlen, state, lms, nw, nunk, 0, 0.0
             if status == NEEDS_LM:
-                return math.nan, wn, wlen, state, lms, nw, 0, 0.0
+                return math.nan, wn, wlen, state, lms, nw, nunk, 0, 0.0
             wlen = 0
             wn = 0 if p.trie_mode != TRIE_NONE else -1
     else:
         if p.trie_mode != TRIE_NONE and wn >= 0:
             wn = _trie_step(trie, wn, c)
         if p.trie_mode == TRIE_LEXICON and wn < 0:
-            return NEG_INF, wn, wlen, state, lms, nw, 0, 0.0
+            return NEG_INF, wn, wlen, state, lms, nw, nunk, 0, 0.0
         wlen += 1
     hs, hd = hot_step(ni[n, HOT], nf[n, HOTDONE], c, p, hot)
-    smear = 0.0
+    smear, spelling = 0.0, 0
     if p.lm_mode != LM_NONE and wlen > 0:
         smear = trie.smear[wn] if wn >= 0 else p.unk_smear
-    bonus = p.alpha * (lms + smear) + p.beta * nw + p.hot_weight * (hd + hot.credit[hs])
-    return bonus, wn, wlen, state, lms, nw, hs, hd
+        spelling = _spelling_unknown(wn, p)
+    bonus = (p.alpha * (lms + smear + p.unk_offset * (nunk + spelling)) + p.beta * nw
+             + p.hot_weight * (hd + hot.credit[hs]))
+    return bonus, wn, wlen, state, lms, nw, nunk, hs, hd
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spelling_unknown(wn, p):
+    """1 if a partial word at LM-word trie node ``wn`` already begins no LM word."""
+    return 1 if p.trie_mode == TRIE_LM_WORDS and p.lm_mode == LM_ARRAYS and wn < 0 else 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -185,11 +209,12 @@ def _letter_bonus(n, c, ni, nf, p, trie, hot):
     if p.trie_mode == TRIE_LEXICON and wn < 0:
         return NEG_INF
     hs, hd = hot_step(ni[n, HOT], nf[n, HOTDONE], c, p, hot)
-    smear = 0.0
+    smear, spelling = 0.0, 0
     if p.lm_mode != LM_NONE:
         smear = trie.smear[wn] if wn >= 0 else p.unk_smear
-    return (p.alpha * (nf[n, LMSCORE] + smear) + p.beta * ni[n, NWORDS]
-            + p.hot_weight * (hd + hot.credit[hs]))
+        spelling = _spelling_unknown(wn, p)
+    lms = nf[n, LMSCORE] + smear + p.unk_offset * (ni[n, NUNK] + spelling)
+    return p.alpha * lms + p.beta * ni[n, NWORDS] + p.hot_weight * (hd + hot.credit[hs])
 
 
 @njit(cache=True, nogil=True)
@@ -201,9 +226,11 @@ def _child_node(parent, c, t, ni, nf, hk, hv, st, p, lm, trie, hot):
         m = st[ST_NODES]
         st[ST_NODES] += 1
         hash_insert(hk, hv, key, m)
-        bonus, wn, wlen, state, lms, nw, hs, hd = _extend(parent, c, ni, nf, p, lm, trie, hot)
+        bonus, wn, wlen, state, lms, nw, nunk, hs, hd = _extend(parent, c, ni, nf, p, lm,
+                                                                trie, hot)
         ni[m, PARENT], ni[m, TOKEN], ni[m, WNODE], ni[m, WLEN] = parent, c, wn, wlen
         ni[m, LMSTATE], ni[m, NWORDS], ni[m, HOT], ni[m, WSVALID] = state, nw, hs, 0
+        ni[m, NUNK] = nunk
         nf[m, LMSCORE], nf[m, HOTDONE], nf[m, BONUS], nf[m, SEPBONUS] = lms, hd, bonus, math.nan
     ni[m, FRAME] = t  # (re)entering the beam now
     return m
@@ -226,8 +253,31 @@ def _lexicon_labels(wn, trie, space, tok_ok, tried, out):
 
 
 @njit(cache=True, nogil=True)
-def _tokens(row, k, out):
-    """Labels to try at this frame: all non-blank ones, or the ``k`` most likely."""
+def _tokens(row, k, floor, out):
+    """Labels to try at this frame, most likely first: all non-blank ones, or the
+    ``k`` most likely; of those, the ones at least ``floor`` likely and the frame's
+    most likely label."""
+    n = _top_tokens(row, k, out)
+    top = 0
+    for c in range(1, row.shape[0]):
+        if row[c] > row[top]:
+            top = c
+    kept = 0
+    for q in range(n):
+        c = out[q]
+        if row[c] >= floor or c == top:
+            i = kept  # insertion sort: a few dozen labels at most
+            while i > 0 and row[out[i - 1]] < row[c]:
+                out[i] = out[i - 1]
+                i -= 1
+            out[i] = c
+            kept += 1
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _top_tokens(row, k, out):
+    """All non-blank labels, or the ``k`` most likely."""
     V = row.shape[0]
     if k >= V - 1:
         for c in range(1, V):
@@ -337,11 +387,12 @@ def beam_search(lp, p, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss)
     t = st[ST_FRAME]
     while t < T:
         row = lp[t]
-        ntok = _tokens(row, p.tokens, toks)
+        ntok = _tokens(row, p.tokens, p.min_logp, toks)
         for q in range(ntok):
             tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
         nb = st[ST_BEAM]
         best = _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap)
+        _merges(row, t, ni, bnode, bpb, bnb, nb, pos, tok_ok, new_pb, new_nb)
         nc, nmiss, best = _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb,
                                       bnb, nb, toks, ntok, labs, tok_ok, merge, new_pb,
                                       new_nb, heap, cands, miss)
@@ -388,16 +439,37 @@ def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _merges(row, t, ni, bnode, bpb, bnb, nb, pos, tok_ok, new_pb, new_nb):
+    """Extensions of a prefix into another beam entry (its child by a label tried
+    at this frame) add to that entry's probability of ending in the label."""
+    for j in range(nb):
+        n = bnode[j]
+        parent = ni[n, PARENT]
+        if parent < 0 or pos[parent] < 0 or tok_ok[ni[n, TOKEN]] != t + 1:
+            continue
+        i, c = pos[parent], ni[n, TOKEN]
+        a = row[c] + (bpb[i] if c == ni[parent, TOKEN] else _lae(bpb[i], bnb[i]))
+        if a == NEG_INF:
+            continue
+        if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
+            ni[n, FRAME] = t  # time it here, not at an early stray spike
+        new_nb[j] = _lae(new_nb[j], a)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, toks, ntok,
                 labs, tok_ok, merge, new_pb, new_nb, heap, cands, miss):
-    """Extend each prefix by each label tried: into another beam entry (merge), or as
-    a candidate if it beats the rising cutoff (the heap's minimum, or the threshold
-    below the best). Returns (candidates, misses, best)."""
+    """Extend each prefix by each label tried that does not lead to another beam
+    entry (:func:`_merges` did those), as a candidate if it beats the rising cutoff
+    (the heap's minimum, or the threshold below the best). Labels come most likely
+    first, so a prefix stops at the first letter that cannot reach the cutoff.
+    Returns (candidates, misses, best)."""
     V = row.shape[0]
     thr, slack, space, lexicon = p.threshold, p.slack, p.space, p.trie_mode == TRIE_LEXICON
     c_slot, c_tok, c_nb, c_sc = cands
     cutoff = max(best - thr, heap[0])
     nc, nmiss = 0, 0
+    space_ok = space >= 0 and tok_ok[space] == t + 1
     for i in range(nb):
         n = bnode[i]
         tot = _lae(bpb[i], bnb[i])
@@ -405,20 +477,27 @@ def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, tok
         nlab = ntok
         if lexicon:  # only the lexicon's next letters (and the separator)
             nlab = _lexicon_labels(ni[n, WNODE], trie, space, tok_ok, t + 1, labs)
-        for q in range(nlab):
-            c = labs[q] if lexicon else toks[q]
+        q = -1
+        while True:
+            q += 1
+            if q < nlab:
+                c = labs[q] if lexicon else toks[q]
+                if c == space and not lexicon:
+                    continue
+            elif q == nlab and space_ok and not lexicon:  # the separator, whatever its rank
+                c = space
+            else:
+                break
+            if merge[i * V + c] >= 0:
+                continue
             a = row[c] + (bpb[i] if c == last else tot)
             if a == NEG_INF:
                 continue
-            j = merge[i * V + c]
-            if j >= 0:
-                if a > _lae(new_pb[j], new_nb[j]):  # the label is mostly emitted now:
-                    ni[bnode[j], FRAME] = t  # time it here, not at an early stray spike
-                new_nb[j] = _lae(new_nb[j], a)
-                continue
             if c != space:
-                if a + nf[n, BONUS] + slack < cutoff:
-                    continue  # even the largest possible word-level gain would not do
+                if row[c] + tot + nf[n, BONUS] + slack < cutoff:
+                    if not lexicon:  # later letters are less likely still
+                        q = nlab - 1
+                    continue
                 bonus = _letter_bonus(n, c, ni, nf, p, trie, hot)
             else:  # the same every frame: computed once per prefix
                 bonus = nf[n, SEPBONUS]

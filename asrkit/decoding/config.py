@@ -19,7 +19,12 @@ from ..errors import ConfigError, DecodingOptionError
 from ..io import atomic_write_json
 
 CONFIG_KEYS = {"decoder", "beam_size", "lm", "alpha", "beta", "lexicon", "hotwords",
-               "hotword_weight", "nbest", "beam_size_token", "beam_threshold"}
+               "hotword_weight", "nbest", "beam_size_token", "beam_threshold",
+               "token_min_logp", "unk_offset"}
+# pruning and unknown-word defaults of the beam search (see BeamSearchDecoder)
+BEAM_THRESHOLD = 10.0  # prefixes scoring this far below the best are dropped
+TOKEN_MIN_LOGP = -5.0  # labels less likely than this at a frame are not tried (no lexicon)
+UNK_OFFSET = -10.0  # LM score (natural log) of a word the LM does not know, on top of <unk>'s
 
 
 def save_decoding_config(path: str | Path, options: dict, tuning: dict | None = None) -> None:
@@ -75,18 +80,22 @@ def _check_config_values(raw: dict, path: Path) -> None:
     if raw.get("decoder", "beam") != "beam":
         return  # make_decoder refuses beam options given to greedy
     values = {"beam_size": 50, "nbest": 1, "alpha": 0.5, "beta": 1.0, "hotword_weight": 3.0,
-              "beam_threshold": 50.0, "beam_size_token": None}
+              "beam_threshold": BEAM_THRESHOLD, "beam_size_token": None,
+              "token_min_logp": None, "unk_offset": UNK_OFFSET}
     values.update({k: v for k, v in raw.items() if k in values})
     try:
         check_options(values["beam_size"], values["nbest"], values["alpha"], values["beta"],
                       values["hotword_weight"], values["beam_threshold"],
-                      values["beam_size_token"])
+                      values["beam_size_token"], values["token_min_logp"],
+                      values["unk_offset"])
     except DecodingOptionError as e:
         raise DecodingOptionError(f"{path}: {e}") from None
 
 
-def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token):
-    """Refuse invalid beam-search options: a usage error (exit 2), like any bad config."""
+def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam_size_token,
+                  token_min_logp=None, unk_offset=UNK_OFFSET):
+    """Refuse invalid beam-search options: a usage error (exit 2), like any bad config.
+    ``threshold`` may be ``inf`` and ``token_min_logp`` ``-inf`` (no pruning)."""
     def whole(v) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -100,13 +109,17 @@ def check_options(beam_size, nbest, alpha, beta, hotword_weight, threshold, beam
     if not whole(nbest) or not 1 <= nbest <= beam_size:
         raise bad(f"nbest must be between 1 and beam_size ({beam_size}), got {nbest!r}")
     for name, v in (("alpha", alpha), ("beta", beta), ("hotword_weight", hotword_weight),
-                    ("beam_threshold", threshold)):
+                    ("unk_offset", unk_offset)):
         if not number(v):
             raise bad(f"{name} must be a finite number, got {v!r}")
     if alpha < 0 or hotword_weight < 0:
         raise bad("alpha and hotword_weight must not be negative")
-    if not threshold > 0:
-        raise bad(f"beam_threshold must be positive, got {threshold!r}")
+    if not (number(threshold) or threshold == math.inf) or not threshold > 0:
+        raise bad(f"beam_threshold must be positive (inf: no pruning), got {threshold!r}")
+    if token_min_logp is not None and (
+            not (number(token_min_logp) or token_min_logp == -math.inf) or token_min_logp > 0):
+        raise bad(f"token_min_logp must be a log-probability (at most 0; -inf: every label "
+                  f"tried), got {token_min_logp!r}")
     if beam_size_token is not None and (not whole(beam_size_token) or beam_size_token < 1):
         raise bad(f"beam_size_token must be a positive integer, got {beam_size_token!r}")
 

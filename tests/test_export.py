@@ -26,6 +26,10 @@ CONFIGS = {
     "fbank-stack1": (ModelConfig(layers=1, hidden=8, subsample=1), FeatureConfig(n_mels=24)),
     "fbank-conv2-mean": (ModelConfig(layers=1, hidden=8, subsample=2, conv_channels=4,
                                      utterance_mean=True), FeatureConfig(n_mels=30)),
+    "forward-lookahead-norm": (ModelConfig(layers=2, hidden=8, bidirectional=False, lookahead=3,
+                                           layer_norm=True), FeatureConfig(n_mels=24)),
+    "gru-norm": (ModelConfig(layers=2, hidden=8, cell="gru", layer_norm=True),
+                 FeatureConfig(n_mels=24)),
 }
 
 
@@ -91,9 +95,10 @@ def test_exported_model_gives_the_same_log_probs(exported, name, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_batched_export_equals_one_by_one(exported, fmt):
+@pytest.mark.parametrize("name", ["fbank-stack2", "forward-lookahead-norm"])
+def test_batched_export_equals_one_by_one(exported, name, fmt):
     require_runtime(fmt)
-    _, path = exported("fbank-stack2", fmt)
+    _, path = exported(name, fmt)
     waves, lengths = batch((12_000, 5_500))
     together, out_lengths = run_exported(path, fmt, waves, lengths)
     for i in range(2):

@@ -151,7 +151,11 @@ def test_the_file_is_plain_data(tmp_path):
     assert record["format_version"] == FORMAT_VERSION
     assert record["model_config"] == {"layers": 2, "hidden": 16, "dropout": 0.1,
                                       "subsample": 2, "conv_channels": 0,
-                                      "utterance_mean": False}
+                                      "utterance_mean": False, "cell": "lstm",
+                                      "bidirectional": True, "lookahead": 0,
+                                      "layer_norm": False, "forget_bias": 0.0,
+                                      "recurrent_init": "default",
+                                      "dropout_kind": "standard"}
     assert record["vocabulary"] == VOCAB.to_dict()
 
 

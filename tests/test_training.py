@@ -48,10 +48,13 @@ def test_tiny_model_learns_the_tone_language(corpus, tmp_path, front, epochs):
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == result.epochs_run
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_resume_equals_uninterrupted_run(corpus, tmp_path, ema):
+# The last case: a first epoch in SortaGrad order, and locked dropout drawing its masks.
+@pytest.mark.parametrize("ema,options", [
+    (0.0, []), (0.9, []),
+    (0.0, ["train.sortagrad=true", "model.dropout=0.2", "model.dropout_kind=locked"])])
+def test_resume_equals_uninterrupted_run(corpus, tmp_path, ema, options):
     train_utts, valid_utts = corpus
-    base = TINY + ["train.epochs=2", "train.checkpoint_every=100", f"train.ema={ema}"]
+    base = TINY + ["train.epochs=2", "train.checkpoint_every=100", f"train.ema={ema}", *options]
     # 30 steps straight through an epoch boundary (17 batches an epoch) ...
     train(train_utts, valid_utts, tmp_path / "a", load_config(None, base + ["train.max_steps=30"]))
     # ... equal 11 steps, a stop, then a resumed run to step 30.
@@ -168,6 +171,27 @@ def test_corpus_weights_hold_in_expectation():
     assert per_utt[30:80].mean() == pytest.approx(1.0, abs=0.01)
     assert per_utt[80:].mean() == pytest.approx(0.25, abs=0.02)  # 16,000 Bernoulli draws
     assert epoch_draws(weights, 3, 5) == epoch_draws(weights, 3, 5)
+
+
+@pytest.mark.parametrize("weights", [[1.0] * 120, [2.0] * 60 + [0.5] * 60])
+def test_sortagrad_orders_the_first_epoch_shortest_first(weights):
+    from asrkit.asr.dataset import epoch_batches
+    gen = torch.Generator().manual_seed(0)
+    durations = (1 + 9 * torch.rand(len(weights), generator=gen)).tolist()
+
+    def lengths(batches):
+        return [durations[i] for b in batches for i in b]
+
+    sorted_first = epoch_batches(durations, weights, 30.0, 0, seed=4, sortagrad=True)
+    shuffled_first = epoch_batches(durations, weights, 30.0, 0, seed=4)
+    assert lengths(sorted_first) == sorted(lengths(sorted_first))
+    assert lengths(shuffled_first) != sorted(lengths(shuffled_first))
+    assert sorted(i for b in sorted_first for i in b) == \
+        sorted(i for b in shuffled_first for i in b)  # the same draws, reordered
+    assert all(max(durations[i] for i in b) * len(b) <= 30.0 for b in sorted_first)
+    for epoch in (1, 2):  # later epochs are as without it
+        assert epoch_batches(durations, weights, 30.0, epoch, seed=4, sortagrad=True) == \
+            epoch_batches(durations, weights, 30.0, epoch, seed=4)
 
 
 def test_two_corpora_validated_apart(corpus, tmp_path):

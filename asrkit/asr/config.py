@@ -51,6 +51,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps (0 = no limit); for quick runs
     freeze_epochs: int = 0  # with --init: train only the output layer for this many epochs
     threads: int = 0  # torch threads (0 = all cores)
+    sortagrad: bool = False  # first epoch: batches in order of length, shortest first
+    # (DeepSpeech 2's SortaGrad: short utterances give tamer gradients early on)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,23 @@ def bucket_batches(durations: Sequence[float], batch_seconds: float, epoch: int,
     return batches
 
 
+def epoch_batches(durations: Sequence[float], weights: Sequence[float], batch_seconds: float,
+                  epoch: int, seed: int, sortagrad: bool = False) -> list[list[int]]:
+    """One training epoch's batches of example indices (``durations`` in seconds); with
+    corpus ``weights``, each example appears as often as :func:`epoch_draws` says.
+
+    ``sortagrad`` (DeepSpeech 2's SortaGrad) gives the first epoch (``epoch == 0``) in
+    order of length, shortest first, unshuffled; later epochs are as without it. The
+    order depends only on ``(seed, epoch)``, so a resumed run takes the same batches.
+    """
+    shuffle = not (sortagrad and epoch == 0)
+    if all(w == 1.0 for w in weights):
+        return bucket_batches(durations, batch_seconds, epoch, seed, shuffle)
+    order = epoch_draws(weights, seed, epoch)
+    batches = bucket_batches([durations[i] for i in order], batch_seconds, epoch, seed, shuffle)
+    return [[order[j] for j in b] for b in batches]
+
+
 def shard_batches(batches: Sequence[list[int]], start: int, world_size: int = 1,
                   rank: int = 0, accumulate: int = 1) -> list[list[list[int]]]:
     """The batches process ``rank`` of ``world_size`` trains on, one entry (a list of

@@ -1,8 +1,9 @@
 """Deployable copies of an acoustic model: TorchScript or ONNX, waveform → log-probs.
 
 The exported graph holds the whole recogniser — log-mel front end, normalisation,
-frame stacking or convolutions, BiLSTM-CTC — so a runtime without asrkit needs only
-the audio::
+frame stacking or convolutions, the recurrent stack (LSTM or GRU, bidirectional or
+forward-only with its row convolution) and the CTC output layer — so a runtime without
+asrkit needs only the audio::
 
     inputs   waves (batch, samples) float32 at the model's sample rate, zero-padded
              lengths (batch,) int64, samples of each waveform
@@ -20,7 +21,8 @@ trace would freeze at the example's values, and its STFT returns complex numbers
 the ONNX exporter cannot write. :class:`ExportGraph` computes the same numbers with
 shape-free real-valued operations (the STFT as a strided convolution with DFT kernels,
 frame stacking as a strided convolution with selection kernels), reusing the model's
-own weights and mel filters.
+own weights and mel filters. The recurrent stack and row convolution are the model's
+own modules, written to take their shapes from the data.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ from torch import nn
 from .. import __version__
 from ..audio import MIN_PEAK, PEAK_TARGET
 from ..errors import ConfigError
-from ..features import LOG_FLOOR, frame_mask, frame_positions
+from ..features import LOG_FLOOR, frame_mask
 from ..io import atomic_open, atomic_write_json
 from .model import AsrModel, subtract_utterance_mean
 
 ExportFormat = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 SIDECAR_FORMAT = "asrkit-exported-model"
-ONNX_OPSET = 18  # recent enough for every runtime in use; the graph needs only Conv and LSTM
+ONNX_OPSET = 18  # recent enough for every runtime in use; the graph needs Conv, LSTM or GRU
+# and LayerNormalization
 ONNX_DYNAMIC_AXES = {"waves": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
                      "log_probs": {0: "batch", 1: "frames"}, "out_lengths": {0: "batch"}}
 EXAMPLE_SAMPLES = (16_000, 11_200)  # lengths of the tracing example (any would do)
@@ -74,8 +77,8 @@ class ExportGraph(nn.Module):
         self.normalizer = model.normalizer
         self.utterance_mean = model.config.utterance_mean
         self.conv = model.conv
-        self.forward_layers = model.lstm.forward_layers
-        self.backward_layers = model.lstm.backward_layers
+        self.recurrent = model.lstm
+        self.row_conv = model.row_conv
         self.output = model.output
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor):
@@ -96,10 +99,9 @@ class ExportGraph(nn.Module):
             x = subtract_utterance_mean(x, valid)
         x = self.conv(x, valid) if self.conv is not None else self._stack(x, valid)
         frames = torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
-        for fwd, bwd in zip(self.forward_layers, self.backward_layers):
-            ahead, _ = fwd(x)
-            behind, _ = bwd(_reverse(x, frames))
-            x = torch.cat([ahead, _reverse(behind, frames)], dim=-1)
+        x = self.recurrent(x, frames)
+        if self.row_conv is not None:
+            x = self.row_conv(x, frame_mask(x, frames))
         return self.output(x).log_softmax(dim=-1), frames
 
     def _stack(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -135,15 +137,6 @@ def stack_kernels(dim: int, factor: int) -> torch.Tensor:
     for k in range(factor):
         kernels[k * dim:(k + 1) * dim, :, k] = torch.eye(dim)
     return kernels
-
-
-def _reverse(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """:func:`asrkit.asr.model.reverse_padded`: reverse each ``(batch, frames, dim)`` row
-    within its length; padding stays at the end."""
-    t = frame_positions(x)
-    n = lengths[:, None]
-    idx = torch.where(t < n, n - 1 - t, t)
-    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
 
 
 def example_inputs(sample_rate: int = 16_000) -> tuple[torch.Tensor, torch.Tensor]:

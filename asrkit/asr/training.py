@@ -43,7 +43,7 @@ from ..augment import ChannelAugmenter
 from .checkpoint import load_model, load_record, model_from_record, model_record, save_record
 from .finetune import freeze_lower, init_config, init_from
 from .config import ExperimentConfig, config_from_dict
-from .dataset import (Corpus, Example, Skipped, bucket_batches, epoch_draws, load_batch,
+from .dataset import (Corpus, Example, Skipped, epoch_batches, load_batch,
                       prepare_examples, shard_batches)
 from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
                           detect_cluster, grad_scaler, process_group, select_device)
@@ -388,14 +388,8 @@ class _Loop:
             self._end_epoch(time.monotonic() - t0)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The epoch's batches of example indices; with corpus weights, each example
-        appears as often as :func:`epoch_draws` says."""
-        if all(w == 1.0 for w in self.weights):
-            return bucket_batches(self.durations, self.cfg.batch_seconds, epoch, self.cfg.seed)
-        order = epoch_draws(self.weights, self.cfg.seed, epoch)
-        batches = bucket_batches([self.durations[i] for i in order], self.cfg.batch_seconds,
-                                 epoch, self.cfg.seed)
-        return [[order[j] for j in b] for b in batches]
+        return epoch_batches(self.durations, self.weights, self.cfg.batch_seconds, epoch,
+                             self.cfg.seed, self.cfg.sortagrad)
 
     def _step(self, step_batches: list[list[int]], first: int, n_steps: int) -> float:
         """One optimiser step over this process's ``step_batches`` (epoch positions

@@ -91,7 +91,8 @@ def gain_normalize(model: AsrModel, waves: torch.Tensor, lengths: torch.Tensor,
 
 @torch.no_grad()
 def hidden_states(model: AsrModel, waves: torch.Tensor, lengths: torch.Tensor | None = None):
-    """``waves (batch, samples)`` → top BiLSTM states ``(batch, frames, 2 * hidden)``
+    """``waves (batch, samples)`` → top recurrent states ``(batch, frames,
+    model.lstm.output_dim)`` (``2 * hidden`` for a bidirectional model)
     at ``1 / model.frame_seconds`` frames per second, and ``lengths (batch,)``."""
     if lengths is None:
         lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)

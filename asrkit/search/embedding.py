@@ -76,7 +76,7 @@ def asr_frontend_config(asr_model: str | os.PathLike, segment_mean: bool = False
     from .asr_frontend import reference_model
     model, ref = reference_model(asr_model)
     return FrontendConfig(kind="asr", segment_mean=segment_mean, asr_model=ref.name,
-                          asr_fingerprint=ref.fingerprint, asr_dim=2 * model.config.hidden,
+                          asr_fingerprint=ref.fingerprint, asr_dim=model.lstm.output_dim,
                           asr_frames_per_second=1.0 / model.frame_seconds)
 
 
@@ -148,7 +148,7 @@ class FeatureFrontend(nn.Module):
 
 
 class AsrFrontend(nn.Module):
-    """Waveforms ``(batch, samples)`` → acoustic-model states ``(batch, frames, 2 * hidden)``
+    """Waveforms ``(batch, samples)`` → acoustic-model states ``(batch, frames, asr_dim)``
     + lengths. The acoustic model is not part of the embedder's weights (it is named
     and fingerprinted in the config), so it never trains and never bloats the file."""
 
@@ -159,9 +159,9 @@ class AsrFrontend(nn.Module):
             raise ConfigError("an asr frontend needs asr_model and asr_fingerprint; build "
                               "its config with asr_frontend_config()")
         model = load_referenced(AcousticModelRef(config.asr_model, config.asr_fingerprint))
-        if 2 * model.config.hidden != config.asr_dim:
+        if model.lstm.output_dim != config.asr_dim:
             raise ConfigError(f"asr_dim {config.asr_dim} does not match the acoustic "
-                              f"model's {2 * model.config.hidden} states")
+                              f"model's {model.lstm.output_dim} states")
         self.config = config
         self._model = [model]  # in a list: nn.Module would register it as a submodule
 

@@ -1,4 +1,4 @@
-"""`asrkit train`: train a BiLSTM-CTC recogniser on JSON Lines manifests.
+"""`asrkit train`: train a recurrent CTC recogniser (BiLSTM by default) on JSON Lines manifests.
 
 Runs unchanged under torchrun (``torchrun --nproc-per-node N --no-python asrkit train
 ...``): every process trains, rank 0 alone prints and writes files.

@@ -287,7 +287,7 @@ def _fit_normalizer(model: AsrModel, examples: Sequence[Example], config) -> Non
 
 
 class _Network(nn.Module):
-    """The trainable part of an :class:`AsrModel` (normaliser → BiLSTM → output) as one
+    """The trainable part of an :class:`AsrModel` (normaliser → recurrent stack → output) as one
     ``forward``, the call DistributedDataParallel hooks into."""
 
     def __init__(self, model: AsrModel):

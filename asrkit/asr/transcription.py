@@ -186,7 +186,7 @@ def _long_log_probs(model: AsrModel, utt: Utterance,
     """Chunked inference for a long recording, memory bounded by the chunk size.
 
     Each chunk of :data:`CHUNK_SECONDS` is run with :data:`CONTEXT_SECONDS` of audio
-    on both sides so the BiLSTM sees context; only the centre frames are kept.
+    on both sides so the recurrent stack sees context; only the centre frames are kept.
     """
     total = _duration(utt)
     step_frames = round(CHUNK_SECONDS / model.frame_seconds)

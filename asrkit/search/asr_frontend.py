@@ -1,7 +1,7 @@
 """A trained asrkit acoustic model as a front end for audio search.
 
 Search can lean on a recogniser in two places: its CTC alignment gives candidate word
-segments (:mod:`asrkit.search.segments`, ``kind="words"``), and its top BiLSTM states are
+segments (:mod:`asrkit.search.segments`, ``kind="words"``), and its top recurrent states are
 frames for the embedder that carry far less of the speaker than log-mel does
 (:mod:`asrkit.search.embedding`, ``kind="asr"``).
 

@@ -7,7 +7,7 @@ alone, so the vector has to summarise what was said. Training (denoising, speed
 perturbation, an optional contrastive term) lives in :mod:`asrkit.search.embedder_training`.
 
 Frames come from a *frontend* (:func:`make_frontend`): log-mel / MFCC features
-(:mod:`asrkit.features`), or the top BiLSTM states of a trained asrkit acoustic model
+(:mod:`asrkit.features`), or the top recurrent-layer states of a trained asrkit acoustic model
 (``kind="asr"``, :mod:`asrkit.search.asr_frontend`), which were trained to tell symbols
 apart whoever speaks and so carry less of the speaker. An ``asr`` embedder file names
 its acoustic model and that model's fingerprint; loading it refuses any other model.

@@ -106,7 +106,7 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 @contextlib.contextmanager
 def process_group(cluster: Cluster, device: torch.device) -> Iterator[None]:
     """Join the other processes for the duration (NCCL between GPUs, gloo between
-    CPUs); leave again only if this call joined."""
+    CPUs); leave again, all together, only if this call joined."""
     if not cluster.distributed or dist.is_initialized():
         yield
         return
@@ -115,8 +115,14 @@ def process_group(cluster: Cluster, device: torch.device) -> Iterator[None]:
                             device_id=device if device.type == "cuda" else None)
     try:
         yield
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Leave together: a process that tears its group down while another still talks to
+    # it (rank 0 writes the last files) can abort in gloo's threads ("terminate called
+    # without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def data_parallel(module: nn.Module, cluster: Cluster, device: torch.device) -> nn.Module:

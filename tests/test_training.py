@@ -158,6 +158,22 @@ def test_init_refuses_a_different_architecture(corpus, tmp_path):
               load_config(None, TINY + ["model.hidden=32"]), init=tmp_path / "src")
 
 
+def test_init_takes_the_source_architecture_but_the_dropout_given():
+    from asrkit.asr.finetune import init_config
+    from asrkit.asr.model import AsrModel, ModelConfig
+    from asrkit.features import FeatureConfig
+    from asrkit.text import Vocabulary
+    source = AsrModel(Vocabulary.from_texts(["AB"]), ModelConfig(layers=1, hidden=16),
+                      FeatureConfig(n_mels=20))
+    given = load_config(None, ["model.dropout=0.3", "model.dropout_kind=locked"])
+    model = init_config(source, given).model
+    assert (model.layers, model.hidden) == (1, 16)  # no weight changes shape
+    assert (model.dropout, model.dropout_kind) == (0.3, "locked")
+    assert init_config(source, load_config(None, [])).model == source.config
+    with pytest.raises(ConfigError, match="model.cell"):
+        init_config(source, load_config(None, ["model.cell=gru"]))
+
+
 def test_corpus_weights_hold_in_expectation():
     from asrkit.asr.dataset import epoch_draws
     weights = [2.0] * 30 + [1.0] * 50 + [0.25] * 40

@@ -24,10 +24,11 @@ OUTPUT_PREFIX = "output."  # the one layer that depends on the vocabulary
 def init_config(source: AsrModel, config: ExperimentConfig) -> ExperimentConfig:
     """``config`` with the source model's architecture and features. Settings that
     would change a weight's shape cannot apply to a model that already has weights, so
-    any given explicitly (not left at the default) must match the source; dropout, which
-    changes no weight, may differ."""
+    any given explicitly (not left at the default) must match the source; dropout and its
+    kind, which change no weight, may differ."""
     given, default = config.model, ModelConfig()
-    shaped = {f.name: getattr(given, f.name) for f in fields(default) if f.name != "dropout"}
+    free = ("dropout", "dropout_kind")
+    shaped = {f.name: getattr(given, f.name) for f in fields(default) if f.name not in free}
     clash = [f"model.{f}" for f, v in shaped.items()
              if v != getattr(default, f) and v != getattr(source.config, f)]
     if config.features != type(config.features)() and config.features != source.feature_config:
@@ -35,8 +36,8 @@ def init_config(source: AsrModel, config: ExperimentConfig) -> ExperimentConfig:
     if clash:
         raise ConfigError(f"--init takes the architecture of the model it starts from; "
                           f"{', '.join(clash)} differ from it: drop those settings")
-    model = replace(source.config, dropout=given.dropout) \
-        if given.dropout != default.dropout else source.config
+    model = replace(source.config, **{name: getattr(given, name) for name in free
+                                      if getattr(given, name) != getattr(default, name)})
     return replace(config, model=model, features=source.feature_config)
 
 

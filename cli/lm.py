@@ -66,12 +66,14 @@ def tune(
     beam_size: Annotated[int, typer.Option("--beam-size", callback=POSITIVE_INT, help="Beam width.")] = 50,
     alphas: Annotated[Optional[str], typer.Option("--alphas", help="LM weights to try, comma-separated.")] = None,
     betas: Annotated[Optional[str], typer.Option("--betas", help="Word bonuses to try, comma-separated.")] = None,
-    method: Annotated[str, typer.Option("--method", help="grid (every pair) or coordinate (line searches).")] = "grid",
+    unk_offsets: Annotated[Optional[str], typer.Option("--unk-offsets", help="Unknown-word offsets to try, comma-separated (natural-log LM score charged once per word the LM does not know); default: keep the decoder's.")] = None,
+    method: Annotated[str, typer.Option("--method", help="grid (every combination) or coordinate (line searches).")] = "grid",
     lexicon: Annotated[Optional[Path], typer.Option("--lexicon", help="Word list restricting the output.")] = None,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
-    """Tune LM weight (alpha) and word bonus (beta) for the lowest dev-set WER.
+    """Tune LM weight (alpha) and word bonus (beta), and with --unk-offsets the
+    unknown-word offset, for the lowest dev-set WER.
 
     Writes a decoding config for `transcribe`/`evaluate --decoding-config`.
     """
@@ -79,6 +81,7 @@ def tune(
     from asrkit.lm.tuning import DEFAULT_ALPHAS, DEFAULT_BETAS
     grid_a = _floats(alphas, DEFAULT_ALPHAS, "--alphas")
     grid_b = _floats(betas, DEFAULT_BETAS, "--betas")
+    grid_u = _floats(unk_offsets, None, "--unk-offsets")
     if method not in ("grid", "coordinate"):
         raise typer.BadParameter("choose grid or coordinate", param_hint="--method")
     with user_errors():
@@ -87,13 +90,15 @@ def tune(
                           postfix=lambda p: {} if p.wer is None else {"wer": f"{p.wer:.4f}"}
                           ) as bars:
             report = tune_decoding(model, dev_manifest, lm, out, beam_size, grid_a, grid_b,
-                                   method, lexicon, batch_seconds, progress=bars.update)
+                                   method, lexicon, batch_seconds, progress=bars.update,
+                                   unk_offsets=grid_u)
         result = report.result
         if as_json:
             typer.echo(json.dumps({**report.summary(), "config": report.config,
                                    "skipped": [list(s) for s in report.skipped]}, indent=2))
         else:
-            typer.echo(f"alpha {result.alpha:g}  beta {result.beta:g}  dev WER "
+            typer.echo(f"alpha {result.alpha:g}  beta {result.beta:g}  unknown-word offset "
+                       f"{result.unk_offset:g}  dev WER "
                        f"{100 * result.wer:.2f}% (greedy {100 * report.greedy_wer:.2f}%, "
                        f"{len(result.trials)} settings tried)\nwrote {out}")
         report_skipped(list(report.skipped), "utterance")

@@ -22,6 +22,7 @@ from asrkit.errors import ConfigError, DecodingError
 from asrkit.lm.ngram import KenLMModel, NgramLM, write_arpa
 from asrkit.lm.estimate import estimate_kneser_ney
 from asrkit.lm.tuning import tune_lm
+from asrkit.metrics import word_errors
 from asrkit.text import Vocabulary
 
 VOCAB = Vocabulary(tuple(" ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
@@ -250,14 +251,33 @@ def test_tuning_finds_weights_that_help(cat_lm, method):
     decoder = BeamSearchDecoder(VOCAB, FS, beam_size=16, lm=cat_lm)
     seen = []
     result = tune_lm(arrays, refs, decoder, alphas=(0.0, 0.5, 1.0, 2.0),
-                     betas=(0.0, 1.0, 2.0), method=method,
-                     progress=lambda a, b, w: seen.append((a, b, w)))
-    trials = {(a, b): w for a, b, w in result.trials}
+                     betas=(0.0, 1.0, 2.0), method=method, progress=seen.append)
+    assert {t.unk_offset for t in result.trials} == {decoder.unk_offset}  # not tuned
+    trials = {(a, b): w for a, b, _, w in result.trials}
     assert seen == list(result.trials)
     assert result.wer == min(trials.values()) and result.wer == trials[result.alpha, result.beta]
     assert result.alpha > 0 and result.wer < 0.05
     if method == "grid":
         assert len(trials) == 12 and result.wer < trials[0.0, 0.0]
+
+
+@pytest.mark.parametrize("method", ["grid", "coordinate"])
+def test_tuning_the_unknown_word_offset(cat_lm, method):
+    arrays, refs = dev_set()
+    decoder = BeamSearchDecoder(VOCAB, FS, beam_size=16, lm=cat_lm)
+    result = tune_lm(arrays, refs, decoder, alphas=(0.0, 1.0), betas=(0.0, 1.0),
+                     method=method, unk_offsets=(0.0, -5.0, -10.0))
+    best = min(result.trials, key=lambda t: t.wer)
+    assert result.wer == best.wer
+    assert result.unk_offset in (0.0, -5.0, -10.0)
+    again = decoder.reweighted(result.alpha, result.beta, result.unk_offset)
+    batch = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(x) for x in arrays],
+                                            batch_first=True)
+    hyps = again.decode(batch, torch.tensor([len(x) for x in arrays]))
+    assert word_errors([VOCAB.normalize(r) for r in refs], [h.text for h in hyps]).rate \
+        == result.wer  # the setting reported is the one that scored
+    if method == "grid":
+        assert len(result.trials) == 12
 
 
 def test_decoding_config_round_trip(tmp_path, cat_lm):
@@ -343,6 +363,7 @@ def test_cli_lm_tune(tmp_path, cat_lm):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["utterances"] == 3 and len(summary["trials"]) == 4
+    assert {t["unk_offset"] for t in summary["trials"]} == {summary["unk_offset"]}
     options = load_decoding_config(out)
     assert options["decoder"] == "beam" and options["beam_size"] == 4
     assert (options["alpha"], options["beta"]) == (summary["alpha"], summary["beta"])

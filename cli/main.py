@@ -1,8 +1,10 @@
 """Entry point of the `asrkit` command: one file per command or command group."""
 
 import os
+import sys
 
 import typer
+from typer._click import exceptions as parse_errors  # the click that typer vendors
 
 from asrkit import __version__
 
@@ -45,4 +47,16 @@ def main():
     # cores, spinning threads made a 3 s transcription take 13 s instead of 0.5 s.
     # Set before torch loads; OMP_WAIT_POLICY=ACTIVE in the environment still wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app()
+    try:
+        code = app(prog_name="asrkit", standalone_mode=False)
+    except parse_errors.NoArgsIsHelpError as e:  # `asrkit data`: the group's help
+        typer.echo(e.ctx.get_help() if e.ctx else e.format_message(), err=True)
+        sys.exit(e.exit_code)
+    except parse_errors.UsageError as e:  # a wrong type, a missing argument, an unknown option
+        hint = f"; see '{e.ctx.command_path} -h'" if e.ctx else ""
+        typer.echo(f"error: {e.format_message().rstrip('.')}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:  # Ctrl-C at a prompt
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -4,6 +4,8 @@ names the file and the fix, never a traceback; and the promises about what is ke
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -127,3 +129,19 @@ def test_unconverted_os_errors_are_one_line_with_the_file(monkeypatch, tmp_path)
     monkeypatch.setattr(index_module, "archive_sources", failing)
     result = invoke("index", "add", tmp_path, tmp_path)
     assert_one_line_error(result, "some.file", "Permission denied", "writable folder")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["evaluate", "an4"], ["Missing argument", "manifest", "asrkit evaluate -h"]),
+    (["transcribe", "an4", "x.wav", "--batch-seconds", "abc"],
+     ["--batch-seconds", "valid number", "asrkit transcribe -h"]),
+    (["transcrib"], ["No such command", "transcribe"])])
+def test_the_installed_command_names_a_parse_error_in_one_line(args, words):
+    """What a shell user sees (main(), not the test runner): one error line, exit 2."""
+    run = subprocess.run([sys.executable, "-c", "from asrkit.cli.main import main; main()",
+                          *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    for word in words:
+        assert word in lines[0]

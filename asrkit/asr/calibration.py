@@ -241,14 +241,15 @@ def fit_calibration(confidence: Sequence[float], right: Sequence[bool],
     fitted on all of them. ``ece_after`` is that held-out ECE (an honest estimate; the
     ECE on the fitting words themselves would flatter isotonic regression).
     """
+    if method != "auto" and method not in METHODS:
+        raise ConfigError(f"calibration method must be auto or one of {', '.join(METHODS)}, "
+                          f"not {method!r}")
     c = np.asarray(confidence, dtype=np.float64)
     y = np.asarray(right, dtype=bool)
     if len(c) < 2 or y.all() or not y.any():
         raise ConfigError(f"calibration needs right and wrong words to learn from; got "
                           f"{len(c)} word(s), {int(y.sum())} right: give more or harder data")
     methods = METHODS if method == "auto" else (method,)
-    if method != "auto" and method not in METHODS:
-        raise ConfigError(f"calibration method must be auto or one of {', '.join(METHODS)}")
     held_out = {m: _held_out_ece(m, c, y, bins) for m in methods}
     best = min(methods, key=held_out.__getitem__)
     fitted = _fit(best, c, y)

@@ -1,6 +1,7 @@
 """Scoring a model on a labelled manifest: WER/CER with S/D/I counts per utterance and
-how well its word confidences match its accuracy (:func:`evaluate`), and the quicker corpus-level figures that training validates with,
-shared out over processes (:func:`validate`)."""
+how well its word confidences match its accuracy (:func:`evaluate`), and the quicker
+corpus-level figures that training validates with, shared out over processes
+(:func:`validate`)."""
 
 from __future__ import annotations
 

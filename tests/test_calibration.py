@@ -102,6 +102,7 @@ def tiny_model(path):
 def test_model_file_keeps_its_calibration_and_old_files_load_without(tmp_path):
     path = tiny_model(tmp_path / "old.pt")
     assert load_model(path).calibration is None
+    assert load_model("an4").calibration is None  # the bundled file, made before calibration
     calibration = Calibration("isotonic", xs=(0.2, 0.6), ys=(0.1, 0.9), words=10)
     save_record(tmp_path / "cal.pt", calibrated_record(load_record(path), calibration))
     assert load_model(tmp_path / "cal.pt").calibration == calibration

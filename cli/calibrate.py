@@ -75,3 +75,7 @@ def calibrate(
         typer.echo(f"ECE before {calibration.ece_before:.4f}, after {calibration.ece_after:.4f} "
                    f"(held out; {after.ece:.4f} on the words it was fitted on)")
         typer.echo(f"wrote {out}" + (f" and {plot}" if plot else ""))
+        if calibration.ece_after > calibration.ece_before:
+            typer.echo(f"warning: on held-out words the calibration is worse than none; "
+                       f"{calibration.words} words may be too few (give a larger validation "
+                       "set)", err=True)

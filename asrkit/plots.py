@@ -1,11 +1,14 @@
-"""Pictures of training runs (matplotlib, written atomically as PNG)."""
+"""Pictures of training runs and evaluations (matplotlib, written atomically as PNG)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .io import atomic_open
+
+if TYPE_CHECKING:
+    from .asr.calibration import Reliability
 
 
 def plot_training_curve(history: Sequence[dict], path: str | Path) -> Path:
@@ -53,6 +56,31 @@ def plot_conditions(rows: Sequence[tuple[str, float, float]], path: str | Path,
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(curves: Sequence[tuple[str, "Reliability"]], path: str | Path,
+                     title: str = "") -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per
+    ``(label, curve)`` (e.g. before and after calibration), beside the diagonal that a
+    calibrated model follows; each label gives its ECE. Empty bins are left out."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for label, curve in curves:
+        full = [b for b in curve.bins if b.count]
+        ax.plot([b.confidence for b in full], [b.accuracy for b in full], marker="o",
+                label=f"{label} (ECE {curve.ece:.3f})")
+    ax.set(xlabel="word confidence (bin mean)", ylabel="fraction of words right",
+           title=title or "Reliability of word confidences", xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

@@ -73,6 +73,10 @@ def _print_report(report, worst: int) -> None:
     typer.echo(f"CER {100 * c.rate:6.2f}%  ({c.errors} errors / {c.reference_length} chars: "
                f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins)")
     typer.echo(f"{len(report.utterances)} utterances, {report.audio_seconds / 60:.1f} min of audio")
+    curve = report.reliability()
+    if curve is not None:
+        typer.echo(f"word confidence: mean {curve.confidence:.3f}, {100 * curve.accuracy:.1f}% "
+                   f"of {curve.words} words right, ECE {curve.ece:.4f}")
     bad = [u for u in report.worst(worst) if u.words.errors]
     if bad:
         typer.echo(f"worst {len(bad)}:")

@@ -8,14 +8,15 @@ from typer._click import exceptions as parse_errors  # the click that typer vend
 
 from asrkit import __version__
 
-from . import (align, data, embedder, evaluate, export, index, lm, models, search, serve, synth,
-               train, transcribe)
+from . import (align, calibrate, data, embedder, evaluate, export, index, lm, models, search,
+               serve, synth, train, transcribe)
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 app.command()(train.train)
 app.command()(transcribe.transcribe)
 app.command()(evaluate.evaluate)
+app.command()(calibrate.calibrate)
 app.command()(align.align)
 app.command()(models.models)
 app.add_typer(data.app, name="data")

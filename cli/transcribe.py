@@ -10,7 +10,7 @@ import typer
 
 from . import decoding_options as D
 from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
-from .common import POSITIVE  # parse-time range checks
+from .common import FRACTION, POSITIVE  # parse-time range checks
 
 
 def transcribe(
@@ -21,6 +21,7 @@ def transcribe(
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Write one file per input: <id>.<format>.")] = None,
     skip_done: Annotated[bool, typer.Option("--skip-done", help="Skip inputs already transcribed in --output/--output-dir (resume a killed run).")] = False,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
+    min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", callback=FRACTION, help="Leave words with a confidence below this (0..1) out of the text and subtitles; jsonl keeps them in 'words' marked \"dropped\": true. With a calibrated model (asrkit calibrate), 0.5 drops the words that are more likely wrong than right.")] = None,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
@@ -40,7 +41,8 @@ def transcribe(
 
         part = parse_shard(shard) if shard is not None else None
         model_name, paths = _split_model(model, inputs)
-        writer = TranscriptWriter(fmt, output, output_dir, resume=skip_done)
+        writer = TranscriptWriter(fmt, output, output_dir, resume=skip_done,
+                                  min_confidence=min_confidence)
         asr = load_model(model_name)
         dec = D.build_decoder(asr, decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
                               decoding_config, token_min_logp, beam_threshold, unk_offset)

@@ -59,6 +59,7 @@ RUN_FOR_REAL = {
     ("transcribe",): "test_cli.py::test_transcribe_formats",
     ("align",): "test_align.py::test_cli_aligns_a_manifest_skipping_bad_lines",
     ("evaluate",): "test_cli.py::test_evaluate_reports_counts_and_per_utterance_results",
+    ("calibrate",): "test_calibration.py::test_cli_calibrate_writes_a_model_whose_transcripts_are_calibrated",
     ("models",): "test_cli.py::test_bundled_model_is_listed_and_used_without_a_model_argument",
     ("export",): "test_export.py::test_cli_exports_a_model_file_and_checks_it",
     ("serve",): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",

@@ -7,6 +7,10 @@ A model file is a plain dictionary of tensors, numbers and strings, readable wit
      "model_config": {...}, "feature_config": {...}, "vocabulary": {...},
      "state_dict": {...}, "info": {...}}
 
+A calibrated model file adds ``"calibration"``: the word-confidence map of
+:class:`asrkit.asr.calibration.Calibration` as plain numbers (``asrkit calibrate``
+writes it; files without it load with raw confidences).
+
 Training checkpoints add a ``"training"`` entry: the experiment config and the
 optimiser, scheduler, loss-scaler (and weight-average) state and the loop's progress.
 They hold no random-generator state; training seeds each batch from its position
@@ -32,6 +36,7 @@ from ..io import atomic_open, check_format_version
 from ..pretrained import resolve_model
 from .model import AsrModel, ModelConfig
 from ..text import Vocabulary
+from .calibration import Calibration
 
 FORMAT = "asrkit-model"
 FORMAT_VERSION = 1
@@ -106,7 +111,26 @@ def load_model(path: str | os.PathLike) -> AsrModel:
     record = load_record(path)
     model = model_from_record(record, path)
     model.info = record.get("info", {})
+    model.calibration = record_calibration(record, path)
     return model
+
+
+def record_calibration(record: dict, path: str | os.PathLike = "<model>") -> Calibration | None:
+    """The word-confidence calibration a model record carries, or None."""
+    if record.get("calibration") is None:
+        return None
+    try:
+        return Calibration.from_dict(record["calibration"])
+    except (TypeError, ValueError, AsrkitError) as e:
+        raise ModelFileError(f"{path}: its confidence calibration is damaged "
+                             f"({str(e)[:200]}); calibrate the model again") from None
+
+
+def calibrated_record(record: dict, calibration: Calibration) -> dict:
+    """A copy of a model record (training state dropped) carrying ``calibration``."""
+    out = {k: v for k, v in record.items() if k != "training"}
+    out["calibration"] = calibration.to_dict()
+    return out
 
 
 def bundle_record(record: dict, info: dict) -> dict:

@@ -1,6 +1,7 @@
-"""Scoring a model on a labelled manifest: WER/CER with S/D/I counts per utterance
-(:func:`evaluate`), and the quicker corpus-level figures that training validates with,
-shared out over processes (:func:`validate`)."""
+"""Scoring a model on a labelled manifest: WER/CER with S/D/I counts per utterance and
+how well its word confidences match its accuracy (:func:`evaluate`), and the quicker
+corpus-level figures that training validates with, shared out over processes
+(:func:`validate`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from ..audio import normalize_gain
 from ..conditions import Condition
+from .calibration import BINS, Reliability, labelled_confidences, reliability
 from .dataset import Example, bucket_batches, load_batch
 from ..decoding.base import Decoder, GreedyDecoder
 from ..io import atomic_open
@@ -51,6 +53,10 @@ class EvaluationReport:
     utterances: tuple[UtteranceScore, ...]
     skipped: tuple[tuple[str, str], ...]  # (id, reason)
     audio_seconds: float
+    # Every hypothesis word in order: its confidence and whether it is right (aligned
+    # to an equal reference word), for calibration (see asrkit.asr.calibration).
+    confidences: tuple[float, ...] = ()
+    word_right: tuple[bool, ...] = ()
 
     @property
     def wer(self) -> float:
@@ -64,11 +70,18 @@ class EvaluationReport:
         """The ``n`` utterances with the most word errors (ties: higher rate first)."""
         return sorted(self.utterances, key=lambda u: (-u.words.errors, -u.words.rate))[:n]
 
+    def reliability(self, bins: int = BINS) -> Reliability | None:
+        """Reliability curve and ECE of the word confidences (None: no words)."""
+        return reliability(self.confidences, self.word_right, bins) if self.confidences \
+            else None
+
     def summary(self) -> dict:
+        curve = self.reliability()
         return {"wer": round(self.wer, 6), "cer": round(self.cer, 6),
                 "words": self.words.as_dict(), "chars": self.chars.as_dict(),
                 "utterances": len(self.utterances), "skipped": len(self.skipped),
-                "audio_hours": round(self.audio_seconds / 3600, 4)}
+                "audio_hours": round(self.audio_seconds / 3600, 4),
+                **({"confidence": curve.as_dict()} if curve else {})}
 
     def write_results(self, path: str | os.PathLike) -> None:
         """Per-utterance results as JSON Lines (one :meth:`UtteranceScore.record` per
@@ -81,12 +94,14 @@ class EvaluationReport:
 def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder | None = None,
              batch_seconds: float = 240.0,
              on_result: Callable[[Transcript], None] | None = None,
-             condition: Condition | None = None) -> EvaluationReport:
+             condition: Condition | None = None, calibrated: bool = True,
+             ) -> EvaluationReport:
     """Transcribe ``utterances`` and score them against their ``text``, with their audio
     changed by ``condition`` if one is given (see :mod:`asrkit.conditions`).
 
     Utterances without text or with unreadable audio are skipped and listed in the
-    report; references are normalised with the model's case policy.
+    report; references are normalised with the model's case policy. Word confidences
+    are the model's calibrated ones unless ``calibrated`` is False.
     """
     if not utterances:  # a WER of 0 % over no words would look like a perfect score
         raise ManifestError("no utterances to evaluate; give a manifest with reference text")
@@ -96,23 +111,26 @@ def evaluate(model: AsrModel, utterances: Sequence[Utterance], decoder: Decoder 
     def on_skip(utt: Utterance, reason: str) -> None:
         skipped.append((utt.id, reason))
 
-    scores, seconds = [], 0.0
+    scores, pairs, seconds = [], [], 0.0
     transform = None
     if condition is not None and condition.kind != "clean":
         def transform(utt: Utterance, wave: np.ndarray) -> np.ndarray:
             out = condition.apply(wave, utt.id)
             # A noisy or reverberant recording is loaded gain-normalised like any other.
             return normalize_gain(out) if model.feature_config.gain_normalize else out
-    for tr in transcribe(model, labelled, decoder, batch_seconds, on_skip, transform):
+    for tr in transcribe(model, labelled, decoder, batch_seconds, on_skip, transform,
+                         calibrated):
         if on_result:
             on_result(tr)
         ref = model.vocab.normalize(tr.utt.text)
         scores.append(score_utterance(tr.utt.id, ref, tr.text))
+        pairs.append((ref, tr.hypothesis))
         seconds += tr.duration
+    conf, right = labelled_confidences(pairs)
     return EvaluationReport(
         word_errors([s.reference for s in scores], [s.hypothesis for s in scores]),
         char_errors([s.reference for s in scores], [s.hypothesis for s in scores]),
-        tuple(scores), tuple(skipped), seconds)
+        tuple(scores), tuple(skipped), seconds, tuple(conf.tolist()), tuple(right.tolist()))
 
 
 def score_utterance(uid: str, reference: str, hypothesis: str) -> UtteranceScore:

@@ -265,6 +265,9 @@ class AsrModel(nn.Module):
             if config.lookahead else None
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(self.lstm.output_dim, len(vocab))
+        # Word-confidence map from the model file (asr.calibration.Calibration), or None:
+        # not a weight, and never carried into a model trained from this one.
+        self.calibration = None
 
     @property
     def frame_seconds(self) -> float:

@@ -20,24 +20,40 @@ CUE_MAX_GAP = 1.0  # seconds of silence that start a new cue
 _TAIL_CHUNK = 1 << 16  # bytes read at a time, backwards, to find the last newline
 
 
-def transcript_record(tr: Transcript) -> dict:
-    """The JSON Lines record of one transcript."""
+def kept_words(tr: Transcript, min_confidence: float | None = None) -> list[WordTiming]:
+    """The words of ``tr`` whose confidence is at least ``min_confidence`` (None: all)."""
+    if min_confidence is None:
+        return list(tr.hypothesis.words)
+    return [w for w in tr.hypothesis.words if w.confidence >= min_confidence]
+
+
+def transcript_record(tr: Transcript, min_confidence: float | None = None) -> dict:
+    """The JSON Lines record of one transcript. With ``min_confidence``, ``text`` holds
+    only the words that reach it; the others stay in ``words``, marked
+    ``"dropped": true``."""
     h = tr.hypothesis
-    return {"id": tr.utt.id, "audio": tr.utt.audio, "text": h.text,
-            "duration": round(tr.duration, 3),
-            "words": [{"word": w.word, "start": round(w.start + tr.utt.offset, 3),
-                       "end": round(w.end + tr.utt.offset, 3), "confidence": w.confidence}
-                      for w in h.words]}
+    words = []
+    for w in h.words:
+        word = {"word": w.word, "start": round(w.start + tr.utt.offset, 3),
+                "end": round(w.end + tr.utt.offset, 3), "confidence": w.confidence}
+        if min_confidence is not None and w.confidence < min_confidence:
+            word["dropped"] = True
+        words.append(word)
+    text = h.text if min_confidence is None else \
+        " ".join(w.word for w in kept_words(tr, min_confidence))
+    return {"id": tr.utt.id, "audio": tr.utt.audio, "text": text,
+            "duration": round(tr.duration, 3), "words": words}
 
 
-def format_transcript(tr: Transcript, fmt: Format) -> str:
-    """One transcript in ``fmt``; ``txt`` is ``id<TAB>text``."""
+def format_transcript(tr: Transcript, fmt: Format, min_confidence: float | None = None) -> str:
+    """One transcript in ``fmt``; ``txt`` is ``id<TAB>text``. Words below
+    ``min_confidence`` are left out of the text (see :func:`transcript_record`)."""
     if fmt == "txt":
-        return f"{tr.utt.id}\t{tr.text}\n"
+        return f"{tr.utt.id}\t{' '.join(w.word for w in kept_words(tr, min_confidence))}\n"
     if fmt == "jsonl":
-        return json.dumps(transcript_record(tr), ensure_ascii=False) + "\n"
+        return json.dumps(transcript_record(tr, min_confidence), ensure_ascii=False) + "\n"
     if fmt in ("srt", "vtt"):
-        return format_subtitles(tr.hypothesis.words, fmt, tr.utt.offset)
+        return format_subtitles(kept_words(tr, min_confidence), fmt, tr.utt.offset)
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -89,10 +105,13 @@ class TranscriptWriter:
 
     Making one checks the settings; ``output`` is opened (emptied unless resuming) only
     on entering ``with``, so a model that fails to load costs no earlier output.
+    ``min_confidence`` leaves less confident words out of the text (see
+    :func:`format_transcript`).
     """
 
     def __init__(self, fmt: Format, output: Path | None = None,
-                 output_dir: Path | None = None, resume: bool = False):
+                 output_dir: Path | None = None, resume: bool = False,
+                 min_confidence: float | None = None):
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
         if output and output_dir:
@@ -102,6 +121,7 @@ class TranscriptWriter:
         self.fmt, self.output, self.output_dir = fmt, output, output_dir
         self.done: set[str] = finished_ids(fmt, output, output_dir) if resume else set()
         self.resume, self.written = resume, 0
+        self.min_confidence = min_confidence
         self._sink: IO[str] | None = None
 
     def refusal(self, utt) -> str | None:
@@ -113,7 +133,7 @@ class TranscriptWriter:
 
     def write(self, tr: Transcript) -> str:
         """Format ``tr``, write it where it goes, and return the text."""
-        text = format_transcript(tr, self.fmt)
+        text = format_transcript(tr, self.fmt, self.min_confidence)
         if self.output_dir is not None:
             atomic_write_text(self.output_dir / f"{tr.utt.id}.{self.fmt}", text)
         elif self._sink is not None:

@@ -19,6 +19,7 @@ from ..audio import audio_info, load_audio, peak_gain
 from ..decoding.base import Decoder, GreedyDecoder, Hypothesis
 from ..errors import AsrkitError, AudioError
 from ..manifest import Utterance, find_audio_files, iter_manifest
+from .calibration import calibrate_hypothesis
 from .model import AsrModel
 
 log = logging.getLogger("asrkit")
@@ -106,17 +107,19 @@ def transcribe(
     model: AsrModel, inputs: Iterable[Utterance] | Sequence[str | Path],
     decoder: Decoder | None = None, batch_seconds: float = 240.0,
     on_skip: Callable[[Utterance, str], None] | None = None,
-    transform: WaveTransform | None = None,
+    transform: WaveTransform | None = None, calibrated: bool = True,
 ) -> Iterator[Transcript]:
     """Transcribe utterances (or paths, see :func:`collect_inputs`) one by one;
-    ``transform`` as in :func:`compute_log_probs`."""
+    ``transform`` as in :func:`compute_log_probs`. Word confidences go through the
+    model's calibration if it has one, unless ``calibrated`` is False (raw posteriors)."""
     inputs = list(inputs)
     if inputs and not isinstance(inputs[0], Utterance):
         inputs = collect_inputs(inputs)
     decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
+    calibration = model.calibration if calibrated else None
     for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip,
                                             transform=transform):
-        hyp = decoder.decode(log_probs.unsqueeze(0))[0]
+        hyp = calibrate_hypothesis(decoder.decode(log_probs.unsqueeze(0))[0], calibration)
         duration = log_probs.shape[0] * model.frame_seconds
         yield Transcript(utt, hyp, duration)
 

@@ -330,13 +330,17 @@ def wait_for(chrome, condition, seconds=30):
     return WebDriverWait(chrome, seconds, poll_frequency=0.1).until(lambda c: condition(c))
 
 
-def first_hit(chrome, after: str):
-    """The first hit once the status line names the query ``after``."""
+def first_hits(chrome, after: str, n: int = 1) -> list[dict]:
+    """The first ``n`` hits once the status line names the query ``after``."""
     from selenium.webdriver.common.by import By
     wait_for(chrome, lambda c: f"for {after}" in c.find_element(By.ID, "status").text)
-    row = chrome.find_element(By.CSS_SELECTOR, "#hits li.hit")
-    return {"file": row.get_attribute("data-file"), "start": float(row.get_attribute(
-        "data-start")), "end": float(row.get_attribute("data-end"))}
+    rows = chrome.find_elements(By.CSS_SELECTOR, "#hits li.hit")[:n]
+    return [{"file": row.get_attribute("data-file"), "start": float(row.get_attribute(
+        "data-start")), "end": float(row.get_attribute("data-end"))} for row in rows]
+
+
+def first_hit(chrome, after: str) -> dict:
+    return first_hits(chrome, after)[0]
 
 
 # Resolves on the first sign of playback (the clock moved) or the end, whichever the
@@ -398,8 +402,11 @@ def test_the_page_searches_plays_and_reports_errors(browser, live_server, indexe
     wait_for(browser, lambda c: "Stop" in c.find_element(By.ID, "record").text)
     assert browser.execute_async_script(HEAR_WORD_THEN_QUIET)
     browser.find_element(By.ID, "record").click()
-    # The WAV made in the page (Opus, decoded and re-encoded there) holds the whole word.
-    assert overlaps(first_hit(browser, "recording.wav"), occurrence(indexed, "yellow"))
+    # The WAV made in the page (Opus, decoded and re-encoded there) holds the word: it is
+    # found among the first hits. (Which of the near-equal first hits wins after the
+    # lossy round trip varies between runs; ranking is measured by the search benches.)
+    found = first_hits(browser, "recording.wav", 3)
+    assert any(overlaps(hit, occurrence(indexed, "yellow")) for hit in found), found
     assert not browser.find_element(By.ID, "error").is_displayed()
 
     pocket = occurrence(indexed, "pocket")

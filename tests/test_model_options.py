@@ -15,6 +15,7 @@ from asrkit.asr.model import AsrModel, LockedDropout, ModelConfig, RowConvolutio
 from asrkit.errors import ConfigError
 from asrkit.features import FeatureConfig, frame_mask
 from asrkit.text import Vocabulary
+from test_model import waves  # padded random waveforms, shared with the model tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -42,12 +43,6 @@ def tiny_model(seed: int = 0, subsample: int = 2, **options) -> AsrModel:
         model.normalizer.mean.uniform_(-3, 3)
         model.normalizer.std.uniform_(0.5, 2)
     return model.eval()
-
-
-def waves(lengths, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    items = [torch.rand(n, generator=gen) - 0.5 for n in lengths]
-    return torch.nn.utils.rnn.pad_sequence(items, batch_first=True), torch.tensor(lengths)
 
 
 @pytest.mark.parametrize("name", OPTIONS)

@@ -1,0 +1,131 @@
+"""Term-weighted value and false-alarm thresholds (asrkit.search.detection), and
+`search calibrate` / `search eval --index` / `search --threshold auto` from the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from asrkit.errors import ConfigError
+from asrkit.search.detection import (BETA, Detection, Occurrence, average_precision_of_hits,
+                                     false_alarms_per_hour, maximum_twv, recall,
+                                     score_detections, term_weighted_value,
+                                     threshold_for_false_alarms, twv_curve)
+
+HOUR = 3600.0
+# Two terms in an hour of audio: A said twice, B once.
+TRUTH = [Occurrence("A", "r1", 10.0, 10.5), Occurrence("A", "r2", 50.0, 50.6),
+         Occurrence("B", "r1", 20.0, 20.4)]
+
+
+def test_hand_computed_values():
+    found = [Detection("A", "r1", 10.1, 10.6, 0.9),  # correct
+             Detection("A", "r1", 30.0, 30.5, 0.8),  # false alarm (nothing there)
+             Detection("B", "r1", 20.0, 20.4, 0.7),  # correct
+             Detection("A", "r2", 50.0, 50.5, 0.6)]  # correct
+    s = score_detections(found, TRUTH, HOUR)
+    assert s.terms == ("A", "B") and s.true_counts.tolist() == [2, 1]
+    assert s.correct.tolist() == [True, False, True, True]  # best score first
+    fa = BETA / (HOUR - 2)  # one false alarm of A, among 3598 non-target trials
+    # θ = 0.75: A found once (P_miss 1/2) with one false alarm, B missed (P_miss 1).
+    assert term_weighted_value(s, 0.75) == pytest.approx(1 - ((0.5 + fa) + 1) / 2)
+    # θ = 0.6: everything found, one false alarm.
+    assert term_weighted_value(s, 0.6) == pytest.approx(1 - fa / 2)
+    # θ = 0.85: only A's first hit.
+    assert term_weighted_value(s, 0.85) == pytest.approx(1 - (0.5 + 1) / 2)
+    assert term_weighted_value(s, 0.95) == 0.0
+    thresholds, values = twv_curve(s)
+    assert thresholds.tolist() == [0.9, 0.8, 0.7, 0.6]
+    assert values == pytest.approx([term_weighted_value(s, t) for t in thresholds])
+    assert maximum_twv(s) == (pytest.approx(1 - fa / 2), 0.6)
+    assert false_alarms_per_hour(s, 0.6) == pytest.approx(0.5)  # 1 alarm, 2 terms, 1 hour
+    assert recall(s, 0.75) == pytest.approx(1 / 3) and recall(s, 0.6) == 1.0
+    # A: hits at ranks 1 and 3 of its list → (1 + 2/3) / 2; B: rank 1 → 1.
+    assert average_precision_of_hits(s).tolist() == pytest.approx([(1 + 2 / 3) / 2, 1.0])
+
+
+def test_matching_tolerance_and_one_detection_per_occurrence():
+    found = [Detection("A", "r1", 10.8, 11.2, 0.9),  # midpoint 11.0: within 0.5 s of 10.5
+             Detection("A", "r1", 10.0, 10.5, 0.8),  # same occurrence again: false alarm
+             Detection("A", "r2", 51.0, 51.4, 0.7),  # midpoint 51.2: 0.6 s after the end
+             Detection("A", "r9", 10.0, 10.5, 0.6),  # other recording
+             Detection("C", "r1", 0.0, 1.0, 0.99)]  # a term never said: left out
+    s = score_detections(found, TRUTH, HOUR)
+    assert s.correct.tolist() == [True, False, False, False]
+    assert len(s.score) == 4
+
+
+def test_perfect_detector_scores_one_and_silence_zero():
+    perfect = [Detection(o.term, o.recording, o.start, o.end, 0.5 + i / 10)
+               for i, o in enumerate(TRUTH)]
+    s = score_detections(perfect, TRUTH, HOUR)
+    assert term_weighted_value(s, 0.0) == pytest.approx(1.0)
+    assert maximum_twv(s) == (pytest.approx(1.0), 0.5)
+    nothing = score_detections([], TRUTH, HOUR)
+    assert term_weighted_value(nothing, 0.0) == 0.0
+    assert maximum_twv(nothing) == (0.0, None)
+    assert term_weighted_value(s, None) == 0.0
+
+
+def random_case(rng, terms=5, seconds=600.0):
+    truth, found = [], []
+    for t in range(terms):
+        for k in range(rng.integers(1, 5)):
+            start = float(rng.uniform(0, seconds - 2))
+            truth.append(Occurrence(f"w{t}", f"r{k % 2}", start, start + 0.5))
+            if rng.random() < 0.7:
+                found.append(Detection(f"w{t}", f"r{k % 2}", start, start + 0.5,
+                                       float(rng.uniform(0.3, 1.0))))
+        for _ in range(rng.integers(0, 4)):
+            start = float(rng.uniform(0, seconds - 2))
+            found.append(Detection(f"w{t}", "elsewhere", start, start + 0.5,
+                                   float(rng.uniform(0.0, 0.8))))
+    return truth, found, seconds
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_adding_a_false_alarm_never_raises_the_value(seed):
+    rng = np.random.default_rng(seed)
+    truth, found, seconds = random_case(rng)
+    before = score_detections(found, truth, seconds)
+    alarm = Detection(truth[0].term, "elsewhere", 1.0, 1.5, float(rng.uniform(0, 1)))
+    after = score_detections(found + [alarm], truth, seconds)
+    for threshold in [0.0, 0.2, 0.5, 0.7, 0.9, alarm.score]:
+        assert term_weighted_value(after, threshold) <= term_weighted_value(before, threshold)
+    assert maximum_twv(after)[0] <= maximum_twv(before)[0]
+    # ...and the curve is the value at each of its thresholds.
+    thresholds, values = twv_curve(after)
+    assert values == pytest.approx([term_weighted_value(after, t) for t in thresholds])
+    assert maximum_twv(after)[0] == pytest.approx(max(0.0, values.max()))
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("per_hour", [0.0, 6.0, 30.0, 120.0])
+def test_chosen_threshold_meets_the_false_alarm_target_with_the_most_recall(seed, per_hour):
+    rng = np.random.default_rng(seed)
+    truth, found, seconds = random_case(rng, terms=4, seconds=1800.0)
+    s = score_detections(found, truth, seconds)
+    if not len(s.score):
+        return
+    chosen = threshold_for_false_alarms(s, per_hour)
+    assert false_alarms_per_hour(s, chosen) <= per_hour + 1e-9
+    # No lower threshold (at any detection's score below it) meets the target with more recall.
+    for lower in s.score[s.score < chosen]:
+        assert false_alarms_per_hour(s, lower) > per_hour or recall(s, lower) == recall(s, chosen)
+
+
+def test_threshold_direction_and_bad_targets():
+    found = [Detection("A", "r1", 10.0, 10.5, 0.9), Detection("A", "x", 0.0, 0.5, 0.8),
+             Detection("A", "r2", 50.0, 50.6, 0.7)]
+    s = score_detections(found, TRUTH, HOUR)
+    # Half an hour's worth of budget for 2 terms in 1 hour = 1 alarm allowed: keep all.
+    assert threshold_for_false_alarms(s, 0.5) < 0.7
+    # No alarm allowed: the threshold sits between the alarm (0.8) and the hit above it.
+    assert threshold_for_false_alarms(s, 0.0) == pytest.approx(0.85)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError):
+            threshold_for_false_alarms(s, bad)
+    with pytest.raises(ConfigError):
+        threshold_for_false_alarms(score_detections([], TRUTH, HOUR), 1.0)
+    with pytest.raises(ConfigError):
+        score_detections(found, TRUTH, 0.0)

@@ -4,53 +4,23 @@
 DTW on isolated words); with --index it searches the archive for spoken queries and
 reports MAP, term-weighted value (ATWV at the decision threshold, MTWV at the best one)
 and false alarms per hour. `search calibrate` keeps what `search --threshold auto`
-needs in the index folder. `threshold_option` and `resolve_threshold` serve
-`search query --threshold` too.
+needs in the index folder.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from . import embedder as embedder_cli
-from .common import NON_NEGATIVE, POSITIVE_INT, ProgressBars, user_errors
-
-AUTO = "auto"
-
-
-def threshold_option(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
-    """Parse-time check of ``--threshold``: a cosine similarity (-1..1) or 'auto'."""
-    if value is None or ctx.resilient_parsing:
-        return value
-    if value.strip().lower() == AUTO:
-        return AUTO
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not -1 <= number <= 1:  # NaN fails too
-        typer.echo(f"error: --threshold {value}: expected a cosine similarity (between -1 "
-                   f"and 1) or '{AUTO}'", err=True)
-        raise typer.Exit(2)
-    return value
-
-
-def resolve_threshold(value: Optional[str], index: Path, per_hour: float) -> Optional[float]:
-    """``--threshold`` as a number: 'auto' reads the index's calibration."""
-    if value != AUTO:
-        return None if value is None else float(value)
-    from asrkit.search.detection_eval import calibrated_threshold
-    return calibrated_threshold(index, per_hour)
-
+from .common import (NON_NEGATIVE, POSITIVE_INT, ProgressBars, cosine_or_auto, print_word_eval,
+                     user_errors)
 
 ThresholdOpt = Annotated[Optional[str], typer.Option(
-    callback=threshold_option, metavar="X|auto",
+    callback=cosine_or_auto, metavar="X|auto",
     help="Drop hits with a cosine similarity below X (-1..1); 'auto': the threshold that "
          "keeps --false-alarms-per-hour on the index's calibration (`asrkit search "
          "calibrate`).")]
@@ -113,15 +83,20 @@ def evaluate(
             if queries is not None or threshold is not None:
                 raise ConfigError("--queries and --threshold score a search of an index; "
                                   "give --index INDEX too")
-            return embedder_cli.evaluate(manifest, embedder, dtw, trim, as_json)
+            from asrkit.search.embedding import load_embedder
+            from asrkit.search.evaluation import evaluate_word_manifest
+            with ProgressBars(desc="loading", unit="word") as bars:
+                segments, results = evaluate_word_manifest(
+                    manifest, load_embedder(embedder), dtw, trim, progress=bars.count)
+            return print_word_eval(segments, results, as_json)
         if embedder is not None:
             raise ConfigError("--embedder does not go with --index: the index's own "
                               "embedder embeds the queries")
-        from asrkit.search.detection_eval import is_calibrated, report
+        from asrkit.search.detection_eval import is_calibrated, report, threshold_value
         judged = _judge(index, manifest, queries, top)
         if threshold is None and is_calibrated(index):
-            threshold = AUTO
-        cut = resolve_threshold(threshold, index, false_alarms_per_hour)
+            threshold = "auto"
+        cut = threshold_value(threshold, index, false_alarms_per_hour)
         _print(report(judged, cut), as_json, "" if cut is not None else
                f"no ATWV: give --threshold, or calibrate the index first")
 

@@ -14,8 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from .common import user_errors
-from .common import POSITIVE_INT  # parse-time range checks
-from .detection import FalseAlarmsOpt, ThresholdOpt, resolve_threshold
+from .common import NON_NEGATIVE, POSITIVE_INT, cosine_or_auto  # parse-time range checks
 
 
 class _QueryByDefault(TyperGroup):
@@ -40,8 +39,11 @@ def search(
     span: Annotated[Optional[list[str]], typer.Option(
         help="A query cut from a recording: FILE:START-END in seconds (repeatable).")] = None,
     top: Annotated[int, typer.Option("--top", "-k", callback=POSITIVE_INT, help="Hits per query.")] = 10,
-    threshold: ThresholdOpt = None,
-    false_alarms_per_hour: FalseAlarmsOpt = 1.0,
+    threshold: Annotated[Optional[str], typer.Option(callback=cosine_or_auto, metavar="X|auto",
+        help="Drop hits with a cosine similarity below X (-1..1); 'auto': the threshold "
+             "calibrated for --false-alarms-per-hour (see `asrkit search calibrate`).")] = None,
+    false_alarms_per_hour: Annotated[float, typer.Option(callback=NON_NEGATIVE,
+        help="With --threshold auto: false alarms per query per hour of archive.")] = 1.0,
     rerank: Annotated[Optional[str], typer.Option(
         help="Re-rank the best hits by DTW on MFCCs: 'dtw' (slower, tighter times).")] = None,
     fuse: Annotated[bool, typer.Option(
@@ -56,7 +58,8 @@ def search(
         from asrkit.search.query import load_query, parse_span, search as run_search
         if rerank not in (None, "dtw"):
             raise ConfigError(f"--rerank must be 'dtw', not {rerank!r}")
-        cut = resolve_threshold(threshold, index, false_alarms_per_hour)
+        from asrkit.search.detection_eval import threshold_value
+        cut = threshold_value(threshold, index, false_alarms_per_hour)
         qs = [load_query(q) for q in queries or []] + [parse_span(s) for s in span or []]
         results = run_search(index, qs, top=top, threshold=cut, rerank=rerank, fuse=fuse)
         names = [" + ".join(q.name for q in qs)] if fuse else [q.name for q in qs]

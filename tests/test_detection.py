@@ -5,12 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from asrkit.errors import ConfigError
 from asrkit.search.detection import (BETA, Detection, Occurrence, average_precision_of_hits,
                                      false_alarms_per_hour, maximum_twv, recall,
                                      score_detections, term_weighted_value,
                                      threshold_for_false_alarms, twv_curve)
+
+from conftest import TINY_VOICES, require_espeak
 
 HOUR = 3600.0
 # Two terms in an hour of audio: A said twice, B once.
@@ -129,3 +132,102 @@ def test_threshold_direction_and_bad_targets():
         threshold_for_false_alarms(score_detections([], TRUTH, HOUR), 1.0)
     with pytest.raises(ConfigError):
         score_detections(found, TRUTH, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_selecting_terms_equals_scoring_only_them(seed):
+    truth, found, seconds = random_case(np.random.default_rng(seed))
+    half = ["w0", "w2", "w4"]
+    picked = score_detections(found, truth, seconds).select(half)
+    alone = score_detections([d for d in found if d.term in half],
+                             [o for o in truth if o.term in half], seconds)
+    assert picked.terms == alone.terms
+    for threshold in (0.1, 0.5, 0.9):
+        assert term_weighted_value(picked, threshold) == pytest.approx(
+            term_weighted_value(alone, threshold))
+        assert false_alarms_per_hour(picked, threshold) == false_alarms_per_hour(alone, threshold)
+
+
+# --- on an indexed archive, from the command line ------------------------------------
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A synthetic archive with exact word spans, indexed with the packaged embedder."""
+    require_espeak()
+    from asrkit.search.index import build_index
+    from asrkit.synth import synth_archive
+    root = tmp_path_factory.mktemp("detect")
+    synth_archive(["garden", "window", "basket", "yellow"], 3, root / "archive",
+                  words_per_file=8, voices=TINY_VOICES[:3], seed=3, workers=1)
+    build_index(root / "archive/recordings.jsonl", root / "index")
+    return root
+
+
+def cli(*args):
+    from asrkit.cli.main import app
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def hits(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_calibration_round_trip_gives_the_threshold_of_the_judged_queries(archive, tmp_path):
+    import shutil
+    from asrkit.manifest import read_manifest
+    from asrkit.search.detection_eval import (calibrated_threshold, judge, save_calibration,
+                                              term_queries)
+    words = read_manifest(archive / "archive/words.jsonl")
+    index = shutil.copytree(archive / "index", tmp_path / "index")  # others need it fresh
+    judged = judge(index, words, term_queries(words))
+    assert judged.words == 4 and len(judged.scored.terms) == 4 and judged.skipped == 0
+    assert judged.scored.true_counts.sum() == len(words) - 4  # each query's own span is out
+    save_calibration(index, judged.scored)
+    for per_hour in (0.0, 1.0, 100.0, 1e4):
+        assert calibrated_threshold(index, per_hour) == \
+            threshold_for_false_alarms(judged.scored, per_hour)
+
+
+def test_cli_calibrate_then_eval_and_search_with_threshold_auto(archive, tmp_path):
+    index, words = archive / "index", archive / "archive/words.jsonl"
+    import shutil
+    fresh = shutil.copytree(index, tmp_path / "index")  # a copy never calibrated
+    from asrkit.manifest import read_manifest
+    first = read_manifest(words)[0]
+    span = f"{first.audio}:{first.offset:.3f}-{first.offset + first.duration:.3f}"
+
+    refused = cli("search", fresh, "--span", span, "--threshold", "auto")
+    assert refused.exit_code == 2 and "asrkit search calibrate" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert cli("search", fresh, "--span", span, "--threshold", "most").exit_code == 2
+    uncalibrated = json.loads(cli("search", "eval", words, "--index", fresh, "--json").stdout)
+    assert uncalibrated["atwv"] is None and -1e3 < uncalibrated["mtwv"] <= 1
+    assert 0 < uncalibrated["map"] <= 1 and uncalibrated["queries"] == 4
+
+    done = cli("search", "calibrate", fresh, words, "--false-alarms-per-hour", "30", "--json")
+    assert done.exit_code == 0, done.output
+    calibrated = json.loads(done.stdout)
+    assert calibrated["false_alarms_per_hour"] <= 30  # met on the calibration queries
+    result = cli("search", "eval", words, "--index", fresh, "--threshold", "auto",
+                 "--false-alarms-per-hour", "30", "--json")
+    evaluated = json.loads(result.stdout)
+    assert evaluated["threshold"] == calibrated["threshold"]
+    assert evaluated["atwv"] == calibrated["atwv"] <= evaluated["mtwv"]
+    assert evaluated["mtwv"] == uncalibrated["mtwv"]  # calibration changes no score
+
+    everything = hits(cli("search", fresh, "--span", span, "--top", "200", "--json"))
+    auto = hits(cli("search", fresh, "--span", span, "--top", "200", "--json",
+                    "--threshold", "auto", "--false-alarms-per-hour", "30"))
+    theta = calibrated["threshold"]
+    assert all(h["score"] >= round(theta, 4) for h in auto)
+    assert auto == [h for h in everything if h["score"] >= theta - 5e-5][:len(auto)]
+    assert 0 < len(auto) < len(everything)
+    numeric = hits(cli("search", fresh, "--span", span, "--top", "200", "--json",
+                       "--threshold", repr(theta)))
+    assert numeric == auto  # --threshold auto is the calibrated number
+
+
+def test_cli_eval_without_index_refuses_detection_options(archive):
+    r = cli("search", "eval", archive / "archive/words.jsonl", "--threshold", "0.5")
+    assert r.exit_code == 2 and "--index" in r.stderr

@@ -84,6 +84,16 @@ class ScoredDetections:
     def hours(self) -> float:
         return self.seconds / SECONDS_PER_HOUR
 
+    def select(self, terms: Sequence[str]) -> "ScoredDetections":
+        """Only the detections and occurrences of ``terms`` (e.g. a calibration half)."""
+        keep = [self.terms.index(t) for t in sorted(set(terms))]
+        new = np.full(len(self.terms), -1)
+        new[keep] = np.arange(len(keep))
+        mine = new[self.term] >= 0
+        return ScoredDetections(tuple(self.terms[i] for i in keep), self.true_counts[keep],
+                                new[self.term][mine], self.score[mine], self.correct[mine],
+                                self.seconds)
+
 
 def score_detections(detections: Sequence[Detection], occurrences: Sequence[Occurrence],
                      seconds: float, tolerance: float = TOLERANCE) -> ScoredDetections:

@@ -198,6 +198,15 @@ def calibrated_threshold(index_dir: str | os.PathLike, per_hour: float) -> float
     return threshold_for_false_alarms(load_calibration(index_dir), per_hour)
 
 
+def threshold_value(value: str | float | None, index_dir: str | os.PathLike,
+                    per_hour: float) -> float | None:
+    """A score threshold as given to ``search --threshold``: None, a number, or 'auto'
+    (the calibrated threshold for ``per_hour`` false alarms)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return calibrated_threshold(index_dir, per_hour)
+    return None if value is None else float(value)
+
+
 def _kept(folder: Path) -> dict | None:
     with IndexStore(folder / IndexStore.FILE, read_only=True) as store:
         return store.setting(SETTING)

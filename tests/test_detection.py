@@ -231,3 +231,28 @@ def test_cli_calibrate_then_eval_and_search_with_threshold_auto(archive, tmp_pat
 def test_cli_eval_without_index_refuses_detection_options(archive):
     r = cli("search", "eval", archive / "archive/words.jsonl", "--threshold", "0.5")
     assert r.exit_code == 2 and "--index" in r.stderr
+
+
+def test_whole_file_lines_and_the_query_s_own_recording(tmp_path):
+    from asrkit.audio import write_audio
+    from asrkit.manifest import Utterance
+    from asrkit.search.detection_eval import _own, term_queries, word_occurrences
+    write_audio(tmp_path / "yes.wav", np.zeros(8000, np.float32))
+    whole = Utterance("yes-1", str(tmp_path / "yes.wav"), "yes")  # no offset/duration
+    (o,) = word_occurrences([whole])
+    assert (o.term, o.start, o.end) == ("YES", 0.0, 0.5)
+    (q,) = term_queries([whole])
+    assert _own(q, o.recording, 0.2, 0.3) and not _own(q, o.recording, 0.6, 0.9)
+    assert not _own(q, str(tmp_path / "other.wav"), 0.2, 0.3)
+    with pytest.raises(Exception, match="exactly one word"):
+        word_occurrences([Utterance("two", whole.audio, "yes no")])
+
+
+def test_cli_calibrate_refuses_what_it_cannot_judge(archive, tmp_path):
+    from asrkit.manifest import read_manifest, write_manifest
+    once = tmp_path / "once.jsonl"  # every word once: nothing else to find
+    write_manifest(once, read_manifest(archive / "archive/words.jsonl")[:2])
+    r = cli("search", "calibrate", archive / "index", once)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "at least twice" in r.stderr
+    r = cli("search", "calibrate", tmp_path, archive / "archive/words.jsonl")
+    assert r.exit_code == 2 and "asrkit index build" in r.stderr

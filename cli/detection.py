@@ -19,14 +19,6 @@ import typer
 from .common import (NON_NEGATIVE, POSITIVE_INT, ProgressBars, cosine_or_auto, print_word_eval,
                      user_errors)
 
-ThresholdOpt = Annotated[Optional[str], typer.Option(
-    callback=cosine_or_auto, metavar="X|auto",
-    help="Drop hits with a cosine similarity below X (-1..1); 'auto': the threshold that "
-         "keeps --false-alarms-per-hour on the index's calibration (`asrkit search "
-         "calibrate`).")]
-FalseAlarmsOpt = Annotated[float, typer.Option(
-    "--false-alarms-per-hour", callback=NON_NEGATIVE,
-    help="With --threshold auto: false alarms per query per hour of archive to allow.")]
 TopOpt = Annotated[int, typer.Option("--top", "-k", callback=POSITIVE_INT,
                                      help="Hits judged per query.")]
 QueriesOpt = Annotated[Optional[Path], typer.Option(
@@ -41,7 +33,10 @@ def calibrate(
              "the word, offset/duration = its span (e.g. synth-archive's words.jsonl).")],
     queries: QueriesOpt = None,
     top: TopOpt = 100,
-    false_alarms_per_hour: FalseAlarmsOpt = 1.0,
+    false_alarms_per_hour: Annotated[float, typer.Option(
+        "--false-alarms-per-hour", callback=NON_NEGATIVE,
+        help="Report the threshold for this rate (per query per hour); --threshold auto "
+             "chooses again for whatever rate a search asks.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Judge spoken queries on an archive with known word positions and keep the result
@@ -65,8 +60,13 @@ def evaluate(
         help="Search this index for spoken queries and score the hits as detections "
              "(MAP, ATWV, MTWV) instead of comparing embeddings with DTW.")] = None,
     queries: QueriesOpt = None,
-    threshold: ThresholdOpt = None,
-    false_alarms_per_hour: FalseAlarmsOpt = 1.0,
+    threshold: Annotated[Optional[str], typer.Option(
+        callback=cosine_or_auto, metavar="X|auto",
+        help="Decision threshold for ATWV: a cosine similarity, or 'auto' (calibrated, for "
+             "--false-alarms-per-hour; the default once the index is calibrated).")] = None,
+    false_alarms_per_hour: Annotated[float, typer.Option(
+        "--false-alarms-per-hour", callback=NON_NEGATIVE,
+        help="With --threshold auto: false alarms per query per hour of archive.")] = 1.0,
     top: TopOpt = 100,
     embedder: Annotated[Optional[Path], typer.Option(
         help="Embedder file (default: the one shipped with asrkit; not with --index).")] = None,

@@ -171,7 +171,7 @@ def save_calibration(index_dir: str | os.PathLike, scored: ScoredDetections) -> 
             "true_counts": scored.true_counts.tolist(), "term": scored.term.tolist(),
             "score": scored.score.tolist(),
             "correct": scored.correct.astype(int).tolist(),
-            "revision": store.setting("revision")}})
+            "revision": store.setting("revision")}})  # what the index held when calibrated
 
 
 def is_calibrated(index_dir: str | os.PathLike) -> bool:

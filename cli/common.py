@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import sqlite3
@@ -61,6 +62,39 @@ COSINE = number_check(-1, 1, what="a cosine similarity")
 PORT = number_check(1, 65535, what="a TCP port")
 UPLOAD_MB = number_check(0.01, what="a size in MB")
 NGRAM_ORDER = number_check(1, 9, what="an n-gram order")
+
+
+def cosine_or_auto(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
+    """Parse-time check of a score threshold: a cosine similarity (-1..1) or 'auto'
+    (calibrated; see `asrkit search calibrate`)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not -1 <= number <= 1:  # NaN fails too
+        name = max(param.opts, key=len) if param.opts else param.name
+        typer.echo(f"error: {name} {value}: expected a cosine similarity (between -1 and 1) "
+                   "or 'auto'", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+def print_word_eval(segments, results, as_json: bool) -> None:
+    """The results of `embedder eval` (embeddings vs DTW on isolated words)."""
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        return
+    typer.echo(f"{len(segments)} segments, {results[0].queries} queries, "
+               f"{len({s.label for s in segments})} words")
+    typer.echo(f"{'method':10s} {'AP':>6s} {'MAP':>6s} {'P@10':>6s} {'ms/query':>9s}")
+    for r in results:
+        typer.echo(f"{r.method:10s} {r.average_precision:6.3f} "
+                   f"{r.mean_average_precision:6.3f} {r.precision_at_10:6.3f} "
+                   f"{1000 * r.query_seconds:9.2f}")
 
 
 @contextlib.contextmanager

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import (ProgressBars, ThreadsOpt, progress, report_skipped, set_threads,
+from .common import (ProgressBars, ThreadsOpt, print_word_eval, report_skipped, set_threads,
                      user_errors)
 from .common import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT  # parse-time range checks
 
@@ -98,24 +96,8 @@ def evaluate(
     embeddings vs frame-level DTW."""
     with user_errors():
         from asrkit.search.embedding import load_embedder
-        from asrkit.manifest import read_manifest
-        from asrkit.search.evaluation import evaluate_dtw, evaluate_embeddings, load_word_segments
-        utts = read_manifest(manifest)
-        if not utts:
-            from asrkit.errors import ManifestError
-            raise ManifestError(f"{manifest}: holds no word recordings; nothing to evaluate")
-        with progress(total=len(utts), desc="loading", unit="word") as bar:
-            segments = load_word_segments(utts, trim=trim, progress=bar.update)
-        results = [evaluate_embeddings(load_embedder(embedder), segments)]
-        if dtw:
-            results.append(evaluate_dtw(segments))
-        if as_json:
-            typer.echo(json.dumps([asdict(r) for r in results], indent=2))
-            return
-        typer.echo(f"{len(segments)} segments, {results[0].queries} queries, "
-                   f"{len({s.label for s in segments})} words")
-        typer.echo(f"{'method':10s} {'AP':>6s} {'MAP':>6s} {'P@10':>6s} {'ms/query':>9s}")
-        for r in results:
-            typer.echo(f"{r.method:10s} {r.average_precision:6.3f} "
-                       f"{r.mean_average_precision:6.3f} {r.precision_at_10:6.3f} "
-                       f"{1000 * r.query_seconds:9.2f}")
+        from asrkit.search.evaluation import evaluate_word_manifest
+        with ProgressBars(desc="loading", unit="word") as bars:
+            segments, results = evaluate_word_manifest(manifest, load_embedder(embedder), dtw,
+                                                       trim, progress=bars.count)
+        print_word_eval(segments, results, as_json)

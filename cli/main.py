@@ -8,8 +8,8 @@ from typer._click import exceptions as parse_errors  # the click that typer vend
 
 from asrkit import __version__
 
-from . import (align, calibrate, data, embedder, evaluate, export, index, lm, models, search,
-               serve, synth, train, transcribe)
+from . import (align, calibrate, data, detection, embedder, evaluate, export, index, lm, models,
+               search, serve, synth, train, transcribe)
 
 app = typer.Typer(help="asrkit: CTC speech recognition and query-by-example audio search.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,8 @@ app.add_typer(index.app, name="index")
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(search.app, name="search")
-search.app.command("eval")(embedder.evaluate)  # also `asrkit embedder eval`
+search.app.command("eval")(detection.evaluate)  # without --index: `asrkit embedder eval`
+search.app.command("calibrate")(detection.calibrate)
 
 
 def _version(value: bool):

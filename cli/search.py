@@ -1,7 +1,7 @@
 """`asrkit search`: find where spoken examples occur in an indexed archive, and measure how well.
 
 `asrkit search INDEX QUERY...` is short for `asrkit search query INDEX QUERY...`;
-`asrkit search eval WORDS.jsonl` scores embeddings against a DTW baseline.
+`asrkit search eval` and `asrkit search calibrate` are in detection.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from .common import user_errors
-from .common import COSINE, POSITIVE_INT  # parse-time range checks
+from .common import NON_NEGATIVE, POSITIVE_INT, cosine_or_auto  # parse-time range checks
 
 
 class _QueryByDefault(TyperGroup):
@@ -39,8 +39,11 @@ def search(
     span: Annotated[Optional[list[str]], typer.Option(
         help="A query cut from a recording: FILE:START-END in seconds (repeatable).")] = None,
     top: Annotated[int, typer.Option("--top", "-k", callback=POSITIVE_INT, help="Hits per query.")] = 10,
-    threshold: Annotated[Optional[float], typer.Option(callback=COSINE,
-        help="Drop hits with a cosine similarity below this (-1..1).")] = None,
+    threshold: Annotated[Optional[str], typer.Option(callback=cosine_or_auto, metavar="X|auto",
+        help="Drop hits with a cosine similarity below X (-1..1); 'auto': the threshold "
+             "calibrated for --false-alarms-per-hour (see `asrkit search calibrate`).")] = None,
+    false_alarms_per_hour: Annotated[float, typer.Option(callback=NON_NEGATIVE,
+        help="With --threshold auto: false alarms per query per hour of archive.")] = 1.0,
     rerank: Annotated[Optional[str], typer.Option(
         help="Re-rank the best hits by DTW on MFCCs: 'dtw' (slower, tighter times).")] = None,
     fuse: Annotated[bool, typer.Option(
@@ -55,8 +58,10 @@ def search(
         from asrkit.search.query import load_query, parse_span, search as run_search
         if rerank not in (None, "dtw"):
             raise ConfigError(f"--rerank must be 'dtw', not {rerank!r}")
+        from asrkit.search.detection_eval import threshold_value
+        cut = threshold_value(threshold, index, false_alarms_per_hour)
         qs = [load_query(q) for q in queries or []] + [parse_span(s) for s in span or []]
-        results = run_search(index, qs, top=top, threshold=threshold, rerank=rerank, fuse=fuse)
+        results = run_search(index, qs, top=top, threshold=cut, rerank=rerank, fuse=fuse)
         names = [" + ".join(q.name for q in qs)] if fuse else [q.name for q in qs]
         for name, hits in zip(names, results):
             if as_json:

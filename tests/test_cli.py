@@ -84,6 +84,7 @@ RUN_FOR_REAL = {
     ("index", "merge"): "test_shards.py::test_cli_index_build_shards_and_merge",
     ("search", "query"): "test_cli.py::test_index_search_and_serve_commands_on_a_small_archive",
     ("search", "eval"): "test_search.py::test_cli_search_eval_reports_embeddings_and_dtw",
+    ("search", "calibrate"): "test_detection.py::test_cli_calibrate_then_eval_and_search_with_threshold_auto",
 }
 
 

@@ -13,6 +13,8 @@ for the embeddings and for the DTW baseline on MFCCs:
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from ..audio import load_audio
 from .dtw import DtwCollection, dtw_features
 from .embedding import Embedder
 from ..errors import ManifestError
-from ..manifest import Utterance
+from ..manifest import Utterance, read_manifest
 from .segments import SegmentConfig, trim_silence
 
 PRECISION_AT = 10
@@ -140,6 +142,24 @@ def average_precision(distances: np.ndarray, relevant: np.ndarray) -> float:
         return 0.0
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float(precision[hits].mean())
+
+
+def evaluate_word_manifest(manifest: str | os.PathLike, embedder: Embedder,
+                           dtw: bool = True, trim: bool = True,
+                           progress: Callable[[int, int], None] | None = None,
+                           ) -> tuple[list[WordSegment], list[EvalResult]]:
+    """Load the labelled words of ``manifest``; score ``embedder`` (and with ``dtw`` the
+    DTW baseline) on them → the segments and one result per method."""
+    utterances = read_manifest(manifest)
+    if not utterances:
+        raise ManifestError(f"{manifest}: holds no word recordings; nothing to evaluate")
+    done = itertools.count(1)  # load_word_segments reports each word as it is read
+    step = (lambda _: progress(next(done), len(utterances))) if progress else None
+    segments = load_word_segments(utterances, trim=trim, progress=step)
+    results = [evaluate_embeddings(embedder, segments)]
+    if dtw:
+        results.append(evaluate_dtw(segments))
+    return segments, results
 
 
 def _result(method: str, distances: np.ndarray, labels: list[str], seconds: float,

@@ -222,3 +222,34 @@ def test_two_corpora_validated_apart(corpus, tmp_path):
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert set(row["corpora"]) == {"a", "b"}
     assert all(0 <= c["valid_wer"] for c in row["corpora"].values())
+
+
+@pytest.mark.parametrize("select_by", ["cer", "loss"])
+def test_best_model_is_the_epoch_select_by_names(corpus, tmp_path, select_by):
+    """best.pt holds the epoch with the lowest validation CER (ties: loss) or loss, and
+    early stopping counts epochs without improvement in that figure."""
+    train_utts, valid_utts = corpus
+    cfg = load_config(None, TINY + ["train.epochs=6", "train.patience=2",
+                                    f"train.select_by={select_by}"])
+    train(train_utts, valid_utts, tmp_path, cfg)
+    state = load_record(tmp_path / "last.pt")["training"]["state"]
+    history = state["history"]
+
+    def key(row):
+        return (row["valid_loss"],) if select_by == "loss" else (row["valid_cer"],
+                                                                 row["valid_loss"])
+
+    best = min(history, key=key)
+    assert state["best_epoch"] == best["epoch"]
+    assert state["bad_epochs"] == history[-1]["epoch"] - best["epoch"]
+    assert len(history) == 6 or state["bad_epochs"] == 2  # ran out of epochs or of patience
+    model = load_model(tmp_path / "best.pt")
+    from asrkit.asr.training import _examples
+    _, valid_ex, _ = _examples(model, cfg, train_utts, valid_utts)
+    loss, cer, _ = validate(model, valid_ex, 30.0)
+    assert (cer, loss) == pytest.approx((best["valid_cer"], best["valid_loss"]), rel=1e-4)
+
+
+def test_select_by_other_than_wer_cer_loss_is_refused():
+    with pytest.raises(ConfigError, match="select_by"):
+        load_config(None, ["train.select_by=accuracy"])

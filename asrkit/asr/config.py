@@ -38,7 +38,10 @@ class TrainConfig:
     grad_clip: float = 5.0
     ema: float = 0.0  # decay of an exponential moving average of the weights, used for
     # validation and best.pt (e.g. 0.998; 0 = off)
-    patience: int = 10  # epochs without validation-WER improvement before stopping
+    patience: int = 10  # epochs without validation improvement (see select_by) before stopping
+    select_by: Literal["wer", "cer", "loss"] = "wer"  # what makes an epoch best.pt: its
+    # validation WER (ties: loss), CER (ties: loss) or loss. CER keeps choosing while WER
+    # is still near 100 % on hard data.
     checkpoint_every: int = 100  # steps between checkpoints (plus one per epoch)
     seed: int = 0
     case: Literal["upper", "lower", "keep"] = "upper"  # transcript case policy

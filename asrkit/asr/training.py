@@ -120,7 +120,8 @@ class _State:
     batch: int = 0  # batches of ``epoch`` already done
     step: int = 0
     best_wer: float = math.inf
-    best_loss: float = math.inf  # validation loss at the best WER (breaks ties)
+    best_loss: float = math.inf  # validation loss of the best epoch (breaks ties)
+    best_cer: float = math.inf
     best_epoch: int = -1
     bad_epochs: int = 0
     seconds: float = 0.0
@@ -238,6 +239,17 @@ def _flatten(data, names: bool = False) -> tuple[list[Utterance], dict[int, obje
 # the global batch the same, and ``precision`` must change when the GPU is gone.
 RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "checkpoint_every", "threads",
                      "accumulate", "precision")
+
+
+def _better(select_by: str, new: tuple[float, float, float],
+            best: tuple[float, float, float]) -> bool:
+    """Whether validation figures ``new`` (WER, CER, loss) beat ``best`` by ``select_by``.
+    An equal WER or CER (e.g. 100 % while CTC still emits only blanks) with a lower loss
+    is progress too: otherwise early stopping ends a run that is learning."""
+    if select_by == "loss":
+        return new[2] < best[2]
+    i = 0 if select_by == "wer" else 1
+    return new[i] < best[i] - 1e-9 or (new[i] <= best[i] + 1e-9 and new[2] < best[2])
 
 
 def _resume_config(stored: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
@@ -482,10 +494,8 @@ class _Loop:
         s = self.state
         valid_loss, cer, wer = validate(self.evaluated, self.valid_ex, self.cfg.batch_seconds,
                                         self.cluster)
-        # Equal WER (e.g. 100 % while CTC still emits only blanks) with a lower loss
-        # is progress too: otherwise early stopping ends a run that is learning.
-        improved = wer < s.best_wer - 1e-9 or (wer <= s.best_wer + 1e-9
-                                              and valid_loss < s.best_loss)
+        improved = _better(self.cfg.select_by, (wer, cer, valid_loss),
+                           (s.best_wer, s.best_cer, s.best_loss))
         total, count = self._epoch_loss_sums()
         s.loss_sum, s.loss_count, self.losses = 0.0, 0, []
         info = EpochInfo(s.epoch + 1, total / max(count, 1), valid_loss, cer, wer, improved,
@@ -497,7 +507,8 @@ class _Loop:
             row["corpora"] = info.corpora
         s.history.append(row)
         if improved:
-            s.best_wer, s.best_loss, s.best_epoch, s.bad_epochs = wer, valid_loss, info.epoch, 0
+            s.best_wer, s.best_cer, s.best_loss = wer, cer, valid_loss
+            s.best_epoch, s.bad_epochs = info.epoch, 0
             if self.cluster.is_main:
                 save_record(self.out / "best.pt", model_record(self.evaluated, self._info()))
         else:

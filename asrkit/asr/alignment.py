@@ -292,9 +292,12 @@ def _words(lp: np.ndarray, path: np.ndarray, labels: Labels, vocab: Vocabulary,
                                      round(spans[i][0] * frame_seconds, 3),
                                      round((spans[i][-1] + 1) * frame_seconds, 3),
                                      round(float(lp[spans[i], label].mean()), 4)))
-    frames = [[t for i, k in enumerate(labels.word_of) if k == w for t in spans[i]]
-              for w in range(len(labels.words))]  # each word's character frames
-    bounds = word_bounds([(f[0], f[-1]) for f in frames], frame_seconds, times,
+    # A word runs from its first character's first frame to its last character's
+    # first frame, as the decoders see it (they know where a symbol starts, not how
+    # long it is held), before :class:`WordTimes` moves the boundaries.
+    firsts = [[spans[i][0] for i, k in enumerate(labels.word_of) if k == w]
+              for w in range(len(labels.words))]
+    bounds = word_bounds([(f[0], f[-1]) for f in firsts], frame_seconds, times,
                          len(path) * frame_seconds)
     words = []
     for word, parts, (start, end) in zip(labels.words, chars, bounds):

@@ -278,8 +278,10 @@ def aligned_word_spans(log_probs, vocab, frame_seconds: float, config: SegmentCo
     """Word-run candidates from CTC ``log_probs (frames, vocab)`` (blank = 0) of a
     recogniser with ``vocab`` and ``frame_seconds`` per frame: greedy word times, then
     :func:`word_run_spans`."""
-    from ..decoding.base import GreedyDecoder
-    hyp = GreedyDecoder(vocab, frame_seconds).decode(log_probs.unsqueeze(0))[0]
+    from ..decoding.base import RAW_WORD_TIMES, GreedyDecoder
+    # Raw symbol frames: word_extents pads them itself (word_pad, word_tail were tuned
+    # on these), and indexes built before word times were corrected keep their segments.
+    hyp = GreedyDecoder(vocab, frame_seconds, RAW_WORD_TIMES).decode(log_probs.unsqueeze(0))[0]
     return word_run_spans([(w.start, w.end) for w in hyp.words], config, total, speech)
 
 

@@ -31,7 +31,6 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/startup.py
 	$(VENV)/bin/python bench/index_build_speed.py --busy
 	$(VENV)/bin/python bench/word_times.py
-	$(VENV)/bin/pip install -q --no-deps silero-vad
 	$(VENV)/bin/python bench/speech_detectors.py detect
 
 clean:

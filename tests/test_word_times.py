@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from asrkit.asr.alignment import align_log_probs, text_labels
 from asrkit.asr.transcription import compute_log_probs
@@ -38,12 +37,12 @@ def test_shifted_times_never_cross_neighbours_or_the_audio(start_shift, end_shif
         for (a, b), (start, end) in zip(spans, bounds):
             assert 0 <= start <= end <= duration + 1e-9
             assert start <= (a + 1) * FRAME + 1e-9  # never after its first symbol
-        for (start, end), (next_start, _), (b, _) in zip(bounds, bounds[1:], spans[1:]):
+        for (_, end), (next_start, _) in zip(bounds, bounds[1:]):
             assert end <= next_start + 1e-9
         for (_, b), (start, _) in zip(spans, bounds[1:]):
             assert start >= (b + 1) * FRAME - 1e-9  # not into the previous word's symbols
         raw = word_bounds(spans, FRAME, RAW_WORD_TIMES)
-        for (start, end), (raw_start, raw_end), nxt in zip(bounds, raw, [*bounds[1:], None]):
+        for (start, end), (raw_start, raw_end) in zip(bounds, raw):
             if start_shift < 0:
                 assert start <= raw_start
             if end_shift > 0:

@@ -75,12 +75,15 @@ def make_decoders(model, times) -> dict:
 
 def synthetic(args, times) -> dict:
     if args.archive:
-        folder = Path(args.archive)
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="word-times-"))
+        return score_archive(args, times, Path(args.archive))
+    with tempfile.TemporaryDirectory(prefix="word-times-") as tmp:
         words = (ROOT / "asrkit/synth/words/commands.txt").read_text().split()
-        synth_archive(words, args.files, folder, words_per_file=args.words_per_file,
+        synth_archive(words, args.files, tmp, words_per_file=args.words_per_file,
                       voices=args.voices.split(","), seed=args.seed, workers=1)
+        return {**score_archive(args, times, Path(tmp)), "archive": "generated"}
+
+
+def score_archive(args, times, folder: Path) -> dict:
     truth = defaultdict(list)
     for w in read_manifest(folder / "words.jsonl", root=folder):
         truth[w.id.rsplit("-", 1)[0]].append(TimedWord(w.text, w.offset, w.offset + w.duration))

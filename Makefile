@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/stream_memory.py
 	$(VENV)/bin/python bench/startup.py
 	$(VENV)/bin/python bench/index_build_speed.py --busy
+	$(VENV)/bin/python bench/word_times.py
+	$(VENV)/bin/python bench/speech_detectors.py detect
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -13,6 +13,7 @@ held-out search speakers (they are held out from the embedder only), so numbers 
 involve it are optimistic for truly unseen voices.
 
     python bench/search_variants.py segments [--embedder E] [--asr-model an4]
+        [--kinds windows --detectors energy,silero]   # the two speech detectors
     python bench/search_variants.py frames [--recordings 240] [--epochs 6]
     ... --speakers unseen-by-asr   # speakers neither the acoustic model nor the embedder heard
 """
@@ -60,13 +61,16 @@ def compare_segments(args, words, archive, work: Path) -> dict:
     embedder = load_embedder(args.embedder)
     out = {}
     for kind in args.kinds.split(","):
-        config = SegmentConfig(kind=kind, asr_model=None if kind == "windows" else
-                               args.asr_model, word_pad=args.word_pad,
-                               word_tail=args.word_tail, max_words=args.max_words)
-        out[kind] = archive_map(embedder, words, archive, config, work / kind)
-        print(f"  {kind:8s} archive MAP {out[kind]['map']:.3f}  ({out[kind]['segments']} "
-              f"segments, built in {out[kind]['build_seconds']:.0f} s, "
-              f"{out[kind]['median_query_ms']:.1f} ms/query)", flush=True)
+        for detector in args.detectors.split(","):
+            config = SegmentConfig(kind=kind, asr_model=None if kind == "windows" else
+                                   args.asr_model, word_pad=args.word_pad,
+                                   word_tail=args.word_tail, max_words=args.max_words,
+                                   detector=detector)
+            name = kind if detector == "energy" else f"{kind}+{detector}"
+            out[name] = archive_map(embedder, words, archive, config, work / name)
+            print(f"  {name:15s} archive MAP {out[name]['map']:.3f}  ({out[name]['segments']} "
+                  f"segments, built in {out[name]['build_seconds']:.0f} s, "
+                  f"{out[name]['median_query_ms']:.1f} ms/query)", flush=True)
     return out
 
 
@@ -126,6 +130,8 @@ def main() -> None:
     parser.add_argument("--embedder", type=Path, default=None)
     parser.add_argument("--asr-model", default="an4")
     parser.add_argument("--kinds", default="windows,words,both", help="segment kinds")
+    parser.add_argument("--detectors", default="energy",
+                        help="speech detectors to compare (energy,silero)")
     parser.add_argument("--word-pad", type=float, default=SegmentConfig.word_pad)
     parser.add_argument("--word-tail", type=float, default=SegmentConfig.word_tail)
     parser.add_argument("--max-words", type=int, default=SegmentConfig.max_words)

@@ -48,6 +48,10 @@ def build(
     asr_model: Annotated[Optional[str], typer.Option(
         help="Acoustic model for --segments words/both: file, training folder or "
              "bundled name (default an4).")] = None,
+    detector: Annotated[Optional[str], typer.Option(
+        help="Speech detector for the windows: energy (frame energy against the noise "
+             "floor) or silero (the Silero VAD network; needs the silero-vad "
+             "package).")] = None,
     threads: BuildThreadsOpt = None,
     shard: ShardOpt = None,
     as_json: JsonOpt = False,
@@ -62,7 +66,8 @@ def build(
         from asrkit.search.segments import SegmentConfig
         config = SegmentConfig(**{k: v for k, v in (("durations", _floats(durations)),
                                                     ("hop", hop), ("kind", segments),
-                                                    ("asr_model", asr_model))
+                                                    ("asr_model", asr_model),
+                                                    ("detector", detector))
                                   if v is not None})
         sources = archive_sources(archive, root)
         with _indexing_bars() as bars:

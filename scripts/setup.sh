@@ -22,5 +22,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch 2.14.1 and torchaudio 2.11.0 are a pair known to work together on CPU.
 "$VENV/bin/pip" install -q torch==2.14.1 torchaudio==2.11.0
-"$VENV/bin/pip" install -q -e ".[test,decoders,export,serve]"
+"$VENV/bin/pip" install -q -e ".[test,decoders,export,serve,vad]"
 echo "asrkit is installed in $VENV ($("$VENV/bin/asrkit" --version))"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from asrkit.decoding import load_decoding_config, make_decoder, save_decoding_config
 from asrkit.decoding.beam import BeamSearchDecoder
-from asrkit.decoding.base import GreedyDecoder
+from asrkit.decoding.base import RAW_WORD_TIMES, WORD_TIMES, GreedyDecoder, word_bounds
 from asrkit.errors import ConfigError, DecodingError
 from asrkit.lm.ngram import KenLMModel, NgramLM, write_arpa
 from asrkit.lm.estimate import estimate_kneser_ney
@@ -144,10 +144,15 @@ def test_label_pruning_keeps_the_likely_labels():
 
 
 def test_word_times_and_confidences():
-    hyp = decode(spell("HI YOU"))[0]
+    lp = spell("HI YOU")
+    hyp = decode(lp, times=RAW_WORD_TIMES)[0]
     assert [w.word for w in hyp.words] == ["HI", "YOU"]
     # spikes at frames 1, 3 (H I), 7, 9, 11 (Y O U)
     assert [(w.start, w.end) for w in hyp.words] == [(0.02, 0.08), (0.14, 0.24)]
+    # By default the boundaries are moved as WordTimes says (the symbol fires inside
+    # the sound), within the recording.
+    moved = word_bounds([(1, 3), (7, 11)], FS, WORD_TIMES, lp.shape[0] * FS)
+    assert [(w.start, w.end) for w in decode(lp)[0].words] == moved
     assert all(0.99 < w.confidence <= 1.0 for w in hyp.words)
     near = decode(spell("HI YOU", {4: ("A", -0.2)}))[0]  # O of YOU at p ~ 0.55
     assert near.text == "HI YOU" and near.words[1].confidence < 0.9 < near.words[0].confidence

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asrkit.decoding import make_decoder
-from asrkit.decoding.base import GreedyDecoder, WordTiming, check_log_probs, collapse
+from asrkit.decoding.base import (RAW_WORD_TIMES, WORD_TIMES, GreedyDecoder, WordTiming,
+                                 check_log_probs, collapse, word_bounds)
 from asrkit.errors import DecodingError
 from asrkit.text import BLANK, Vocabulary
 
@@ -55,7 +56,8 @@ def test_greedy_text_and_word_timings():
     #        frame: 0  1  2  3  4  5  6  7  8  9
     path = [2, 2, 0, 3, 0, 1, 0, 4, 4, 0]  # "AB C"
     peaks = [0.9, 0.8, 0.9, 0.6, 0.9, 0.7, 0.9, 0.5, 0.9, 0.9]
-    (hyp,) = GreedyDecoder(VOCAB, FRAME).decode(path_log_probs(path, peaks=peaks).unsqueeze(0))
+    lp = path_log_probs(path, peaks=peaks).unsqueeze(0)
+    (hyp,) = GreedyDecoder(VOCAB, FRAME, RAW_WORD_TIMES).decode(lp)  # times of the frames
     assert hyp.text == "AB C"
     assert hyp.tokens == (2, 3, 1, 4) and hyp.frames == (0, 3, 5, 7)
     ab, c = hyp.words
@@ -66,6 +68,10 @@ def test_greedy_text_and_word_timings():
     assert c.confidence == pytest.approx(0.5, abs=1e-4)
     assert hyp.score == pytest.approx(sum(math.log(p) for p in peaks), abs=1e-4)
     assert hyp.am_score == hyp.score and hyp.lm_score == 0.0
+    # By default the frames are moved as WordTimes says, within the recording.
+    (moved,) = GreedyDecoder(VOCAB, FRAME).decode(lp)
+    assert [(w.start, w.end) for w in moved.words] == word_bounds([(0, 3), (7, 7)], FRAME,
+                                                                  WORD_TIMES, 10 * FRAME)
 
 
 def test_leading_trailing_and_double_spaces_make_no_empty_words():

@@ -1,15 +1,18 @@
-"""Error rates: cross-checked against torchaudio's edit distance; empty-side handling."""
+"""Error rates: cross-checked against torchaudio's edit distance; empty-side handling.
+Word-time errors: which words are paired, and known offsets give known errors."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchaudio.functional import edit_distance
 
-from asrkit.metrics import ErrorCounts, cer, char_errors, wer, word_errors
+from asrkit.metrics import (ErrorCounts, TimedWord, cer, char_errors, pair_words,
+                            summarize_time_errors, wer, word_errors, word_time_errors)
 
 WORDS = ["A", "B", "C", "CAT", "DOG", "GO"]
 
@@ -96,3 +99,66 @@ def test_white_space_runs_do_not_count():
 def test_mismatched_lengths():
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
         word_errors(["A", "B"], ["A"])
+
+
+def timed(text: str, start: float = 0.0, step: float = 0.5) -> list[TimedWord]:
+    """Words of ``text`` one every ``step`` seconds, each ``step * 0.6`` long."""
+    return [TimedWord(w, start + i * step, start + i * step + 0.6 * step)
+            for i, w in enumerate(text.split())]
+
+
+def test_only_words_heard_right_are_paired():
+    ref = timed("GO STOP HELP YES NO")
+    hyp = timed("GO STOP HALP YES MAYBE NO")  # one substitution, one insertion
+    assert pair_words(ref, hyp) == [(0, 0), (1, 1), (3, 3), (4, 5)]
+    assert pair_words(ref, timed("GO HELP YES NO")) == [(0, 0), (2, 1), (3, 2), (4, 3)]
+    assert pair_words(ref, []) == [] and pair_words([], ref) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pairs_are_the_matches_that_word_errors_counts(seed):
+    refs, hyps = corpus(seed, n=10)
+    for r, h in zip(refs, hyps):
+        pairs = pair_words(timed(r), timed(h))
+        assert all(r.split()[i] == h.split()[j] for i, j in pairs)
+        assert all(a < c and b < d for (a, b), (c, d) in zip(pairs, pairs[1:]))
+        if r:  # correct words = reference words - substitutions - deletions
+            counts = word_errors([r], [h])
+            assert len(pairs) == counts.reference_length - counts.substitutions - counts.deletions
+
+
+@pytest.mark.parametrize("start_shift,end_shift", [(0.02, -0.07), (-0.03, 0.0), (0.0, 0.11)])
+def test_known_offsets_give_known_errors(start_shift, end_shift):
+    ref = timed("YES NO GO STOP HELP START ERASE")
+    hyp = [TimedWord(w.word, w.start + start_shift, w.end + end_shift) for w in ref]
+    errors = word_time_errors(ref, hyp)
+    assert [e.word for e in errors] == [w.word for w in ref]
+    assert all(e.start == pytest.approx(start_shift) and e.end == pytest.approx(end_shift)
+               for e in errors)
+    s = summarize_time_errors(errors)
+    assert s.words == len(ref)
+    assert (s.start_median, s.start_p95, s.start_bias) == pytest.approx(
+        (abs(start_shift) * 1000, abs(start_shift) * 1000, start_shift * 1000))
+    assert (s.end_median, s.end_p95, s.end_bias) == pytest.approx(
+        (abs(end_shift) * 1000, abs(end_shift) * 1000, end_shift * 1000))
+
+
+def test_summary_medians_and_percentiles_of_spread_errors():
+    # Starts 0, 1, ..., 99 ms late; ends as early: medians 49.5, 95th percentiles 94.05.
+    ref = timed(" ".join(["GO"] * 100), step=1.0)
+    hyp = [TimedWord(w.word, w.start + i / 1000, w.end - i / 1000) for i, w in enumerate(ref)]
+    s = summarize_time_errors(word_time_errors(ref, hyp))
+    assert (s.start_median, s.start_p95, s.start_bias) == pytest.approx((49.5, 94.05, 49.5))
+    assert (s.end_median, s.end_p95, s.end_bias) == pytest.approx((49.5, 94.05, -49.5))
+    assert s.boundary_median == pytest.approx(49.5)
+    assert s.as_dict() == {"words": 100, "start_median_ms": 49.5, "start_p95_ms": round(94.05, 1),
+                           "start_bias_ms": 49.5, "end_median_ms": 49.5,
+                           "end_p95_ms": round(94.05, 1), "end_bias_ms": -49.5,
+                           "boundary_median_ms": 49.5}
+
+
+def test_no_scored_word_summarises_as_nan_and_bad_words_are_refused():
+    s = summarize_time_errors([])
+    assert s.words == 0 and np.isnan(s.start_median) and np.isnan(s.boundary_median)
+    with pytest.raises(ValueError, match="one word"):
+        pair_words([TimedWord("TWO WORDS", 0, 1)], [TimedWord("TWO", 0, 1)])

@@ -185,3 +185,49 @@ def test_bundled_model_places_word_segments_on_the_words(voice, one_thread):
     both = candidate_segments(wave, SegmentConfig(**{**config.__dict__, "kind": "both"}))
     windows = candidate_segments(wave, SegmentConfig())
     assert set(both) == set(windows) | set(spans)
+
+
+# --- the speech detector: energy or silero -----------------------------------------
+
+
+def test_detector_round_trips_and_settings_stored_without_one_read_as_energy():
+    from dataclasses import asdict
+    config = SegmentConfig(detector="silero", hop=0.2)
+    assert SegmentConfig.from_dict(asdict(config)) == config
+    old = {k: v for k, v in asdict(config).items() if k != "detector"}
+    assert SegmentConfig.from_dict(old).detector == "energy"
+    with pytest.raises(ConfigError, match="detector"):
+        SegmentConfig(detector="webrtc")
+
+
+@pytest.mark.parametrize("noise", [0.003, 0.05])
+def test_silero_finds_planted_words_and_little_else(noise):
+    """Words planted at known times in quiet and in loud noise (about 5 dB SNR): the
+    silero detector covers them and hardly anything else."""
+    pytest.importorskip("silero_vad")
+    wave, truth = spoken_words(["umbrella", "window", "garden"], "en-us+m3", gap=1.0)
+    wave = wave + noise * np.random.default_rng(2).standard_normal(len(wave)).astype(np.float32)
+    config = SegmentConfig(detector="silero", pad=0.0)
+    spans = detect_speech(wave, config)
+    grid = np.arange(0, len(wave) / SAMPLE_RATE, 0.01)
+    said = np.any([(grid >= a) & (grid < b) for a, b in truth], axis=0)
+    found = np.any([(grid >= s.start) & (grid < s.end) for s in spans], axis=0)
+    assert (said & ~found).sum() <= 0.1 * said.sum()  # at most a tenth of the speech missed
+    assert (found & ~said).sum() <= 0.2 * (~said).sum()  # and a fifth of the rest taken
+    assert len(spans) == len(truth)  # one region per word: the 1 s pauses are seen
+
+
+def test_an_index_records_its_detector(tmp_path, one_thread):
+    """An index built with the silero detector says so when reopened, and resuming it
+    with other settings is refused."""
+    pytest.importorskip("silero_vad")
+    from asrkit.audio import write_audio
+    from asrkit.search.index import SearchIndex, build_index
+    wave, _ = spoken_words(["umbrella", "window"], "en-us+m3")
+    write_audio(tmp_path / "a" / "rec.wav", wave)
+    config = SegmentConfig(detector="silero")
+    build_index(tmp_path / "a", tmp_path / "idx", None, config)
+    with SearchIndex(tmp_path / "idx") as idx:
+        assert idx.segment_config == config
+    with pytest.raises(ConfigError, match="other segment settings"):
+        build_index(tmp_path / "a", tmp_path / "idx", None, SegmentConfig(detector="energy"))

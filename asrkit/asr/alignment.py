@@ -32,7 +32,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..decoding.base import WordTiming, check_log_probs, collapse
+from ..decoding.base import (WORD_TIMES, WordTiming, WordTimes, check_log_probs, collapse,
+                             word_bounds)
 from ..errors import AlignmentError, AsrkitError, VocabularyError
 from ..manifest import Utterance
 from ..text import BLANK, WORD_SEPARATOR, Vocabulary, ctc_min_frames
@@ -250,10 +251,13 @@ def _anchors(log_probs: torch.Tensor, labels: Labels) -> list[tuple[int, int]]:
 
 def align_log_probs(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
                     frame_seconds: float, config: AlignConfig = AlignConfig(),
+                    times: WordTimes = WORD_TIMES,
                     ) -> tuple[tuple[AlignedWord, ...], float, int]:
     """Align ``labels`` to ``log_probs (frames, vocab)``: the words, the path score and
-    the number of windows used. Raises :class:`AlignmentError` when the audio is too
-    short for the labels."""
+    the number of windows used. Word boundaries are the path's frames moved by
+    ``times`` as the decoders move theirs (:class:`~asrkit.decoding.base.WordTimes`);
+    character spans are the path's frames as they are. Raises :class:`AlignmentError`
+    when the audio is too short for the labels."""
     log_probs = check_log_probs(log_probs, None, len(vocab))[0][0]  # (frames, vocab)
     frames, need = log_probs.shape[0], ctc_min_frames(labels.ids)
     if frames < need:
@@ -268,12 +272,14 @@ def align_log_probs(log_probs: torch.Tensor, labels: Labels, vocab: Vocabulary,
         states, s = viterbi(log_probs[w.frame0:w.frame1], labels.ids[w.label0:w.label1])
         path[w.frame0:w.frame1] = states + 2 * w.label0
         score += s
-    words = _words(log_probs.numpy(), path, labels, vocab, frame_seconds, config.min_score)
+    words = _words(log_probs.numpy(), path, labels, vocab, frame_seconds, config.min_score,
+                   times)
     return words, score, len(windows)
 
 
 def _words(lp: np.ndarray, path: np.ndarray, labels: Labels, vocab: Vocabulary,
-           frame_seconds: float, min_score: float) -> tuple[AlignedWord, ...]:
+           frame_seconds: float, min_score: float, times: WordTimes = WORD_TIMES,
+           ) -> tuple[AlignedWord, ...]:
     """Words with their character spans from a path of augmented-sequence states."""
     spans: list[list[int]] = [[] for _ in labels.ids]  # frames of each label
     for t, s in enumerate(path.tolist()):
@@ -286,10 +292,17 @@ def _words(lp: np.ndarray, path: np.ndarray, labels: Labels, vocab: Vocabulary,
                                      round(spans[i][0] * frame_seconds, 3),
                                      round((spans[i][-1] + 1) * frame_seconds, 3),
                                      round(float(lp[spans[i], label].mean()), 4)))
+    # A word runs from its first character's first frame to its last character's
+    # first frame, as the decoders see it (they know where a symbol starts, not how
+    # long it is held), before :class:`WordTimes` moves the boundaries.
+    firsts = [[spans[i][0] for i, k in enumerate(labels.word_of) if k == w]
+              for w in range(len(labels.words))]
+    bounds = word_bounds([(f[0], f[-1]) for f in firsts], frame_seconds, times,
+                         len(path) * frame_seconds)
     words = []
-    for word, parts in zip(labels.words, chars):
+    for word, parts, (start, end) in zip(labels.words, chars, bounds):
         score = min(c.score for c in parts)
-        words.append(AlignedWord(word, parts[0].start, parts[-1].end, score,
+        words.append(AlignedWord(word, start, end, score,
                                  LOW_SCORE_FLAG if score < min_score else None, tuple(parts)))
     return tuple(words)
 

@@ -18,6 +18,29 @@ from ..text import BLANK, WORD_SEPARATOR, Vocabulary
 
 
 @dataclass(frozen=True)
+class WordTimes:
+    """How a word's symbol frames become its start and end in seconds.
+
+    A CTC symbol fires inside its sound, not at its edges: a word's first symbol
+    fires a little after the word starts, and its last symbol well before the sound
+    fades. Output frame ``t`` covers seconds ``[t, t + 1) * frame_seconds``; a word
+    then starts ``start_shift`` seconds from its first symbol's frame, and ends
+    ``end_shift`` seconds after its last symbol's frame, but never after the next word
+    starts nor after the audio ends. bench/word_times.py measures both.
+    """
+
+    start_shift: float = 0.0  # seconds (negative: earlier)
+    end_shift: float = 0.0  # seconds
+
+    def as_dict(self) -> dict:
+        return {"start_shift": self.start_shift, "end_shift": self.end_shift}
+
+
+RAW_WORD_TIMES = WordTimes()  # frame times as they are
+WORD_TIMES = WordTimes(0.01, 0.09)  # the default: see bench/word_times.py
+
+
+@dataclass(frozen=True)
 class WordTiming:
     word: str
     start: float  # seconds
@@ -41,9 +64,10 @@ class Hypothesis:
 class Decoder:
     """Common interface of every CTC decoder."""
 
-    def __init__(self, vocab: Vocabulary, frame_seconds: float):
+    def __init__(self, vocab: Vocabulary, frame_seconds: float, times: WordTimes = WORD_TIMES):
         self.vocab = vocab
         self.frame_seconds = frame_seconds  # seconds per output frame
+        self.times = times  # frames → word boundaries
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
                ) -> list[Hypothesis]:
@@ -68,7 +92,8 @@ class GreedyDecoder(Decoder):
             tokens, frames = collapse(ids)
             conf = best[b, :n].exp().tolist()
             out.append([make_hypothesis(self.vocab, tokens, frames, conf, self.frame_seconds,
-                                        score=float(best[b, :n].sum()))])
+                                        score=float(best[b, :n].sum()), times=self.times,
+                                        n_frames=n)])
         return out
 
 
@@ -86,31 +111,35 @@ def collapse(ids: Sequence[int]) -> tuple[list[int], list[int]]:
 
 def make_hypothesis(vocab: Vocabulary, tokens: Sequence[int], frames: Sequence[int],
                     frame_conf: Sequence[float], frame_seconds: float, score: float = 0.0,
-                    am_score: float | None = None, lm_score: float = 0.0) -> Hypothesis:
+                    am_score: float | None = None, lm_score: float = 0.0,
+                    times: WordTimes = WORD_TIMES, n_frames: int | None = None) -> Hypothesis:
     """Assemble a :class:`Hypothesis`, with word timings from the token frames.
 
-    A word starts at its first token's frame and ends one frame after its last
-    token's frame; its confidence is the geometric mean of its tokens' frame
+    A word spans its first token's frame to one frame after its last token's frame,
+    moved by ``times`` (:class:`WordTimes`; ``n_frames``: the utterance's length, which
+    no end passes); its confidence is the geometric mean of its tokens' frame
     probabilities (``frame_conf[t]`` for each token frame ``t``).
     """
-    words = word_timings(vocab, tokens, frames, frame_conf, frame_seconds)
+    words = word_timings(vocab, tokens, frames, frame_conf, frame_seconds, times, n_frames)
     text = " ".join(w.word for w in words)
     return Hypothesis(text, tuple(tokens), tuple(frames), tuple(words), score,
                       score if am_score is None else am_score, lm_score)
 
 
 def word_timings(vocab: Vocabulary, tokens: Sequence[int], frames: Sequence[int],
-                 frame_conf: Sequence[float], frame_seconds: float) -> list[WordTiming]:
+                 frame_conf: Sequence[float], frame_seconds: float,
+                 times: WordTimes = WORD_TIMES, n_frames: int | None = None,
+                 ) -> list[WordTiming]:
     words: list[WordTiming] = []
+    spans: list[tuple[int, int]] = []  # first and last token frame of each word
     chars: list[str] = []
     span: list[int] = []
 
     def flush():
         if chars:
             logc = sum(math.log(max(frame_conf[t], 1e-12)) for t in span) / len(span)
-            words.append(WordTiming("".join(chars), round(span[0] * frame_seconds, 3),
-                                    round((span[-1] + 1) * frame_seconds, 3),
-                                    round(math.exp(logc), 4)))
+            words.append(WordTiming("".join(chars), 0.0, 0.0, round(math.exp(logc), 4)))
+            spans.append((span[0], span[-1]))
         chars.clear()
         span.clear()
 
@@ -122,7 +151,30 @@ def word_timings(vocab: Vocabulary, tokens: Sequence[int], frames: Sequence[int]
             chars.append(sym)
             span.append(t)
     flush()
-    return words
+    bounds = word_bounds(spans, frame_seconds, times,
+                         None if n_frames is None else n_frames * frame_seconds)
+    return [WordTiming(w.word, a, b, w.confidence) for w, (a, b) in zip(words, bounds)]
+
+
+def word_bounds(spans: Sequence[tuple[int, int]], frame_seconds: float,
+                times: WordTimes = WORD_TIMES, duration: float | None = None,
+                ) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of words from the ``(first, last)`` frames of their
+    symbols (in order), moved as :class:`WordTimes` says. A start stays within
+    ``[previous word's last frame end, its first frame end]`` and ``>= 0``; an end
+    stays within ``[its start, next word's start]`` and ``<= duration`` (if given)."""
+    fs = frame_seconds
+    starts = [min(max(0.0, a * fs + times.start_shift, (spans[i - 1][1] + 1) * fs if i else 0.0),
+                  (a + 1) * fs) for i, (a, _) in enumerate(spans)]
+    out = []
+    for i, (_, b) in enumerate(spans):
+        end = (b + 1) * fs + times.end_shift
+        if i + 1 < len(spans):
+            end = min(end, starts[i + 1])
+        if duration is not None:
+            end = min(end, duration)
+        out.append((round(starts[i], 3), round(max(end, starts[i]), 3)))
+    return out
 
 
 def check_log_probs(log_probs: torch.Tensor, lengths: torch.Tensor | None, vocab_size: int,

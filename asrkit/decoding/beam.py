@@ -25,7 +25,8 @@ import numpy as np
 from ..errors import DecodingError
 from ..lm.ngram import BOS, EOS, UNK, NgramLM, load_lm, lm_score
 from ..text import Vocabulary
-from .base import Decoder, Hypothesis, check_log_probs, make_hypothesis
+from .base import (WORD_TIMES, Decoder, Hypothesis, WordTimes, check_log_probs,
+                   make_hypothesis)
 from .config import BEAM_THRESHOLD, TOKEN_MIN_LOGP, UNK_OFFSET
 from .config import check_options as _check_options
 from .beam_kernel import (BONUS, FRAME, HOT, HOTDONE, INT_COLUMNS, LM_ARRAYS, LM_EXTERNAL,
@@ -68,8 +69,9 @@ class BeamSearchDecoder(Decoder):
                  hotwords: Iterable[str] | None = None, hotword_weight: float = 3.0,
                  nbest: int = 1, beam_size_token: int | None = None,
                  beam_threshold: float = BEAM_THRESHOLD, token_min_logp: float | None = None,
-                 unk_offset: float = UNK_OFFSET, num_workers: int | None = None):
-        super().__init__(vocab, frame_seconds)
+                 unk_offset: float = UNK_OFFSET, num_workers: int | None = None,
+                 times: WordTimes = WORD_TIMES):
+        super().__init__(vocab, frame_seconds, times)
         _check_options(beam_size, nbest, alpha, beta, hotword_weight, beam_threshold,
                        beam_size_token, token_min_logp, unk_offset)
         self.beam_size, self.nbest = int(beam_size), int(nbest)
@@ -233,7 +235,8 @@ class BeamSearchDecoder(Decoder):
             conf = np.zeros(lp.shape[0])
             conf[frames] = np.exp(lp[frames, tokens])
             hyp = make_hypothesis(self.vocab, tokens, frames, conf, self.frame_seconds,
-                                  score=score, am_score=a, lm_score=lm_total)
+                                  score=score, am_score=a, lm_score=lm_total,
+                                  times=self.times, n_frames=lp.shape[0])
             if hyp.text not in seen:
                 seen.add(hyp.text)
                 out.append(hyp)

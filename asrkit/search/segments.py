@@ -43,6 +43,9 @@ PEAK_PERCENTILE = 99  # the loudest frames (ignoring clicks) estimate the speech
 ENERGY_BLOCK = 4096  # frames whose energy is computed at once (bounds memory)
 MAX_WORD_SPAN = 3.0  # seconds; a longer "word" run is a misalignment, not a candidate
 SEGMENT_KINDS = ("windows", "words", "both")
+DETECTORS = ("energy", "silero")
+SILERO_THRESHOLD = 0.5  # speech probability that starts a region...
+SILERO_EXIT = 0.35  # ...and the one below which it ends (hysteresis)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class SegmentConfig:
     min_silence: float = 0.25  # seconds; shorter pauses are bridged (stops inside words)
     pad: float = 0.05  # seconds added at both ends of every region
     sample_rate: int = SAMPLE_RATE
+    # energy: frame energy against an adaptive threshold; silero: the Silero VAD
+    # network (asrkit.vad). Settings stored without it are energy (the only one then).
+    detector: Literal["energy", "silero"] = "energy"
     kind: Literal["windows", "words", "both"] = "windows"
     # For words: the acoustic model (bundled name or absolute path; default the bundled
     # recogniser) and its fingerprint (see asrkit.search.asr_frontend; fill both with
@@ -80,6 +86,9 @@ class SegmentConfig:
                      "word_tail"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"segments.{name} must not be negative")
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"segments.detector {self.detector!r} is not one of "
+                              f"{', '.join(DETECTORS)}")
         if self.kind not in SEGMENT_KINDS:
             raise ConfigError(f"segments.kind {self.kind!r} is not one of "
                               f"{', '.join(SEGMENT_KINDS)}")
@@ -100,7 +109,10 @@ class SegmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SegmentConfig":
+        """Settings as stored (``asdict``); those stored before there was a choice of
+        detector used the energy one, whatever today's default."""
         d = dict(d)
+        d.setdefault("detector", "energy")
         if "durations" in d:
             d["durations"] = tuple(d["durations"])
         return cls(**d)
@@ -137,7 +149,31 @@ def frame_energy_db(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
 
 
 def detect_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
-    """Speech regions of ``wave (samples,)``, sorted, non-overlapping, padded.
+    """Speech regions of ``wave (samples,)``, sorted, non-overlapping, padded, by the
+    config's detector (:func:`energy_speech` or :func:`silero_speech`)."""
+    if config.detector == "silero":
+        return silero_speech(wave, config)
+    return energy_speech(wave, config)
+
+
+def silero_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
+    """Speech regions from Silero VAD's speech probabilities (32 ms windows): a region
+    starts where the probability reaches :data:`SILERO_THRESHOLD` and lasts while it
+    stays above :data:`SILERO_EXIT`; then pauses under ``min_silence`` are bridged,
+    regions under ``min_speech`` dropped and ``pad`` added, as for the energy detector."""
+    from ..vad import SILERO_HOP_SECONDS, speech_probabilities  # torch only when used
+    if len(wave) == 0:
+        return []
+    probs = speech_probabilities(wave, config.sample_rate)
+    mask, inside = np.zeros(len(probs), bool), False
+    for i, p in enumerate(probs.tolist()):
+        inside = p >= SILERO_THRESHOLD or (inside and p >= SILERO_EXIT)
+        mask[i] = inside
+    return _regions(mask, SILERO_HOP_SECONDS, 0.0, len(wave), config)
+
+
+def energy_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[Span]:
+    """Speech regions of ``wave (samples,)`` by frame energy.
 
     A frame is speech when it is ``snr_db`` above the noise floor, within ``range_db``
     of the peak and above ``min_level_db``. A recording with no quiet part (e.g. an
@@ -150,13 +186,19 @@ def detect_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> 
     threshold = max(noise + config.snr_db, peak - config.range_db, config.min_level_db)
     if threshold > peak:  # no frame stands out from the floor: all speech or all silence
         threshold = max(peak - config.range_db, config.min_level_db)
-    mask = energy >= threshold
-    frame_s = VAD_HOP_MS / 1000
-    runs = _bridge(_runs(mask), int(round(config.min_silence / frame_s)))
-    min_frames = int(round(config.min_speech / frame_s))
-    total = len(wave) / config.sample_rate
-    spans = [Span(max(0.0, a * frame_s - config.pad),
-                  min(total, (b * frame_s + VAD_WIN_MS / 1000) + config.pad))
+    return _regions(energy >= threshold, VAD_HOP_MS / 1000, VAD_WIN_MS / 1000, len(wave),
+                    config)
+
+
+def _regions(mask: np.ndarray, hop: float, tail: float, samples: int,
+             config: SegmentConfig) -> list[Span]:
+    """Spans of the speech frames in ``mask (frames,)``, frame ``i`` starting at ``i *
+    hop`` seconds, a run of frames ``[a, b)`` ending at ``b * hop + tail``: short pauses
+    bridged, short bursts dropped, padded."""
+    runs = _bridge(_runs(mask), int(round(config.min_silence / hop)))
+    min_frames = int(round(config.min_speech / hop))
+    total = samples / config.sample_rate
+    spans = [Span(max(0.0, a * hop - config.pad), min(total, b * hop + tail + config.pad))
              for a, b in runs if b - a >= min_frames]
     return _merge_overlapping(spans)
 
@@ -236,8 +278,10 @@ def aligned_word_spans(log_probs, vocab, frame_seconds: float, config: SegmentCo
     """Word-run candidates from CTC ``log_probs (frames, vocab)`` (blank = 0) of a
     recogniser with ``vocab`` and ``frame_seconds`` per frame: greedy word times, then
     :func:`word_run_spans`."""
-    from ..decoding.base import GreedyDecoder
-    hyp = GreedyDecoder(vocab, frame_seconds).decode(log_probs.unsqueeze(0))[0]
+    from ..decoding.base import RAW_WORD_TIMES, GreedyDecoder
+    # Raw symbol frames: word_extents pads them itself (word_pad, word_tail were tuned
+    # on these), and indexes built before word times were corrected keep their segments.
+    hyp = GreedyDecoder(vocab, frame_seconds, RAW_WORD_TIMES).decode(log_probs.unsqueeze(0))[0]
     return word_run_spans([(w.start, w.end) for w in hyp.words], config, total, speech)
 
 

@@ -1,0 +1,104 @@
+"""Keyword spotting on CTC posteriors: where a typed word's labels fit the recogniser's output.
+
+A typed word (or phrase) becomes its CTC labels ``l1 .. lL`` (as forced alignment
+encodes text, :func:`asrkit.asr.alignment.text_labels`). Its blank-augmented sequence
+without the outer blanks, ``l1, blank, l2, ..., blank, lL``, is matched against every
+stretch of a recording's log-posteriors ``(frames, vocab)`` at once: a Viterbi pass whose
+first state may be entered at any frame (a sub-sequence match) gives, for each frame
+``t``, the best path of the whole word that ends on ``lL`` at ``t`` and where it started.
+
+Score: the path's log-probability divided by the number of labels, so words of any
+length compare; reported as ``exp`` of that (a geometric-mean posterior per label,
+1 = certain). Each local best end frame is a candidate; overlapping candidates keep
+the best (non-maximum suppression), as spoken-example search merges its windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..asr.alignment import Labels
+from ..errors import ConfigError
+
+MIN_SCORE = -6.0  # mean log-posterior per label below which a stretch is no candidate
+MAX_SECONDS_PER_LABEL = 1.0  # a match longer than this per label is no candidate
+
+
+@dataclass(frozen=True)
+class KeywordMatch:
+    start: int  # first frame of the word's first label
+    end: int  # one past the word's last frame
+    score: float  # mean log-posterior per label (0 = certain)
+
+
+def augmented_states(ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels → the blank-augmented sequence without outer blanks ``(2L - 1,)`` and
+    whether each state may be entered from two states back (skipping a blank between
+    two different labels) ``(2L - 1,)``."""
+    if not ids:
+        raise ConfigError("a keyword needs at least one label")
+    ext = np.zeros(2 * len(ids) - 1, np.int64)
+    ext[0::2] = ids
+    jump = np.zeros(len(ext), np.bool_)
+    jump[2::2] = ext[2::2] != ext[:-2:2]
+    return ext, jump
+
+
+@numba.njit(cache=True)
+def _end_scores(lp, ext, jump):  # pragma: no cover (compiled)
+    """``lp (frames, vocab)`` → best path score ending on the last state at each frame
+    ``(frames,)`` and that path's first frame ``(frames,)``."""
+    frames, states = lp.shape[0], ext.shape[0]
+    alpha = np.full(states, -np.inf)
+    first = np.zeros(states, np.int64)
+    new = np.empty(states)
+    new_first = np.empty(states, np.int64)
+    best_end = np.full(frames, -np.inf)
+    best_first = np.zeros(frames, np.int64)
+    for t in range(frames):
+        for s in range(states):
+            best, origin = alpha[s], first[s]
+            if s >= 1 and alpha[s - 1] > best:
+                best, origin = alpha[s - 1], first[s - 1]
+            if s >= 2 and jump[s] and alpha[s - 2] > best:
+                best, origin = alpha[s - 2], first[s - 2]
+            if s == 0 and best < 0.0:  # start afresh here (ties keep the older start)
+                best, origin = 0.0, t
+            new[s] = best + lp[t, ext[s]]
+            new_first[s] = origin
+        alpha[:] = new
+        first[:] = new_first
+        best_end[t] = alpha[states - 1]
+        best_first[t] = first[states - 1]
+    return best_end, best_first
+
+
+def spot(log_probs: np.ndarray, labels: Labels, frame_seconds: float,
+         min_score: float = MIN_SCORE) -> list[KeywordMatch]:
+    """Where ``labels`` fit ``log_probs (frames, vocab)`` (CTC log-posteriors, blank 0):
+    non-overlapping matches, best first, each scoring at least ``min_score``."""
+    lp = np.ascontiguousarray(log_probs, dtype=np.float32)
+    ext, jump = augmented_states(labels.ids)
+    if lp.shape[0] < len(ext) // 2 + 1:
+        return []
+    totals, firsts = _end_scores(lp, ext, jump)
+    scores = totals / len(labels.ids)  # (frames,)
+    ends = np.arange(len(scores))
+    longest = MAX_SECONDS_PER_LABEL * len(labels.ids) / frame_seconds
+    ok = (scores >= min_score) & (ends - firsts + 1 <= longest)
+    # A local best end: no better score one frame either side.
+    padded = np.concatenate([[-np.inf], scores, [-np.inf]])
+    ok &= (scores >= padded[:-2]) & (scores >= padded[2:])
+    order = np.flatnonzero(ok)[np.argsort(-scores[ok], kind="stable")]
+    taken: list[tuple[int, int]] = []
+    out = []
+    for t in order.tolist():
+        a, b = int(firsts[t]), t + 1
+        if any(a < e and s < b for s, e in taken):
+            continue
+        taken.append((a, b))
+        out.append(KeywordMatch(a, b, float(scores[t])))
+    return out

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from .common import user_errors
 from .common import COSINE, POSITIVE_INT  # parse-time range checks
+from .search_text import AsrModelOpt, MethodOpt, VoicesOpt
 
 
 class _QueryByDefault(TyperGroup):
@@ -48,9 +49,20 @@ def search(
         = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per hit (JSON Lines).")] = False,
+    text: Annotated[Optional[list[str]], typer.Option(
+        help="Find where this typed word or phrase is said, instead of a spoken QUERY "
+             "(repeatable).")] = None,
+    method: MethodOpt = "auto",
+    asr_model: AsrModelOpt = None,
+    voices: VoicesOpt = None,
 ):
-    """Search INDEX for each spoken QUERY; print file, start, end and score per hit."""
+    """Search INDEX for each spoken QUERY (or typed --text); print file, start, end and
+    score per hit."""
     with user_errors():
+        if text is not None:
+            from .search_text import search_text
+            return search_text(index, text, bool(queries or span), method, asr_model, voices,
+                               top, threshold, as_json)
         from asrkit.errors import ConfigError
         from asrkit.search.query import load_query, parse_span, search as run_search
         if rerank not in (None, "dtw"):

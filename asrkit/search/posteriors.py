@@ -46,6 +46,15 @@ CREATE TABLE IF NOT EXISTS posteriors (
 
 
 @dataclass(frozen=True)
+class PosteriorProgress:
+    """Reported after each recording whose posteriors had to be computed."""
+
+    done: int
+    total: int
+    source: str
+
+
+@dataclass(frozen=True)
 class Posteriors:
     """One recording's log-posteriors ``(frames, vocab)``; frame ``i`` starts at
     ``offset + i * frame_seconds`` seconds into ``audio``."""
@@ -58,11 +67,11 @@ class Posteriors:
 
 
 def archive_posteriors(index, model, ref: AcousticModelRef,
-                       progress: Callable[[int, int], None] | None = None,
+                       progress: Callable[[PosteriorProgress], None] | None = None,
                        ) -> Iterator[Posteriors]:
     """Every indexed recording's posteriors under ``model`` (whose reference is
     ``ref``): kept ones read back, missing or stale ones computed (and kept when the
-    index folder is writable). ``progress(done, total)`` counts computed recordings."""
+    index folder is writable). ``progress`` is told of each computed recording."""
     from ..asr.transcription import compute_log_probs  # torch: only when computing
     folder = Path(index.folder)
     identities = index.store.source_identities()
@@ -81,7 +90,7 @@ def archive_posteriors(index, model, ref: AcousticModelRef,
             if db is not None:
                 _keep(db, got, keys[utt.id], ref.fingerprint)
             if progress:
-                progress(done, len(todo))
+                progress(PosteriorProgress(done, len(todo), utt.id))
             yield got
     finally:
         if db is not None:

@@ -57,7 +57,7 @@ class TextSearcher:
     on first use, so many terms cost one pass of the acoustic model at most."""
 
     def __init__(self, index: SearchIndex, config: TextQueryConfig = TextQueryConfig(),
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable | None = None):
         self.index, self.config, self.progress = index, config, progress
         self._model = self._ref = self._posteriors = self._voices = None
         self.method = config.method
@@ -142,7 +142,7 @@ class TextSearcher:
 
 def search_text(index: SearchIndex | str | os.PathLike, texts: Sequence[str], top: int = 10,
                 config: TextQueryConfig = TextQueryConfig(),
-                progress: Callable[[int, int], None] | None = None) -> list[list[Hit]]:
+                progress: Callable | None = None) -> list[list[Hit]]:
     """One best-first hit list per typed word or phrase in ``texts``."""
     if not texts:
         raise ConfigError("no text given: type the word or phrase to find")

@@ -93,12 +93,24 @@ def spot(log_probs: np.ndarray, labels: Labels, frame_seconds: float,
     padded = np.concatenate([[-np.inf], scores, [-np.inf]])
     ok &= (scores >= padded[:-2]) & (scores >= padded[2:])
     order = np.flatnonzero(ok)[np.argsort(-scores[ok], kind="stable")]
+    heard = lp.argmax(-1)  # (frames,)
     taken: list[tuple[int, int]] = []
     out = []
     for t in order.tolist():
-        a, b = int(firsts[t]), t + 1
+        a, b = _held(heard, int(firsts[t]), t + 1, labels.ids[0], labels.ids[-1])
         if any(a < e and s < b for s, e in taken):
             continue
         taken.append((a, b))
         out.append(KeywordMatch(a, b, float(scores[t])))
     return out
+
+
+def _held(heard: np.ndarray, a: int, b: int, first: int, last: int) -> tuple[int, int]:
+    """Frames ``[a, b)`` widened over the frames where the model hears the first label
+    just before and the last label just after. The scores alone would cut a label held
+    for several frames to one (each further frame only adds a log-probability below 0)."""
+    while a > 0 and heard[a - 1] == first:
+        a -= 1
+    while b < len(heard) and heard[b] == last:
+        b += 1
+    return a, b

@@ -77,9 +77,14 @@ def _end_scores(lp, ext, jump):  # pragma: no cover (compiled)
 
 
 def spot(log_probs: np.ndarray, labels: Labels, frame_seconds: float,
-         min_score: float = MIN_SCORE) -> list[KeywordMatch]:
+         min_score: float = MIN_SCORE, separator: int | None = None) -> list[KeywordMatch]:
     """Where ``labels`` fit ``log_probs (frames, vocab)`` (CTC log-posteriors, blank 0):
-    non-overlapping matches, best first, each scoring at least ``min_score``."""
+    non-overlapping matches, best first, each scoring at least ``min_score``.
+
+    ``separator``: the word separator's label. When given, a match must stand as a whole
+    word: where the model hears another letter right before or after it (``SIX`` in
+    ``SIXTY``) rather than the separator, the match is charged the separator's best
+    log-posterior in between (:func:`_boundary_cost`)."""
     lp = np.ascontiguousarray(log_probs, dtype=np.float32)
     ext, jump = augmented_states(labels.ids)
     if lp.shape[0] < len(ext) // 2 + 1:
@@ -92,17 +97,44 @@ def spot(log_probs: np.ndarray, labels: Labels, frame_seconds: float,
     # A local best end: no better score one frame either side.
     padded = np.concatenate([[-np.inf], scores, [-np.inf]])
     ok &= (scores >= padded[:-2]) & (scores >= padded[2:])
-    order = np.flatnonzero(ok)[np.argsort(-scores[ok], kind="stable")]
     heard = lp.argmax(-1)  # (frames,)
+    found = []
+    for t in np.flatnonzero(ok).tolist():
+        a, b = _held(heard, int(firsts[t]), t + 1, labels.ids[0], labels.ids[-1])
+        score = float(scores[t])
+        if separator is not None:
+            score += _boundary_cost(lp, heard, a, b, separator) / len(labels.ids)
+        if score >= min_score:
+            found.append(KeywordMatch(a, b, score))
+    found.sort(key=lambda m: -m.score)
     taken: list[tuple[int, int]] = []
     out = []
-    for t in order.tolist():
-        a, b = _held(heard, int(firsts[t]), t + 1, labels.ids[0], labels.ids[-1])
-        if any(a < e and s < b for s, e in taken):
+    for m in found:
+        if any(m.start < e and s < m.end for s, e in taken):
             continue
-        taken.append((a, b))
-        out.append(KeywordMatch(a, b, float(scores[t])))
+        taken.append((m.start, m.end))
+        out.append(m)
     return out
+
+
+def _boundary_cost(lp: np.ndarray, heard: np.ndarray, a: int, b: int, separator: int,
+                   ) -> float:
+    """Log-probability (<= 0) that frames ``[a, b)`` are a whole word: on each side, 0
+    when the nearest symbol heard (blanks skipped) is the separator or there is none
+    (the recording's edge); else the separator's best log-posterior between the match
+    and that symbol, its first frame included."""
+    cost = 0.0
+    j = a - 1
+    while j >= 0 and heard[j] == 0:
+        j -= 1
+    if j >= 0 and heard[j] != separator:
+        cost += float(lp[j:a, separator].max())
+    j = b
+    while j < len(heard) and heard[j] == 0:
+        j += 1
+    if j < len(heard) and heard[j] != separator:
+        cost += float(lp[b:j + 1, separator].max())
+    return cost
 
 
 def _held(heard: np.ndarray, a: int, b: int, first: int, last: int) -> tuple[int, int]:

@@ -45,6 +45,7 @@ class TextQueryConfig:
     method: TextMethod = "auto"
     asr_model: str | None = None  # for kws: None = the index's own acoustic model
     voices: tuple[str, ...] | None = None  # for synth: voice id globs; None = DEFAULT_VOICES
+    whole_words: bool = True  # kws: charge matches heard inside a longer word
 
     def __post_init__(self):
         if self.method not in TEXT_METHODS:
@@ -100,9 +101,10 @@ class TextSearcher:
             raise VocabularyError(f"{text!r}: {str(e).split(';')[0].removeprefix('the text ')}"
                                   f" (model {self.model_name()}); type it with the symbols it "
                                   f"knows: {known}") from None
+        separator = model.vocab.space_id if self.config.whole_words else None
         hits = []
         for p in self._archive_posteriors():
-            for m in spot(p.log_probs, labels, p.frame_seconds):
+            for m in spot(p.log_probs, labels, p.frame_seconds, separator=separator):
                 hits.append(Hit(text, p.source, p.audio,
                                 round(p.offset + m.start * p.frame_seconds, 3),
                                 round(p.offset + m.end * p.frame_seconds, 3),

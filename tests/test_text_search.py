@@ -83,6 +83,22 @@ def test_spot_finds_each_planted_word_at_its_frames_and_nothing_else_as_well():
     assert all(m.score < -1 for m in matches[2:])  # the rest is what the model did not hear
 
 
+def test_a_word_heard_inside_a_longer_one_is_charged_only_when_whole_words_are_asked():
+    a, b, c, d = VOCAB.encode("ABCD")
+    sp = VOCAB.space_id
+    # "DAB" as a word (between separators), then inside "DABC" (a letter follows).
+    frames = [0, d, 0, a, 0, b, 0, sp, 0, 0, d, 0, a, 0, b, c, 0, 0]
+    lp = planted_log_probs(frames)
+    labels = text_labels(VOCAB, "dab")
+    parts = spot(lp, labels, 0.02)
+    whole = spot(lp, labels, 0.02, separator=sp)
+    assert sorted((m.start, m.end) for m in parts[:2]) == [(1, 6), (10, 15)]
+    word, inside = (next(m for m in whole if m.start == f) for f in (1, 10))
+    assert word.score == pytest.approx(parts[0].score if parts[0].start == 1
+                                       else parts[1].score)  # nothing charged
+    assert inside.score < word.score - 1.0 and whole[0] == word
+
+
 def test_fusion_of_a_list_with_itself_keeps_its_order_and_joint_finds_rank_first():
     hits = [Hit("q", f"s{i % 3}", "a.wav", float(i), i + 0.5, 1 - i / 10, i) for i in range(8)]
     same = fuse_ranked([hits, hits], "q")

@@ -104,6 +104,7 @@ def score_method(searcher: TextSearcher, terms, totals: dict[str, int], make_jud
         pats.append(float(right[:P_AT].sum() / P_AT))
         pooled += [(h.score, r) for h, r in zip(hits, right)]
     return {"map": float(np.mean(aps)), "p_at_10": float(np.mean(pats)),
+            "p_at_10_ceiling": float(np.mean([min(totals[t], P_AT) / P_AT for t in terms])),
             "recall_at_1fa_h": recall_at_fa(pooled, sum(totals.values()),
                                             FA_PER_HOUR * hours * len(terms)),
             "median_query_seconds": statistics.median(times)}

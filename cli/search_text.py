@@ -17,7 +17,7 @@ from .common import ProgressBars
 MethodOpt = Annotated[str, typer.Option(
     "--method", help="For --text: kws (keyword spotting on the acoustic model's "
                      "posteriors), synth (synthesised spoken examples), fused (both), or "
-                     "auto (fused when an acoustic model is known, else synth).")]
+                     "auto (kws when an acoustic model is known, else synth).")]
 AsrModelOpt = Annotated[Optional[str], typer.Option(
     "--asr-model", help="For --text with kws/fused: the acoustic model (file, training "
                         "folder or bundled name); default the one the index was built with.")]

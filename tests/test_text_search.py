@@ -212,3 +212,18 @@ def test_synthesised_examples_find_planted_words(synth_archive_spans, tmp_path):
         found += any(s.word == word and s.file == top.audio and top.start < s.end
                      and s.start < top.end for s in synth_archive_spans)
     assert found >= 0.8 * len(words), (found, len(words))
+
+
+def test_an_index_built_with_a_recogniser_spots_with_it_unasked(tone_model, tone_index,  # noqa: F811
+                                                                tmp_path):
+    from asrkit.search.segments import SegmentConfig
+    run, _ = tone_model
+    _, spans = tone_index
+    audio = __import__("pathlib").Path(next(iter(spans))).parent
+    build_index(audio, tmp_path / "index",
+                segment_config=SegmentConfig(kind="both", asr_model=str(run)))
+    with SearchIndex(tmp_path / "index") as idx:
+        searcher = TextSearcher(idx)  # method auto, no model named
+        assert searcher.method == "kws"
+        hits = searcher.search("DAB", top=3)
+    assert all(right(h, spans, "DAB") for h in hits)

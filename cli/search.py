@@ -1,7 +1,8 @@
 """`asrkit search`: find where spoken examples occur in an indexed archive, and measure how well.
 
 `asrkit search INDEX QUERY...` is short for `asrkit search query INDEX QUERY...`;
-`asrkit search eval WORDS.jsonl` scores embeddings against a DTW baseline.
+`asrkit search eval WORDS.jsonl` scores embeddings against a DTW baseline;
+`asrkit search INDEX --text WORD` finds a typed word (its code is at the end of this file).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typer.core import TyperGroup
 
 from .common import user_errors
 from .common import COSINE, POSITIVE_INT  # parse-time range checks
-from .search_text import AsrModelOpt, MethodOpt, VoicesOpt
 
 
 class _QueryByDefault(TyperGroup):
@@ -30,6 +30,20 @@ class _QueryByDefault(TyperGroup):
 app = typer.Typer(cls=_QueryByDefault, no_args_is_help=True,
                   help="Find where spoken examples occur in an indexed archive "
                        "(`asrkit search INDEX QUERY...`), or evaluate search quality.")
+
+
+# --- options of the typed-word search (`--text`); the code is at the end ---
+MethodOpt = Annotated[str, typer.Option(
+    "--method", help="For --text: kws (keyword spotting on the acoustic model's "
+                     "posteriors), synth (synthesised spoken examples), fused (both), or "
+                     "auto (kws when an acoustic model is known, else synth).")]
+AsrModelOpt = Annotated[Optional[str], typer.Option(
+    "--asr-model", help="For --text with kws/fused: the acoustic model (file, training "
+                        "folder or bundled name); default the one the index was built with.")]
+VoicesOpt = Annotated[Optional[str], typer.Option(
+    "--voices", help="For --text with synth/fused: comma-separated synthesiser voice globs, "
+                     "e.g. 'flite:slt,espeak-ng:en-us*' (default: a mix of the installed "
+                     "voices; see `asrkit data synth --list-voices`).")]
 
 
 @app.command("query")
@@ -60,8 +74,7 @@ def search(
     score per hit."""
     with user_errors():
         if text is not None:
-            from .search_text import search_text
-            return search_text(index, text, bool(queries or span), method, asr_model, voices,
+            return _search_text(index, text, bool(queries or span), method, asr_model, voices,
                                top, threshold, as_json)
         from asrkit.errors import ConfigError
         from asrkit.search.query import load_query, parse_span, search as run_search
@@ -99,3 +112,35 @@ def _shown(path: str) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+# --- `asrkit search INDEX --text WORD`: where a typed word or phrase is said ---
+
+def _search_text(index: Path, texts: list[str], has_queries: bool, method: str,
+                 asr_model: str | None, voices: str | None, top: int,
+                 threshold: float | None, as_json: bool) -> None:
+    """Run the typed search and print its hits as the spoken-example search does."""
+    from asrkit.errors import ConfigError
+    from asrkit.search.text_query import TextQueryConfig, search_text as run
+    from .common import ProgressBars
+    if has_queries:
+        raise ConfigError("give spoken queries or --text, not both")
+    config = TextQueryConfig(method, asr_model, _split(voices))
+    with ProgressBars("posteriors", "rec") as bars:
+        results = run(index, texts, top=top, config=config, progress=bars.update)
+    for text, hits in zip(texts, results):
+        if threshold is not None:
+            hits = [h for h in hits if h.score >= threshold]
+        if as_json:
+            for rank, h in enumerate(hits, 1):
+                typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
+                                       "audio": h.audio, "start": h.start, "end": h.end,
+                                       "score": round(h.score, 4)}))
+        else:
+            _print_table(text, hits, several=len(results) > 1)
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    """Comma-separated items → a tuple (None when there are none)."""
+    items = tuple(v.strip() for v in (value or "").split(",") if v.strip())
+    return items or None

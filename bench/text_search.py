@@ -20,6 +20,7 @@ at most hours x terms; recall is then over all occurrences. Times: the median wa
 time per term, and once per archive the posterior pass (kws) measured separately.
 
     python bench/text_search.py [--files 40] [--words-per-file 40] [--depth 100]
+                                [--asr-model an4] [--archives synthetic,an4]
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def recall_at_fa(pooled, occurrences: int, allowed: float) -> float:
 
 
 def run_archive(name: str, manifest: Path, terms, totals, make_judge, work: Path,
-                depth: int) -> dict:
+                depth: int, asr_model: str = "an4") -> dict:
     index_dir = work / f"{name}-index"
     started = time.perf_counter()
     summary = build_index(manifest, index_dir)
@@ -140,7 +141,7 @@ def run_archive(name: str, manifest: Path, terms, totals, make_judge, work: Path
     (index_dir / POSTERIORS_FILE).unlink(missing_ok=True)  # the first kws pass computes
     with SearchIndex(index_dir) as idx:
         for label, (method, whole) in METHODS.items():
-            searcher = TextSearcher(idx, TextQueryConfig(method, asr_model="an4",
+            searcher = TextSearcher(idx, TextQueryConfig(method, asr_model=asr_model,
                                                          whole_words=whole))
             if method != "synth":
                 started = time.perf_counter()
@@ -170,27 +171,37 @@ def main() -> None:
     ap.add_argument("--words-per-file", type=int, default=40)
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--asr-model", default="an4",
+                    help="Recogniser for kws (file, training folder or bundled name).")
+    ap.add_argument("--archives", default="synthetic,an4",
+                    help="Which archives to measure, comma-separated: synthetic, an4.")
     ap.add_argument("--out", type=Path, help="Write the figures here as JSON.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"query voices: {', '.join(v.id for v in choose_voices(None))} "
           f"(defaults {', '.join(DEFAULT_VOICES)})")
-    results = {}
-    manifest, words, spans, n_voices = synthetic_archive(args.work, args.files,
-                                                         args.words_per_file)
-    totals = Counter(w for ws in spans.values() for w, _, _ in ws)
-    print(f"synthetic archive voices: {n_voices} (no query voice's speaker among them)")
-    results["synthetic"] = run_archive("synthetic", manifest, words, totals,
-                                       lambda: judge_spans(spans), args.work, args.depth)
-    if AN4_TEST.exists():
+    results, archives = {}, args.archives.split(",")
+    print(f"kws recogniser: {args.asr_model}")
+    if "synthetic" in archives:
+        manifest, words, spans, n_voices = synthetic_archive(args.work, args.files,
+                                                             args.words_per_file)
+        totals = Counter(w for ws in spans.values() for w, _, _ in ws)
+        print(f"synthetic archive voices: {n_voices} (no query voice's speaker among them)")
+        results["synthetic"] = run_archive("synthetic", manifest, words, totals,
+                                           lambda: judge_spans(spans), args.work, args.depth,
+                                           args.asr_model)
+    if "an4" not in archives:
+        pass
+    elif AN4_TEST.exists():
         utts = read_manifest(AN4_TEST)
         texts = {u.id: u.text.upper().split() for u in utts}
         counts = Counter(w for ws in texts.values() for w in ws)
         terms = sorted(w for w, n in counts.items() if len(w) >= 3 and n >= 2)
         results["an4_test"] = run_archive("an4-test", AN4_TEST, terms,
                                           {t: counts[t] for t in terms},
-                                          lambda: judge_counts(texts), args.work, args.depth)
+                                          lambda: judge_counts(texts), args.work, args.depth,
+                                          args.asr_model)
     else:
         print(f"{AN4_TEST} missing: AN4 part skipped", file=sys.stderr)
     if args.out:

@@ -145,7 +145,7 @@ def run_archive(name: str, manifest: Path, terms, totals, make_judge, work: Path
                                                          whole_words=whole))
             if method != "synth":
                 started = time.perf_counter()
-                searcher._archive_posteriors()  # the once-per-archive pass, timed apart
+                searcher.posteriors()  # the once-per-archive pass, timed apart
                 out[f"{label}_posterior_seconds"] = time.perf_counter() - started
                 print(f"  {label}: posteriors of the archive ready in "
                       f"{out[f'{label}_posterior_seconds']:.1f} s")

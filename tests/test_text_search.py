@@ -149,7 +149,7 @@ def test_kept_posteriors_give_what_fresh_ones_give(tone_model, tone_index, tmp_p
     assert (copy / POSTERIORS_FILE).is_file()
     with SearchIndex(copy) as idx:
         searcher = TextSearcher(idx, config)
-        computed = [p.source for p in searcher._archive_posteriors()]
+        computed = [p.source for p in searcher.posteriors()]
     again = search_text(copy, ["DAB", "A"], top=5, config=config)
     assert sorted(computed) == ["rec0.wav", "rec1.wav", "rec2.wav"]
     for f, a in zip(fresh, again):  # float16 storage: same hits, scores to 1e-2

@@ -106,7 +106,7 @@ class TextSearcher:
                                   f"knows: {known}") from None
         separator = model.vocab.space_id if self.config.whole_words else None
         hits = []
-        for p in self._archive_posteriors():
+        for p in self.posteriors():
             for m in spot(p.log_probs, labels, p.frame_seconds, separator=separator):
                 hits.append(Hit(text, p.source, p.audio,
                                 round(p.offset + m.start * p.frame_seconds, 3),
@@ -136,7 +136,9 @@ class TextSearcher:
                 self._model = load_referenced(self._ref, f"{self.index.folder}")
         return self._model
 
-    def _archive_posteriors(self):
+    def posteriors(self) -> list:
+        """The archive's posteriors under the kws model: kept ones read, others computed
+        (once per searcher)."""
         if self._posteriors is None:
             from .posteriors import archive_posteriors
             model = self._load_model()

@@ -172,7 +172,7 @@ def test_cli_text_search_prints_json_lines(tone_model, tone_index):  # noqa: F81
 
 @pytest.mark.parametrize("args, code, says", [
     (["--text", "  ", "--method", "synth"], 2, "empty"),
-    (["--text", "DAX", "--method", "kws", "--asr-model", "RUN"], 1, "cannot write: 'X'"),
+    (["--text", "DAX", "--method", "kws", "--asr-model", "RUN"], 1, "cannot write 'X'"),
     (["--text", "DAB", "--method", "kws"], 2, "without an acoustic model"),
     (["--text", "DAB", "--method", "fused"], 2, "without an acoustic model"),
     (["--text", "DAB", "--method", "guess"], 2, "unknown typed-search method"),

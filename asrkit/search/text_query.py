@@ -30,6 +30,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from ..errors import ConfigError, VocabularyError
+from ..text import WORD_SEPARATOR
 from .index import SearchIndex
 from .query import Hit, Query, search as search_examples
 
@@ -71,7 +72,8 @@ class TextSearcher:
             raise ConfigError(
                 f"{index.folder}: this index was built without an acoustic model, so it "
                 "has no posteriors to spot typed words in; pass --asr-model MODEL, rebuild "
-                "with `asrkit index build --asr-model MODEL`, or use --method synth")
+                "with `asrkit index build --segments both --asr-model MODEL`, or use "
+                "--method synth")
 
     def model_name(self) -> str | None:
         """The acoustic model kws uses: the one asked for, else the index's own."""
@@ -97,13 +99,13 @@ class TextSearcher:
         from ..asr.alignment import text_labels
         from .keywords import spot
         model = self._load_model()
-        try:
-            labels = text_labels(model.vocab, text)
-        except VocabularyError as e:
-            known = "".join(s for s in model.vocab.symbols if s != " ")
-            raise VocabularyError(f"{text!r}: {str(e).split(';')[0].removeprefix('the text ')}"
-                                  f" (model {self.model_name()}); type it with the symbols it "
-                                  f"knows: {known}") from None
+        unknown = model.vocab.unknown(model.vocab.normalize(text)) - {WORD_SEPARATOR}
+        if unknown:
+            known = "".join(s for s in model.vocab.symbols if s != WORD_SEPARATOR)
+            raise VocabularyError(f"{text!r}: the acoustic model {self.model_name()} cannot "
+                                  f"write {''.join(sorted(unknown))!r}; type the word with "
+                                  f"the symbols it knows: {known}")
+        labels = text_labels(model.vocab, text)
         separator = model.vocab.space_id if self.config.whole_words else None
         hits = []
         for p in self.posteriors():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from asrkit.search.index import SearchIndex, build_index
 from asrkit.search.keywords import augmented_states, spot
 from asrkit.search.posteriors import FILE as POSTERIORS_FILE
 from asrkit.search.query import Hit
-from asrkit.search.text_query import (TextQueryConfig, TextSearcher, fuse_ranked,
+from asrkit.search.text_query import (TextQueryConfig, TextSearcher, fuse_scores,
                                       search_text)
 from asrkit.text import Vocabulary
 from test_align import tone_model, tone_recording  # noqa: F401 (a fixture, and its audio)
@@ -99,14 +100,16 @@ def test_a_word_heard_inside_a_longer_one_is_charged_only_when_whole_words_are_a
     assert inside.score < word.score - 1.0 and whole[0] == word
 
 
-def test_fusion_of_a_list_with_itself_keeps_its_order_and_joint_finds_rank_first():
+def test_fusion_of_a_list_with_itself_keeps_it_and_a_region_both_found_gains():
     hits = [Hit("q", f"s{i % 3}", "a.wav", float(i), i + 0.5, 1 - i / 10, i) for i in range(8)]
-    same = fuse_ranked([hits, hits], "q")
-    assert [(h.source, h.start) for h in same] == [(h.source, h.start) for h in hits]
-    assert same[0].score == pytest.approx(1.0)
-    other = [Hit("q", "s9", "b.wav", 0.0, 1.0, 0.9, 99), hits[5]]
-    fused = fuse_ranked([hits, other], "q")
-    assert (fused[0].source, fused[0].start) == (hits[5].source, hits[5].start)
+    same = fuse_scores([hits, hits], "q")
+    assert [(h.source, h.start, h.score) for h in same] == \
+        [(h.source, h.start, pytest.approx(h.score)) for h in hits]
+    other = [Hit("q", "s9", "b.wav", 0.0, 1.0, 0.9, 99), replace(hits[5], start=5.2, score=0.8)]
+    fused = fuse_scores([hits, other], "q")
+    assert (fused[0].source, fused[0].start) == (hits[5].source, hits[5].start)  # its times
+    assert fused[0].score == pytest.approx((hits[5].score + 0.8) / 2)
+    assert len(fused) == len(hits) + 1  # the overlapping pair is one region
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ Two ways, and their fusion:
   recording a spoken example; their embeddings are averaged into one query and searched
   like any spoken example (:func:`asrkit.search.query.search` with ``fuse``). Needs no
   recogniser, only a synthesiser that speaks the language.
-- ``fused``: both lists merged by reciprocal rank: a region found by both (overlapping,
-  same recording) scores the mean of ``(K + 1) / (K + rank)`` over the two lists, 1
-  when both rank it first; a region only one list found gets 0 from the other.
+- ``fused``: both lists merged: a region found by both (overlapping, same recording)
+  scores the mean of its two scores (kws posterior, cosine similarity); a region only
+  one list found gets 0 from the other. Merging by reciprocal rank instead was worse
+  on both benchmark archives: it lets the weaker list pull the stronger one's ranks.
 
 ``auto`` is ``kws`` when an acoustic model is known, else ``synth``: on real speech
-(AN4 test, a recogniser trained on AN4) kws found the words far better than the
-synthesised examples, and equal-weight fusion fell between the two rather than
-above both (``bench/text_search.py``; figures in the README).
+(AN4 test, a recogniser trained on AN4) kws found the words best, ahead of the fusion
+(``bench/text_search.py``; figures in the README).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ TEXT_METHODS = ("auto", "kws", "synth", "fused")
 DEFAULT_VOICES = ("flite:slt", "flite:rms", "flite:awb", "flite:kal16",
                   "festival:kal_diphone", "espeak-ng:en-us", "espeak-ng:en-us+f3",
                   "espeak-ng:en-gb+m3")
-RRF_K = 60  # reciprocal-rank constant (the usual one): ranks past ~K weigh about alike
 FUSE_DEPTH = 5  # each list of a fusion is fetched this many times deeper than `top`
 
 
@@ -92,7 +91,7 @@ class TextSearcher:
         if self.method == "synth":
             return self.synthesised(text, top)
         depth = top * FUSE_DEPTH
-        return fuse_ranked([self.spot(text, depth), self.synthesised(text, depth)], text)[:top]
+        return fuse_scores([self.spot(text, depth), self.synthesised(text, depth)], text)[:top]
 
     def spot(self, text: str, top: int) -> list[Hit]:
         """Keyword spotting on the archive's posteriors."""
@@ -216,16 +215,15 @@ def synthesised_examples(text: str, voices) -> list[Query]:
     return queries
 
 
-def fuse_ranked(lists: Sequence[Sequence[Hit]], name: str) -> list[Hit]:
-    """Merge best-first hit lists by reciprocal rank (module docstring). Hits overlapping
-    in one recording are one region; it keeps the times of the list that found it first
-    in the order given."""
-    regions: list[list] = []  # [hit, score]
+def fuse_scores(lists: Sequence[Sequence[Hit]], name: str) -> list[Hit]:
+    """Merge best-first hit lists into one: hits overlapping in one recording are one
+    region, scoring the mean of its score in each list (0 from a list that missed it).
+    A region keeps the times of the list that found it first in the order given."""
+    regions: list[list] = []  # [hit, summed score]
     by_source: dict[str, list[list]] = {}
     for hits in lists:
         claimed: set[int] = set()
-        for rank, h in enumerate(hits, 1):
-            gain = (RRF_K + 1) / (RRF_K + rank) / len(lists)
+        for h in hits:
             same = by_source.setdefault(h.source, [])
             match = next((r for r in same if id(r) not in claimed
                           and h.start < r[0].end and r[0].start < h.end), None)
@@ -234,6 +232,6 @@ def fuse_ranked(lists: Sequence[Sequence[Hit]], name: str) -> list[Hit]:
                 same.append(match)
                 regions.append(match)
             claimed.add(id(match))
-            match[1] += gain
-    return [replace(h, score=round(s, 6))
+            match[1] += h.score
+    return [replace(h, score=round(s / len(lists), 6))
             for h, s in sorted(regions, key=lambda r: -r[1])]

@@ -230,3 +230,13 @@ def test_an_index_built_with_a_recogniser_spots_with_it_unasked(tone_model, tone
         assert searcher.method == "kws"
         hits = searcher.search("DAB", top=3)
     assert all(right(h, spans, "DAB") for h in hits)
+
+
+def test_a_typed_phrase_is_found_where_its_words_follow_each_other(tone_model, tone_index):  # noqa: F811
+    run, _ = tone_model
+    index, spans = tone_index
+    [hits] = search_text(index, ["DAB C"], top=1,
+                         config=TextQueryConfig("kws", asr_model=str(run)))
+    [words] = [ws for ws in spans.values() if [w for w, _ in ws][:2] == ["DAB", "C"]]
+    (_, (start, _)), (_, (_, end)) = words[0], words[1]
+    assert hits[0].start < start + 0.1 and hits[0].end > end - 0.1, (hits, words)

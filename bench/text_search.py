@@ -13,10 +13,11 @@ Two archives, each indexed with the default embedder (windows, no acoustic model
 
 Terms: synthetic, every word; AN4, every word of 3+ letters said at least twice.
 For each method (kws on the bundled an4 model's posteriors, with and without the
-whole-word charge; synth with the default voices; fused) and archive: MAP and P@10 over terms (each list `--depth` hits deep;
-missed occurrences count as 0 precision), and recall at 1 false alarm per hour: one
-score threshold for all terms, set so the archive's false alarms over all terms are
-at most hours x terms; recall is then over all occurrences. Times: the median wall
+whole-word charge; synth with the default voices; fused) and archive: MAP and P@10
+over terms (each list `--depth` hits deep; missed occurrences count as 0 precision),
+and recall at 1 false alarm per hour: one score threshold for all terms, set so the
+archive's false alarms over all terms are at most hours x terms; recall is then over
+all occurrences. Times: the median wall
 time per term, and once per archive the posterior pass (kws) measured separately.
 
     python bench/text_search.py [--files 40] [--words-per-file 40] [--depth 100]

@@ -181,8 +181,8 @@ def test_cli_text_search_prints_json_lines(tone_model, tone_index):  # noqa: F81
     (["--text", "DAB", "--method", "guess"], 2, "unknown typed-search method"),
     (["some.wav", "--text", "DAB", "--method", "synth"], 2, "not both"),
 ])
-def test_cli_text_search_refuses_bad_input_in_one_line(tone_model, tone_index, args, code,  # noqa: F811
-                                                        says):
+def test_cli_text_search_refuses_bad_input_in_one_line(  # noqa: F811 (fixture)
+        tone_model, tone_index, args, code, says):
     run, _ = tone_model
     index, _ = tone_index
     args = [str(run) if a == "RUN" else a for a in args]
@@ -217,8 +217,8 @@ def test_synthesised_examples_find_planted_words(synth_archive_spans, tmp_path):
     assert found >= 0.8 * len(words), (found, len(words))
 
 
-def test_an_index_built_with_a_recogniser_spots_with_it_unasked(tone_model, tone_index,  # noqa: F811
-                                                                tmp_path):
+def test_an_index_built_with_a_recogniser_spots_with_it_unasked(  # noqa: F811 (fixture)
+        tone_model, tone_index, tmp_path):
     from asrkit.search.segments import SegmentConfig
     run, _ = tone_model
     _, spans = tone_index
@@ -232,7 +232,8 @@ def test_an_index_built_with_a_recogniser_spots_with_it_unasked(tone_model, tone
     assert all(right(h, spans, "DAB") for h in hits)
 
 
-def test_a_typed_phrase_is_found_where_its_words_follow_each_other(tone_model, tone_index):  # noqa: F811
+def test_a_typed_phrase_is_found_where_its_words_follow_each_other(  # noqa: F811 (fixture)
+        tone_model, tone_index):
     run, _ = tone_model
     index, spans = tone_index
     [hits] = search_text(index, ["DAB C"], top=1,

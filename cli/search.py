@@ -70,8 +70,7 @@ def search(
     asr_model: AsrModelOpt = None,
     voices: VoicesOpt = None,
 ):
-    """Search INDEX for each spoken QUERY (or typed --text); print file, start, end and
-    score per hit."""
+    """Search INDEX for each spoken QUERY or typed --text; print file, start, end, score."""
     with user_errors():
         if text is not None:
             return _search_text(index, text, bool(queries or span), method, asr_model, voices,

@@ -1,7 +1,8 @@
 """`asrkit search`: find where spoken examples occur in an indexed archive, and measure how well.
 
 `asrkit search INDEX QUERY...` is short for `asrkit search query INDEX QUERY...`;
-`asrkit search eval` and `asrkit search calibrate` are in detection.py.
+`asrkit search eval` and `asrkit search calibrate` are in detection.py;
+`asrkit search INDEX --text WORD` finds a typed word (its code is at the end of this file).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ app = typer.Typer(cls=_QueryByDefault, no_args_is_help=True,
                        "(`asrkit search INDEX QUERY...`), or evaluate search quality.")
 
 
+# --- options of the typed-word search (`--text`); the code is at the end ---
+MethodOpt = Annotated[str, typer.Option(
+    "--method", help="For --text: kws (keyword spotting on the acoustic model's "
+                     "posteriors), synth (synthesised spoken examples), fused (both), or "
+                     "auto (kws when an acoustic model is known, else synth).")]
+AsrModelOpt = Annotated[Optional[str], typer.Option(
+    "--asr-model", help="For --text with kws/fused: the acoustic model (file, training "
+                        "folder or bundled name); default the one the index was built with.")]
+VoicesOpt = Annotated[Optional[str], typer.Option(
+    "--voices", help="For --text with synth/fused: comma-separated synthesiser voice globs, "
+                     "e.g. 'flite:slt,espeak-ng:en-us*' (default: a mix of the installed "
+                     "voices; see `asrkit data synth --list-voices`).")]
+
+
 @app.command("query")
 def search(
     index: Annotated[Path, typer.Argument(help="Index folder (from `asrkit index build`).")],
@@ -51,10 +66,22 @@ def search(
         = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per hit (JSON Lines).")] = False,
+    text: Annotated[Optional[list[str]], typer.Option(
+        help="Find where this typed word or phrase is said, instead of a spoken QUERY "
+             "(repeatable).")] = None,
+    method: MethodOpt = "auto",
+    asr_model: AsrModelOpt = None,
+    voices: VoicesOpt = None,
 ):
-    """Search INDEX for each spoken QUERY; print file, start, end and score per hit."""
+    """Search INDEX for each spoken QUERY or typed --text; print file, start, end, score."""
     with user_errors():
         from asrkit.errors import ConfigError
+        if text is not None:
+            if threshold == "auto":
+                raise ConfigError("--threshold auto is calibrated for spoken queries; give "
+                                  "--text a number (its scores run from 0 to 1)")
+            return _search_text(index, text, bool(queries or span), method, asr_model, voices,
+                               top, None if threshold is None else float(threshold), as_json)
         from asrkit.search.query import load_query, parse_span, search as run_search
         if rerank not in (None, "dtw"):
             raise ConfigError(f"--rerank must be 'dtw', not {rerank!r}")
@@ -92,3 +119,35 @@ def _shown(path: str) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+# --- `asrkit search INDEX --text WORD`: where a typed word or phrase is said ---
+
+def _search_text(index: Path, texts: list[str], has_queries: bool, method: str,
+                 asr_model: str | None, voices: str | None, top: int,
+                 threshold: float | None, as_json: bool) -> None:
+    """Run the typed search and print its hits as the spoken-example search does."""
+    from asrkit.errors import ConfigError
+    from asrkit.search.text_query import TextQueryConfig, search_text as run
+    from .common import ProgressBars
+    if has_queries:
+        raise ConfigError("give spoken queries or --text, not both")
+    config = TextQueryConfig(method, asr_model, _split(voices))
+    with ProgressBars("posteriors", "rec") as bars:
+        results = run(index, texts, top=top, config=config, progress=bars.update)
+    for text, hits in zip(texts, results):
+        if threshold is not None:
+            hits = [h for h in hits if h.score >= threshold]
+        if as_json:
+            for rank, h in enumerate(hits, 1):
+                typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
+                                       "audio": h.audio, "start": h.start, "end": h.end,
+                                       "score": round(h.score, 4)}))
+        else:
+            _print_table(text, hits, several=len(results) > 1)
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    """Comma-separated items → a tuple (None when there are none)."""
+    items = tuple(v.strip() for v in (value or "").split(",") if v.strip())
+    return items or None

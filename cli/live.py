@@ -20,7 +20,7 @@ def run_stream(asr, dec, source: str | None, fmt: str, rate: int | None, fast: b
                chunk_seconds: float, output: Path | None) -> None:
     """Transcribe one live source (a file, '-' for raw PCM on stdin, None for the
     microphone) and print its words as they become final."""
-    from asrkit.asr.sources import file_chunks, microphone_chunks, pcm_chunks
+    from asrkit.asr.sources import file_chunks, file_gain, microphone_chunks, pcm_chunks
     from asrkit.asr.streaming import StreamingTranscriber
     from asrkit.errors import ConfigError
 
@@ -32,11 +32,14 @@ def run_stream(asr, dec, source: str | None, fmt: str, rate: int | None, fast: b
             raise ConfigError("-: raw PCM on standard input needs its sample rate; add "
                               "--rate 16000 (16-bit little-endian mono)")
         chunks = pcm_chunks(sys.stdin.buffer, rate, chunk_seconds, sr)
-    elif source is None:
+    gain = None  # live audio: the gain of the loudest sample so far
+    if source is None:
         chunks = microphone_chunks(chunk_seconds, sr)
-    else:
+    elif source != "-":
         chunks = file_chunks(source, chunk_seconds, sr, realtime=not fast)
-    transcriber = StreamingTranscriber(asr, dec)
+        if asr.feature_config.gain_normalize:  # a file's loudest sample is known at once
+            gain = file_gain(source, sr)
+    transcriber = StreamingTranscriber(asr, dec, gain=gain)
     out = open(output, "w", encoding="utf-8") if output is not None else sys.stdout
     try:
         _print_updates(transcriber, chunks, out, fmt, live=out.isatty() and fmt == "txt")

@@ -3,6 +3,8 @@ offline transcript, whatever the chunk sizes, and a word once final never change
 
 from __future__ import annotations
 
+import json
+
 import jiwer
 import numpy as np
 import pytest
@@ -10,13 +12,15 @@ import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from asrkit.asr.checkpoint import load_model
+from asrkit.asr.checkpoint import load_model, save_model
 from asrkit.asr.config import load_config
 from asrkit.asr.streaming import AcousticStream, StreamingTranscriber
 from asrkit.asr.training import train
 from asrkit.asr.transcription import transcribe
 from asrkit.audio import load_audio, peak_gain
+from asrkit.cli.main import app
 from asrkit.decoding import make_decoder
 from asrkit.errors import ConfigError
 from asrkit.lm.estimate import estimate_kneser_ney
@@ -95,7 +99,7 @@ def trained(tmp_path_factory):
     train(train_utts, valid_utts, root / "run", load_config(None, TINY))
     lm = root / "lm.arpa"
     write_arpa(lm, estimate_kneser_ney((u.text.split() for u in train_utts), 2))
-    return load_model(root / "run"), test_utts, lm
+    return load_model(root / "run"), test_utts, lm, root / "run"
 
 
 def decoder(model, kind, lm):
@@ -130,7 +134,7 @@ def check_against_offline(model, dec, utt, sizes):
 
 
 def test_the_tiny_forward_model_learned(trained):
-    model, utts, _ = trained
+    model, utts, _, _ = trained
     dec = decoder(model, "greedy", None)
     hyps = [t.text for t in transcribe(model, utts, dec)]
     # Chance is a CER near 100 %: it has to hear which tone is which. (A forward-only
@@ -140,7 +144,7 @@ def test_the_tiny_forward_model_learned(trained):
 
 @pytest.mark.parametrize("kind", ["greedy", "beam-lm"])
 def test_streamed_equals_offline_in_chunks_of_one_sample(trained, kind):
-    model, utts, lm = trained
+    model, utts, lm, _ = trained
     check_against_offline(model, decoder(model, kind, lm), utts[0], [1])
 
 
@@ -148,7 +152,7 @@ def test_streamed_equals_offline_in_chunks_of_one_sample(trained, kind):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(1, 6_000), min_size=1, max_size=6), which=st.integers(0, 5))
 def test_streamed_equals_offline_for_any_chunk_sizes(trained, kind, sizes, which):
-    model, utts, lm = trained
+    model, utts, lm, _ = trained
     check_against_offline(model, decoder(model, kind, lm), utts[which], sizes)
 
 
@@ -156,7 +160,7 @@ def test_streamed_equals_offline_for_any_chunk_sizes(trained, kind, sizes, which
 def test_words_become_final_before_the_end(trained, kind, tmp_path):
     """On a longer recording (the test utterances one after another), final words
     arrive while audio is still coming, never before their own end."""
-    model, utts, lm = trained
+    model, utts, lm, _ = trained
     wave = np.concatenate([load_audio(u.audio, normalize=False) for u in utts])
     path = tmp_path / "long.wav"
     sf.write(path, wave, 16_000, subtype="FLOAT")
@@ -166,3 +170,55 @@ def test_words_become_final_before_the_end(trained, kind, tmp_path):
     assert early, "no word was final before the end of the audio"
     for word, seconds in early:
         assert word.end <= seconds
+
+
+# --- the command line -----------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def invoke(*args, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], **kwargs)
+
+
+def final_words(jsonl: str) -> list[tuple[str, float, float]]:
+    records = [json.loads(line) for line in jsonl.splitlines() if line.startswith("{")]
+    assert records[-1]["type"] == "end"
+    return [(r["word"], r["start"], r["end"]) for r in records if r["type"] == "final"]
+
+
+def test_stream_from_the_command_line(trained):
+    """A file (as fast as it goes) gives the offline transcript's words and times (its
+    gain is the offline one); raw PCM on standard input gives what the library gives
+    for those samples with the gain of the loudest sample so far."""
+    model, utts, _, run = trained
+    utt = utts[0]
+    offline = next(transcribe(model, [utt])).hypothesis
+    want = [(w.word, w.start, w.end) for w in offline.words]
+    result = invoke("transcribe", "--stream", "--fast", "-f", "jsonl", run, utt.audio)
+    assert result.exit_code == 0, result.output
+    assert final_words(result.stdout) == want
+    result = invoke("transcribe", "--stream", "--fast", run, utt.audio)  # txt, not a terminal
+    assert result.stdout.split()[2::4] == [w for w, _, _ in want]
+    pcm = (load_audio(utt.audio, normalize=False) * 32768).round().astype("<i2")
+    result = invoke("transcribe", "--stream", "-f", "jsonl", run, "-", "--rate", 16000,
+                    "--chunk-ms", 30, input=pcm.tobytes())
+    assert result.exit_code == 0, result.output
+    live = StreamingTranscriber(model)
+    for piece in chunks(pcm.astype(np.float32) / 32768, [480]):
+        live.feed(piece)
+    live.finish()
+    assert final_words(result.stdout) == [(w.word, w.start, w.end) for w in live.final_words]
+
+
+def test_stream_refusals(tmp_path):
+    save_model(tmp_path / "bi.pt", tiny_model())
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16_000)
+    result = invoke("transcribe", "--stream", tmp_path / "bi.pt", wav)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "bidirectional=false" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    save_model(tmp_path / "fwd.pt", tiny_model(bidirectional=False))
+    result = invoke("transcribe", "--stream", tmp_path / "fwd.pt", "-")
+    assert result.exit_code == 2 and "--rate" in result.stderr

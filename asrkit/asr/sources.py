@@ -14,7 +14,7 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 import soxr
 
-from ..audio import load_audio
+from ..audio import load_audio, peak_gain
 from ..errors import AudioError, ConfigError
 
 PCM_BYTES = 2  # raw input is 16-bit signed little-endian mono
@@ -35,6 +35,12 @@ def file_chunks(path: str | os.PathLike, chunk_seconds: float, sample_rate: int,
             if wait > 0:
                 sleep(wait)
         yield piece
+
+
+def file_gain(path: str | os.PathLike, sample_rate: int) -> float:
+    """The gain offline transcription gives the file (from its loudest sample)."""
+    wave = load_audio(path, sample_rate=sample_rate, normalize=False)
+    return peak_gain(float(np.abs(wave).max()) if len(wave) else 0.0)
 
 
 def pcm_chunks(stream: BinaryIO, rate: int, chunk_seconds: float, sample_rate: int,

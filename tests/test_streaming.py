@@ -4,6 +4,7 @@ offline transcript, whatever the chunk sizes, and a word once final never change
 from __future__ import annotations
 
 import json
+import warnings
 
 import jiwer
 import numpy as np
@@ -16,6 +17,8 @@ from typer.testing import CliRunner
 
 from asrkit.asr.checkpoint import load_model, save_model
 from asrkit.asr.config import load_config
+from asrkit.asr.export_stream import (STREAM_INPUTS, export_stream, min_window_samples,
+                                      run_stream)
 from asrkit.asr.streaming import AcousticStream, StreamingTranscriber
 from asrkit.asr.training import train
 from asrkit.asr.transcription import transcribe
@@ -222,3 +225,50 @@ def test_stream_refusals(tmp_path):
     save_model(tmp_path / "fwd.pt", tiny_model(bidirectional=False))
     result = invoke("transcribe", "--stream", tmp_path / "fwd.pt", "-")
     assert result.exit_code == 2 and "--rate" in result.stderr
+
+
+# --- the exported streaming graph -----------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("name", ["stacked-lookahead", "gru-norm-stack3", "conv-lookahead"])
+def test_exported_stream_graph_equals_the_offline_model(tmp_path, fmt, name):
+    """Streaming a recording through the exported graph, window by window as a runtime
+    would, gives the PyTorch model's log-probs for the whole recording."""
+    if fmt == "onnx":
+        onnxruntime = pytest.importorskip("onnxruntime")
+    model = tiny_model(**FORWARD[name])
+    out = tmp_path / f"stream.{fmt}"
+    sidecar = export_stream(model, out, fmt)
+    info = json.loads(sidecar.read_text())
+    assert info["streaming"] and info["min_window_samples"] == min_window_samples(model)
+    if fmt == "torchscript":
+        with warnings.catch_warnings():  # TorchScript is deprecated, still supported
+            warnings.simplefilter("ignore", FutureWarning)
+            step = torch.jit.load(str(out))
+    else:
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+        def step(*inputs):
+            feed = {n: x.numpy() for n, x in zip(STREAM_INPUTS, inputs)}
+            return [torch.from_numpy(o) for o in session.run(None, feed)]
+    for samples in (300, 7_000, 20_001):
+        wave = 0.1 * torch.from_numpy(
+            np.random.default_rng(samples).standard_normal(samples).astype(np.float32))
+        with torch.no_grad():
+            want = model(wave[None])[0][0]
+        for chunk in (160, 999, 8_000):
+            got = run_stream(step, model, wave, chunk)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_export_stream_from_the_command_line(tmp_path):
+    save_model(tmp_path / "fwd.pt", tiny_model(**FORWARD["conv-lookahead"]))
+    result = invoke("export", tmp_path / "fwd.pt", "--stream", "-f", "torchscript",
+                    "-o", tmp_path / "s.pt", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["max_abs_diff"] < 1e-4
+    save_model(tmp_path / "bi.pt", tiny_model())
+    result = invoke("export", tmp_path / "bi.pt", "--stream", "-f", "onnx", "-o",
+                    tmp_path / "s.onnx")
+    assert result.exit_code == 2 and "bidirectional=false" in result.stderr

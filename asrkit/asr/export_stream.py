@@ -29,10 +29,17 @@ few frames before the first frame not yet run, for the convolutions' left contex
 
 from __future__ import annotations
 
+import os
+import warnings
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from .export import ExportGraph
+from ..errors import ConfigError
+from ..io import atomic_open, atomic_write_json
+from .export import (FORMATS, ONNX_OPSET, ExportFormat, ExportGraph, describe,
+                     sidecar_path)
 from .model import AsrModel
 from .streaming import check_streamable
 
@@ -145,3 +152,78 @@ def run_stream(step, model: AsrModel, wave: torch.Tensor, chunk: int) -> torch.T
     lp, *_ = step(window[None], start, torch.ones(1, dtype=torch.long), *state.values())
     out.append(lp[0])
     return torch.cat(out)
+
+
+def export_stream(model: AsrModel, out: str | os.PathLike, fmt: ExportFormat) -> Path:
+    """Write the streaming graph of ``model`` as ``fmt`` to ``out`` and its description
+    to ``out.json``; return the sidecar's path."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give the exported model's file name")
+    graph = StreamGraph(model.eval()).eval()
+    example = (0.1 * torch.randn(1, 8_000, generator=torch.Generator().manual_seed(0)),
+               torch.ones(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
+               *initial_state(model).values())
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter (deprecations, tracer notes)
+        with atomic_open(out, "wb") as f:
+            if fmt == "torchscript":
+                torch.jit.save(torch.jit.trace(graph, example, check_trace=False), f)
+            else:
+                torch.onnx.export(graph, example, f, input_names=STREAM_INPUTS,
+                                  output_names=STREAM_OUTPUTS, opset_version=ONNX_OPSET,
+                                  dynamo=False, dynamic_axes={"waves": {1: "samples"},
+                                                              "log_probs": {1: "frames"}})
+    sidecar = sidecar_path(out)
+    info = describe(model, fmt, out.name)
+    info.update(inputs={n: d for n, d in zip(STREAM_INPUTS, _DOC["inputs"])},
+                outputs={n: d for n, d in zip(STREAM_OUTPUTS, _DOC["outputs"])},
+                streaming=True, min_window_samples=min_window_samples(model),
+                state_shapes={k: list(v.shape) for k, v in initial_state(model).items()})
+    atomic_write_json(sidecar, info)
+    return sidecar
+
+
+_DOC = {"inputs": [
+    "(1, samples) float32: the window of audio, gain applied",
+    "(1,) int64: model frames at the window's start already done (0 at first)",
+    "(1,) int64: 1 on the last call of the stream, else 0",
+    "(layers, 1, hidden) float32: recurrent state, zeros at first",
+    "(layers, 1, hidden) float32: LSTM cell state, zeros at first (GRU: unused)",
+    "(1, max(lookahead, 1), hidden) float32: frames awaiting look-ahead, zeros at first",
+    "(1,) int64: recurrent frames run so far, 0 at first"], "outputs": [
+    "(1, frames, vocab) float32: the next log-probs, blank = 0",
+    "next h", "next c", "next pending", "next done",
+    "(1,) int64: samples to drop from the front of the window",
+    "(1,) int64: start for the next call"]}
+
+
+def check_stream_export(model: AsrModel, exported: str | os.PathLike, fmt: ExportFormat,
+                        ) -> float | None:
+    """Largest log-prob difference between ``model`` on a whole random recording and
+    the exported graph streaming it in uneven chunks; None without onnxruntime."""
+    generator = torch.Generator().manual_seed(1)
+    wave = 0.1 * torch.randn(23_456, generator=generator)
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            step = torch.jit.load(str(exported), map_location="cpu")
+    else:
+        try:
+            import onnxruntime  # noqa: PLC0415
+        except ImportError:
+            return None
+        session = onnxruntime.InferenceSession(str(exported),
+                                               providers=["CPUExecutionProvider"])
+
+        def step(*inputs):
+            feed = {n: x.numpy() for n, x in zip(STREAM_INPUTS, inputs)}
+            return [torch.from_numpy(o) for o in session.run(None, feed)]
+    with torch.no_grad():
+        want = model.eval()(wave[None])[0][0]
+        got = run_stream(step, model, wave, 1_234)
+    if got.shape != want.shape:
+        return float("inf")
+    return float((got - want).abs().max())

@@ -16,6 +16,8 @@ model computes for the recording in one piece (up to float rounding), so its wor
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -140,12 +142,15 @@ class AcousticStream:
         return TimeWindow(row, n + 1, 1, 0, n, 1)
 
     @torch.inference_mode()
-    @torch.backends.mkldnn.flags(enabled=False)
     def push(self, samples: np.ndarray) -> torch.Tensor:
         """``samples (n,)`` float32 → log-probs ``(frames, vocab)`` (frames may be 0)."""
         self.samples = np.concatenate([self.samples, np.asarray(samples, np.float32)])
         if len(self.samples) < self.n_fft:
             return self._empty()
+        with without_onednn():
+            return self._push_frames()
+
+    def _push_frames(self) -> torch.Tensor:
         frames = (len(self.samples) - self.n_fft) // self.hop + 1
         used = (frames - 1) * self.hop + self.n_fft
         feats, _ = self.model.features(torch.from_numpy(self.samples[:used])[None])
@@ -154,9 +159,12 @@ class AcousticStream:
         return self._frames(feats)
 
     @torch.inference_mode()
-    @torch.backends.mkldnn.flags(enabled=False)
     def finish(self) -> torch.Tensor:
         """The log-probs ``(frames, vocab)`` that wait for the end of the audio."""
+        with without_onednn():
+            return self._finish()
+
+    def _finish(self) -> torch.Tensor:
         out = []
         if self.seen_frames == 0:  # shorter than one window: zero-padded into one frame
             wave = np.zeros(self.n_fft, np.float32)
@@ -226,6 +234,16 @@ def _fused(layers: list) -> nn.Module:
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(fused, f"{name}_l{i}").copy_(getattr(layer, f"{name}_l0"))
     return fused.eval()
+
+
+@contextlib.contextmanager
+def without_onednn():
+    """oneDNN off: its recurrent kernels reorder the weights on every call, which costs
+    more than the few frames a stream gives them."""
+    with warnings.catch_warnings():  # torch warns about a GPU-only TF32 setting here
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -103,7 +103,7 @@ class AcousticStream:
     def __init__(self, model: AsrModel):
         check_streamable(model)
         self.model = model.eval()
-        fc, mc = model.feature_config, model.config
+        fc = model.feature_config
         self.n_fft, self.hop = fc.n_fft, fc.hop_length
         self.samples = np.zeros(0, np.float32)  # of the unfinished analysis window
         self.seen_frames = 0  # feature frames made so far

@@ -272,3 +272,30 @@ def test_export_stream_from_the_command_line(tmp_path):
     result = invoke("export", tmp_path / "bi.pt", "--stream", "-f", "onnx", "-o",
                     tmp_path / "s.onnx")
     assert result.exit_code == 2 and "bidirectional=false" in result.stderr
+
+
+# --- the decoder streams alone, on random log-probs ----------------------------------
+
+@pytest.mark.parametrize("kind", ["greedy", "beam"])
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), blocks=st.lists(st.integers(1, 300), min_size=1,
+                                                      max_size=5))
+def test_decoder_stream_equals_decoding_all_frames(kind, seed, blocks):
+    """Long enough (1,000 frames) for the beam's arrays to grow and its prefix table to
+    be rebuilt several times on the way."""
+    from asrkit.text import Vocabulary
+    vocab = Vocabulary(tuple(" ABC"))
+    gen = torch.Generator().manual_seed(seed)
+    lp = (3 * torch.randn(1_000, len(vocab), generator=gen)).log_softmax(-1)
+    dec = make_decoder(kind, vocab, 0.02, **({"beam_size": 6} if kind == "beam" else {}))
+    stream, final, i, k = dec.stream(), [], 0, 0
+    while i < len(lp):
+        n = blocks[k % len(blocks)]
+        stream.advance(lp[i:i + n])
+        final += stream.update()[0]
+        i, k = i + n, k + 1
+    hyp = stream.finish()
+    want = dec.decode(lp[None])[0]
+    assert hyp.text == want.text and hyp.words == want.words
+    assert tuple(final) == hyp.words[:len(final)]
+    assert len(final) > len(hyp.words) // 2  # most words are final long before the end

@@ -142,11 +142,12 @@ class GreedyStream(DecoderStream):
     def advance(self, log_probs):
         log_probs, _ = check_log_probs(log_probs, None, len(self.decoder.vocab))
         best, ids = log_probs[0].max(dim=-1)  # (frames,)
-        for t, (i, p) in enumerate(zip(ids.tolist(), best.tolist()), start=self.seen):
+        # exp in the log-probs' precision, as GreedyDecoder does: equal confidences
+        for t, (i, p) in enumerate(zip(ids.tolist(), best.exp().tolist()), start=self.seen):
             if i != self.prev and i != BLANK:
                 self.tokens.append(i)
                 self.frames.append(t)
-                self.conf[t] = math.exp(p)
+                self.conf[t] = p
             self.prev = i
         self.score += float(best.sum())
         self.seen += len(ids)
@@ -154,21 +155,48 @@ class GreedyStream(DecoderStream):
     def update(self):
         space = self.decoder.vocab.space_id
         last = next((j for j in range(len(self.tokens) - 1, self.committed - 1, -1)
-                     if self.tokens[j] == space), -1)
-        final: tuple[WordTiming, ...] = ()
-        if last >= self.committed:
-            final = self._words(self.committed, last + 1)
-            self.committed = last + 1
-        return final, self._words(self.committed, len(self.tokens))
+                     if self.tokens[j] == space and self._settled(j)), -1)
+        # Timed together: a final word's end may stop where the next word starts.
+        words = self._words(self.committed, len(self.tokens))
+        if last < self.committed:
+            return (), words
+        n_final = len(self._words(self.committed, last + 1))
+        self.committed = last + 1
+        return words[:n_final], words[n_final:]
+
+    def _settled(self, separator: int) -> bool:
+        """Whether the word before the separator at ``separator`` is final: a later
+        word has begun, or enough frames have passed that none can move its end."""
+        if any(t != self.decoder.vocab.space_id for t in self.tokens[separator + 1:]):
+            return True
+        last = separator - 1  # the last symbol before it, if after the committed ones
+        while last >= self.committed and self.tokens[last] == self.decoder.vocab.space_id:
+            last -= 1
+        if last < self.committed:
+            return True
+        return end_is_settled(self.frames[last], self.seen, self.decoder.frame_seconds,
+                              self.decoder.times)
 
     def _words(self, start: int, end: int) -> tuple[WordTiming, ...]:
         return tuple(word_timings(self.decoder.vocab, self.tokens[start:end],
                                   self.frames[start:end], self.conf,
-                                  self.decoder.frame_seconds))
+                                  self.decoder.frame_seconds, self.decoder.times))
 
     def finish(self):
         return make_hypothesis(self.decoder.vocab, self.tokens, self.frames, self.conf,
-                               self.decoder.frame_seconds, score=self.score)
+                               self.decoder.frame_seconds, score=self.score,
+                               times=self.decoder.times, n_frames=self.seen)
+
+
+def end_is_settled(last_frame: int, next_frame: int, frame_seconds: float,
+                   times: WordTimes) -> bool:
+    """Whether the end of a word whose last symbol fired at ``last_frame`` is fixed when
+    no later word can begin before frame ``next_frame`` (the frames seen so far, or the
+    next word's first symbol): its moved end (:class:`WordTimes`) then lies before any
+    next word's start and within the audio, so nothing can cut it short
+    (:func:`word_bounds`)."""
+    earliest_start = next_frame * frame_seconds + min(0.0, times.start_shift)
+    return earliest_start >= (last_frame + 1) * frame_seconds + times.end_shift - 1e-9
 
 
 def collapse(ids: Sequence[int]) -> tuple[list[int], list[int]]:

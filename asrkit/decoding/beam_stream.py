@@ -21,7 +21,7 @@ import numpy as np
 
 from ..jit import njit
 from ..lm.ngram import hash_insert
-from .base import DecoderStream, WordTiming, check_log_probs, word_timings
+from .base import DecoderStream, WordTiming, check_log_probs, end_is_settled, word_timings
 from .beam_kernel import (BONUS, FRAME, HOT, INT_COLUMNS, LMSTATE, NEED_LM, PARENT,
                           SEPBONUS, ST_BEAM, ST_MISSES, ST_NODES, TOKEN, WNODE, beam_search)
 
@@ -109,22 +109,45 @@ class BeamStream(DecoderStream):
         while all(len(p) > shared and p[shared] == paths[0][shared] for p in paths):
             shared += 1
         space = self.decoder.vocab.space_id
+        path = paths[0]
         close = next((j for j in range(shared - 1, -1, -1)
-                      if self.ni[paths[0][j], TOKEN] == space), -1)
+                      if self.ni[path[j], TOKEN] == space and self._settled(paths, j, shared)),
+                     -1)
         final: tuple[WordTiming, ...] = ()
-        if close >= 0:
-            final = self._words(paths[0][:close + 1])
-            self.committed = paths[0][close]
+        if close >= 0:  # timed with the shared part of the next word: it may end this one
+            final = self._words(path[:shared])[:len(self._words(path[:close + 1]))]
+            self.committed = path[close]
         scores = np.logaddexp(self.bpb[:k], self.bnb[:k]) + self.nf[self.bnode[:k], BONUS]
         best = int(self.bnode[int(np.argmax(scores))])
         return final, self._words(self._path(best))
+
+    def _settled(self, paths: list[list[int]], separator: int, shared: int) -> bool:
+        """Whether the word before the separator at ``paths[0][separator]`` (shared by
+        every prefix in the beam) is final: the next word's first symbol is shared too,
+        or no prefix's next word starts, or can still start, before that word's moved
+        end (:func:`end_is_settled`)."""
+        space, fs = self.decoder.vocab.space_id, self.decoder.frame_seconds
+        path, last = paths[0], separator - 1  # the last symbol before it, if not committed
+        if any(self.ni[n, TOKEN] != space for n in path[separator + 1:shared]):
+            return True
+        while last >= 0 and self.ni[path[last], TOKEN] == space:
+            last -= 1
+        if last < 0:
+            return True
+        frame = int(self.ni[path[last], FRAME])
+        for p in paths:
+            later = next((int(self.ni[n, FRAME]) for n in p[separator + 1:]
+                          if self.ni[n, TOKEN] != space), self.seen)
+            if not end_is_settled(frame, later, fs, self.decoder.times):
+                return False
+        return True
 
     def _words(self, nodes: list[int]) -> tuple[WordTiming, ...]:
         tokens = [int(self.ni[n, TOKEN]) for n in nodes]
         frames = [int(self.ni[n, FRAME]) for n in nodes]
         conf = {t: float(np.exp(self.lp[t, c])) for t, c in zip(frames, tokens)}
         return tuple(word_timings(self.decoder.vocab, tokens, frames, conf,
-                                  self.decoder.frame_seconds))
+                                  self.decoder.frame_seconds, self.decoder.times))
 
     def finish(self):
         k = int(self.st[ST_BEAM])

@@ -454,8 +454,9 @@ def test_manifest_text_classes(tiny, wav, tmp_path, command, case):
 @pytest.fixture(scope="module")
 def arpa(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lm") / "lm.arpa"
-    path.write_text("\\data\\\nngram 1=4\n\n\\1-grams:\n-1.0\t<s>\n-0.5\t</s>\n"
-                    "-0.5\tAB\n-0.7\t<unk>\n\n\\end\\\n", encoding="utf-8")
+    path.write_text("\\data\\\nngram 1=4\nngram 2=1\n\n\\1-grams:\n-1.0\t<s>\t-0.3\n"
+                    "-0.5\t</s>\n-0.5\tAB\t-0.2\n-0.7\t<unk>\n\n\\2-grams:\n-0.2\t<s> AB\n"
+                    "\n\\end\\\n", encoding="utf-8")
     return path
 
 
@@ -500,6 +501,14 @@ ARPA_FILES = {  # name: (how the good ARPA text is spoiled, error regex or None)
     "word_prob": (lambda t: t.replace(b"-0.5\tAB", b"high\tAB"), r"lm\.\w+:\d+: not a number"),
     "missing_field": (lambda t: t.replace(b"-0.5\tAB", b"-0.5"), r"lm\.\w+:\d+"),
     "bad_gzip": (lambda t: gzip.compress(t)[:30], r"lm\.\w+"),
+    # What KenLM and SRILM write for an n-gram that never occurs (<s> as a word): read.
+    "minus_inf_prob": (lambda t: t.replace(b"-1.0\t<s>", b"-inf\t<s>"), None),
+    "srilm_minus_99": (lambda t: t.replace(b"-1.0\t<s>", b"-99\t<s>"), None),
+    # No tool writes these; KenLM refuses a non-finite backoff too.
+    "inf_prob": (lambda t: t.replace(b"-0.5\tAB", b"inf\tAB"), r"lm\.arpa:8: log10 probability"),
+    "nan_backoff": (lambda t: t.replace(b"\t-0.3", b"\tnan"), r"lm\.arpa:6: backoff"),
+    "inf_backoff": (lambda t: t.replace(b"\t-0.2\n", b"\tinf\n"), r"lm\.arpa:8: backoff"),
+    "minus_inf_backoff": (lambda t: t.replace(b"\t-0.3", b"\t-inf"), r"lm\.arpa:6: backoff"),
 }
 
 

@@ -186,8 +186,7 @@ def test_failed_faiss_write_keeps_the_previous_index(corpus, tmp_path, monkeypat
     before = (out / "vectors.faiss").read_bytes()
     shutil.copy(corpus[0].parent / "utt0009.wav", archive)
 
-    def failing_write(index, writer):  # FAISS's own failure, after part of the file
-        writer(b"partial")
+    def failing_write(index, writer):  # FAISS's own failure, its temporary file begun
         raise RuntimeError("Error in faiss::write_index: No space left on device")
 
     monkeypatch.setattr(faiss, "write_index", failing_write)

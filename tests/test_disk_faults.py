@@ -37,8 +37,8 @@ from _faults import (assert_one_line_error, free_space, invoke, random_seed,
 from _faults import keep_thread_counts  # noqa: F401 (an autouse fixture)
 from asrkit.asr.checkpoint import load_record
 from asrkit.lm.ngram import read_arpa
-from asrkit.search.embedding import load_embedder
 from asrkit.manifest import read_manifest
+from asrkit.search.embedding import load_embedder
 from test_corpora import write_an4
 from tones import make_tone_corpus
 
@@ -87,17 +87,18 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 # --- what is compared: the output an uninterrupted run gives ---------------------------
 
-def files(out: Path):
+def files(d: dict, out: Path):
     return snapshot(out)
 
 
-def line_set(name: str) -> Callable[[Path], list[str]]:
+def line_set(name: str) -> Callable[[dict, Path], list[str]]:
     """The lines of one file, in any order (a continued run appends the rest)."""
-    return lambda out: sorted((out / name).read_text().splitlines())
+    return lambda d, out: sorted((out / name).read_text().splitlines())
 
 
-def weights(out: Path):
+def weights(d: dict, out: Path):
     """Each model file's tensors and the metrics of each epoch (not their timing)."""
+    out = out / "run"
     models = {name: {k: v.numpy() for k, v in load_record(out / name)["state_dict"].items()}
               for name in ("best.pt", "last.pt")}
     metrics = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
@@ -105,8 +106,11 @@ def weights(out: Path):
     return models, metrics, (out / "curve.png").is_file()
 
 
-def index_answers(query: Path) -> Callable[[Path], tuple]:
-    def state(out: Path) -> tuple:
+def index_answers(folder: str = "") -> Callable[[dict, Path], tuple]:
+    """Every recording's segments and vectors, and the answers to a query."""
+    def state(d: dict, out: Path) -> tuple:
+        out = out / folder if folder else out
+        query = sorted(d["valid"].parent.glob("*.wav"))[0]
         with closing(sqlite3.connect(out / "index.sqlite")) as db:
             rows = db.execute("SELECT s.name, s.status, g.start_s, g.end_s, g.vector "
                               "FROM sources s LEFT JOIN segments g ON g.source_id = s.id "
@@ -117,7 +121,7 @@ def index_answers(query: Path) -> Callable[[Path], tuple]:
     return state
 
 
-def exported(out: Path):
+def exported(d: dict, out: Path):
     """The description beside the export and what the exported module computes."""
     module = torch.jit.load(str(out / "model.ts"))
     wave = torch.from_numpy(np.random.default_rng(0).uniform(-0.3, 0.3, (1, 8000))
@@ -175,7 +179,8 @@ def assert_whole(path: Path) -> None:
     elif name.endswith(".arpa"):
         read_arpa(path)
     elif name.endswith(".png"):
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.read_bytes()[-8:-4] == b"IEND"
+        png = path.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[-8:-4] == b"IEND", path
     elif name.endswith((".txt", ".tsv")):
         assert path.read_text().endswith("\n"), f"{path}: last line cut short"
 
@@ -185,10 +190,9 @@ def assert_whole(path: Path) -> None:
 @dataclass(frozen=True)
 class Case:
     args: Callable[[dict, Path], list]  # the command, writing below the given folder
-    state: Callable[[Path], object] = files  # what must equal the uninterrupted run's
+    state: Callable[[dict, Path], object] = files  # what must equal the unbroken run's
     recovery: Callable[[dict, Path], list] | None = None  # None: the same command again
     prepare: Callable[[dict, Path], None] | None = None  # earlier outputs in the folder
-    fix: str = "free disk space"  # what the error line tells the user to do
 
 
 def _train_args(d, out):
@@ -209,12 +213,8 @@ def _merge_args(d, out):
     return ["index", "merge", out / "merged", d["shard1"], d["shard2"]]
 
 
-def _query(d) -> Path:
-    return sorted(d["valid"].parent.glob("*.wav"))[0]
-
-
 CASES = {
-    "train": Case(_train_args, lambda out: weights(out / "run"), _train_again),
+    "train": Case(_train_args, weights, _train_again),
     "transcribe -o": Case(
         lambda d, out: ["transcribe", "-m", d["model"], d["valid"].parent, d["train"].parent,
                         "-f", "jsonl", "-o", out / "t.jsonl"],
@@ -249,25 +249,17 @@ CASES = {
                         "--valid-speakers", "2"]),
     "index build": Case(
         lambda d, out: ["index", "build", d["archive"], "--out", out, "--threads", "1"],
-        lambda out: None),  # replaced by index_answers below (needs the query)
+        index_answers()),
     "index add": Case(
         lambda d, out: ["index", "add", out, d["archive"], "--threads", "1"],
-        lambda out: None, prepare=_index_add_prepare),
-    "index merge": Case(_merge_args, lambda out: None),
+        index_answers(), prepare=_index_add_prepare),
+    "index merge": Case(_merge_args, index_answers("merged")),
 }
-INDEX_CASES = {"index build": "", "index add": "", "index merge": "merged"}
-
-
-def _state(case_name: str, d: dict) -> Callable[[Path], object]:
-    if case_name in INDEX_CASES:
-        sub = INDEX_CASES[case_name]
-        return lambda out: index_answers(_query(d))(out / sub if sub else out)
-    return CASES[case_name].state
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_full_disk_fails_cleanly_and_recovers(data, tmp_path, monkeypatch, name):
-    case, state = CASES[name], _state(name, data)
+    case = CASES[name]
     reference = tmp_path / "reference"
     reference.mkdir()
     if case.prepare:
@@ -275,7 +267,7 @@ def test_a_full_disk_fails_cleanly_and_recovers(data, tmp_path, monkeypatch, nam
     with small_disk(monkeypatch, reference, None) as disk:
         result = invoke(*case.args(data, reference))
     assert result.exit_code == 0, result.output
-    expected = state(reference)
+    expected = case.state(data, reference)
 
     out = tmp_path / "full"
     out.mkdir()
@@ -287,13 +279,13 @@ def test_a_full_disk_fails_cleanly_and_recovers(data, tmp_path, monkeypatch, nam
             failed = invoke(*case.args(data, out))
         line = assert_one_line_error(failed, str(out))
         assert "No space left on device" in line or "full" in line, line
-        assert case.fix in line.lower(), line
+        assert "free disk space" in line.lower(), line
         for path in sorted(out.rglob("*")):
             if path.is_file():
                 assert_whole(path)
         again = invoke(*(case.recovery or case.args)(data, out))  # space is back
         assert again.exit_code == 0, again.output
-        same(state(out), expected)
+        same(case.state(data, out), expected)
 
 
 # --- read-only outputs ----------------------------------------------------------------

@@ -378,6 +378,35 @@ def test_evaluate_lists_broken_audio_and_scores_the_rest(tiny, audio_folder, tmp
     assert re.search(BROKEN_AUDIO[name][1], result.stderr)
 
 
+@pytest.fixture(scope="module")
+def aligned(tiny, audio_folder, tmp_path_factory):
+    """`align` over a manifest of every broken file and a few good ones, each with text."""
+    folder = tmp_path_factory.mktemp("align")
+    good = [audio_folder / "good" / f"{n}.wav" for n in _good_names()[:3]]
+    records = [{"id": name, "audio": str(audio_folder / "broken" / name), "text": "AB"}
+               for name in sorted(BROKEN_AUDIO)]
+    records += [{"id": p.stem, "audio": str(p), "text": "AB"} for p in good]
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run("align", tiny, "--manifest", folder / "m.jsonl", "-o", folder / "a.jsonl")
+    aligned = [json.loads(x)["id"] for x in (folder / "a.jsonl").read_text().splitlines()]
+    return result, aligned, [p.stem for p in good]
+
+
+def test_align_broken_audio_is_partial_success(aligned):
+    result, done, good = aligned
+    no_traceback(result)
+    assert result.exit_code == 3, result.output
+    assert sorted(done) == sorted(good)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_AUDIO))
+def test_align_skips_each_broken_file_naming_it(aligned, name):
+    result, done, _ = aligned
+    assert any(line.startswith(f"  {name}: ") and re.search(BROKEN_AUDIO[name][1], line)
+               for line in result.stderr.splitlines()), result.stderr
+    assert name not in done
+
+
 def test_evaluate_with_nothing_scored_is_an_error(tiny, audio_folder, tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text(json.dumps({"id": "a", "audio": str(audio_folder / "broken" / "one_sample.wav"),

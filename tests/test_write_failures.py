@@ -5,7 +5,8 @@ A full disk is simulated where it can be real (``/dev/full`` returns ENOSPC on e
 write, SQLite's ``max_page_count`` makes the database full) and by making
 ``os.replace`` fail with ENOSPC otherwise. Read-only folders are made with chmod, which
 does not stop root: under root those tests skip, and the full-disk ones cover the same
-code paths.
+code paths. Every writing command on a disk that fills at a random point, and on
+injected and real read-only folders: ``test_disk_faults.py``.
 """
 
 from __future__ import annotations

@@ -40,13 +40,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:
         _remove_quietly(tmp)
-        raise AsrkitError(f"{path}: write failed ({e.strerror}); the previous file, "
+        failed = _os_error_in(e)
+        if failed is None:
+            raise
+        raise AsrkitError(f"{path}: write failed ({failed.strerror}); the previous file, "
                           "if any, is intact. Free disk space or choose another folder") from e
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or one it was raised while handling. A writer
+    may hide the disk's error: torch's zip writer, closing after a failed write, raises
+    a RuntimeError about its file position whose context is the ENOSPC."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

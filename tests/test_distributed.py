@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -190,3 +191,35 @@ def test_loss_scaling_changes_nothing_and_resumes_exactly(corpus, tmp_path, one_
     assert_same_weights(tmp_path / "fp32", tmp_path / "scaled")
     scaler = load_record(tmp_path / "scaled" / "last.pt")["training"]["scaler"]
     assert scaler["scale"] == 65536.0 and scaler["_growth_tracker"] == 4  # restored at 2
+
+
+def test_audio_found_unusable_on_any_process_is_reported(corpus, tmp_path, one_thread):
+    """Each process reads its own share of the batches, so each finds its own bad audio
+    mid-epoch; the final list (rank 0's), last.pt and metrics.jsonl hold every process's,
+    as one process finds them."""
+    import numpy as np
+    import soundfile as sf
+    from asrkit.manifest import Utterance, write_manifest
+    utts = read_manifest(corpus[0])
+    bad = {u.id for u in utts[::5]}  # eight, spread over both processes' batches
+    for u in utts:
+        if u.id in bad:
+            wave = sf.read(u.audio, dtype="float32")[0]
+            wave[len(wave) // 2:] = np.nan  # the header is fine: found only when read
+            sf.write(tmp_path / f"{u.id}.wav", wave, 16000, subtype="FLOAT")
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [Utterance(u.id, str(tmp_path / f"{u.id}.wav"), u.text)
+                              if u.id in bad else u for u in utts])
+    out = tmp_path / "two"
+    done = torchrun((manifest, corpus[1]), out, 2, "train.epochs=1")
+    final = done.stderr.rsplit("skipped ", 1)[1].splitlines()
+    reported = {line.split(":")[0].strip() for line in final[1:] if line.startswith("  ")}
+    assert final[0] == f"{len(reported)} utterance(s):", done.stderr[-3000:]
+    # Rank 0 alone logs as it goes: what it found itself. The rest came from rank 1.
+    found_by_rank0 = set(re.findall(r"WARNING: skipped (\S+):", done.stderr))
+    assert found_by_rank0 and reported - found_by_rank0, done.stderr[-3000:]
+    single = in_process((manifest, corpus[1]), tmp_path / "one", "train.epochs=1",
+                        "train.accumulate=2")  # the same global batches on one process
+    assert reported == {s.id for s in single.skipped} and reported <= bad
+    assert set(load_record(out / "last.pt")["training"]["state"]["unusable"]) == reported
+    assert history(out)[-1]["unusable"] == len(reported)

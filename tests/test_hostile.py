@@ -378,6 +378,35 @@ def test_evaluate_lists_broken_audio_and_scores_the_rest(tiny, audio_folder, tmp
     assert re.search(BROKEN_AUDIO[name][1], result.stderr)
 
 
+@pytest.fixture(scope="module")
+def aligned(tiny, audio_folder, tmp_path_factory):
+    """`align` over a manifest of every broken file and a few good ones, each with text."""
+    folder = tmp_path_factory.mktemp("align")
+    good = [audio_folder / "good" / f"{n}.wav" for n in _good_names()[:3]]
+    records = [{"id": name, "audio": str(audio_folder / "broken" / name), "text": "AB"}
+               for name in sorted(BROKEN_AUDIO)]
+    records += [{"id": p.stem, "audio": str(p), "text": "AB"} for p in good]
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run("align", tiny, "--manifest", folder / "m.jsonl", "-o", folder / "a.jsonl")
+    aligned = [json.loads(x)["id"] for x in (folder / "a.jsonl").read_text().splitlines()]
+    return result, aligned, [p.stem for p in good]
+
+
+def test_align_broken_audio_is_partial_success(aligned):
+    result, done, good = aligned
+    no_traceback(result)
+    assert result.exit_code == 3, result.output
+    assert sorted(done) == sorted(good)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_AUDIO))
+def test_align_skips_each_broken_file_naming_it(aligned, name):
+    result, done, _ = aligned
+    assert any(line.startswith(f"  {name}: ") and re.search(BROKEN_AUDIO[name][1], line)
+               for line in result.stderr.splitlines()), result.stderr
+    assert name not in done
+
+
 def test_evaluate_with_nothing_scored_is_an_error(tiny, audio_folder, tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text(json.dumps({"id": "a", "audio": str(audio_folder / "broken" / "one_sample.wav"),
@@ -454,8 +483,9 @@ def test_manifest_text_classes(tiny, wav, tmp_path, command, case):
 @pytest.fixture(scope="module")
 def arpa(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lm") / "lm.arpa"
-    path.write_text("\\data\\\nngram 1=4\n\n\\1-grams:\n-1.0\t<s>\n-0.5\t</s>\n"
-                    "-0.5\tAB\n-0.7\t<unk>\n\n\\end\\\n", encoding="utf-8")
+    path.write_text("\\data\\\nngram 1=4\nngram 2=1\n\n\\1-grams:\n-1.0\t<s>\t-0.3\n"
+                    "-0.5\t</s>\n-0.5\tAB\t-0.2\n-0.7\t<unk>\n\n\\2-grams:\n-0.2\t<s> AB\n"
+                    "\n\\end\\\n", encoding="utf-8")
     return path
 
 
@@ -500,6 +530,14 @@ ARPA_FILES = {  # name: (how the good ARPA text is spoiled, error regex or None)
     "word_prob": (lambda t: t.replace(b"-0.5\tAB", b"high\tAB"), r"lm\.\w+:\d+: not a number"),
     "missing_field": (lambda t: t.replace(b"-0.5\tAB", b"-0.5"), r"lm\.\w+:\d+"),
     "bad_gzip": (lambda t: gzip.compress(t)[:30], r"lm\.\w+"),
+    # What KenLM and SRILM write for an n-gram that never occurs (<s> as a word): read.
+    "minus_inf_prob": (lambda t: t.replace(b"-1.0\t<s>", b"-inf\t<s>"), None),
+    "srilm_minus_99": (lambda t: t.replace(b"-1.0\t<s>", b"-99\t<s>"), None),
+    # No tool writes these; KenLM refuses a non-finite backoff too.
+    "inf_prob": (lambda t: t.replace(b"-0.5\tAB", b"inf\tAB"), r"lm\.arpa:8: log10 probability"),
+    "nan_backoff": (lambda t: t.replace(b"\t-0.3", b"\tnan"), r"lm\.arpa:6: backoff"),
+    "inf_backoff": (lambda t: t.replace(b"\t-0.2\n", b"\tinf\n"), r"lm\.arpa:8: backoff"),
+    "minus_inf_backoff": (lambda t: t.replace(b"\t-0.3", b"\t-inf"), r"lm\.arpa:6: backoff"),
 }
 
 

@@ -1,4 +1,6 @@
-"""Property tests for every parser of user files and option syntax: whatever the input,
+"""Property tests for every parser of user files (manifests, imported Kaldi and corpus
+tables, lexicons, ARPA files and LM text, configs, model and embedder files) and option
+syntax: whatever the input,
 the only exception is one of the package's own (:class:`asrkit.errors.AsrkitError`),
 and what a writer writes, the reader reads back unchanged."""
 
@@ -14,14 +16,22 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asrkit.asr.checkpoint import load_record
 from asrkit.asr.config import LIMITS, ExperimentConfig, config_from_dict, load_config
+from asrkit.conditions import parse_conditions
+from asrkit.corpora.an4 import read_an4_split
+from asrkit.corpora.commonvoice import read_commonvoice_split
+from asrkit.corpora.librispeech import read_librispeech_part
+from asrkit.corpora.speechocean762 import read_speechocean762_split
 from asrkit.decoding import make_decoder
 from asrkit.decoding.config import CONFIG_KEYS, load_decoding_config, save_decoding_config
 from asrkit.decoding.lexicon import read_lexicon
 from asrkit.errors import AsrkitError, ConfigError
-from asrkit.lm.estimate import estimate_kneser_ney
+from asrkit.lm.estimate import estimate_kneser_ney, read_sentences
 from asrkit.lm.ngram import read_arpa, write_arpa
-from asrkit.manifest import Utterance, import_folder, iter_manifest, write_manifest
+from asrkit.manifest import (Utterance, import_folder, import_kaldi, iter_manifest,
+                             write_manifest)
+from asrkit.search.embedding import load_embedder
 from asrkit.shard import Shard, parse_shard
 from asrkit.text import Vocabulary
 
@@ -121,7 +131,9 @@ def test_arpa_reader_on_any_text(tmp_path, body, head):
     model = parses_or_refuses(lambda: read_arpa(path))
     if model is not None:
         for table in model.ngrams:
-            assert all(not math.isnan(p) and p <= 0 for p, _ in table.values())
+            # -inf is read as -99 (what SRILM writes): every value stays finite
+            assert all(math.isfinite(p) and p <= 0 and math.isfinite(b)
+                       for p, b in table.values())
 
 
 @SETTINGS
@@ -288,3 +300,88 @@ def test_span_syntax(query_wav, tail):
 def test_unknown_set_section_names_it():
     with pytest.raises(ConfigError, match="unknown section 'nope'"):
         load_config(None, ["nope.x=1"])
+
+
+# --- the other files users give: Kaldi tables, LM text, corpus tables, model files ------
+
+@SETTINGS
+@given(wav_scp=noisy_bytes, text=noisy_bytes, segments=st.none() | noisy_bytes)
+def test_kaldi_import_of_any_tables(tmp_path, wav_scp, text, segments):
+    folder = tmp_path / "kaldi"
+    folder.mkdir(exist_ok=True)
+    sf.write(folder / "a.wav", np.zeros(1600, np.float32), 16000, subtype="PCM_16")
+    (folder / "wav.scp").write_bytes(b"a " + str(folder / "a.wav").encode() + b"\n" + wav_scp)
+    (folder / "text").write_bytes(text)
+    (folder / "segments").unlink(missing_ok=True)
+    if segments is not None:
+        (folder / "segments").write_bytes(segments)
+    utts = parses_or_refuses(lambda: import_kaldi(folder))
+    if utts:  # what is imported is a manifest that reads back
+        write_manifest(tmp_path / "m.jsonl", utts)
+        assert [u.id for u in iter_manifest(tmp_path / "m.jsonl")] == [u.id for u in utts]
+
+
+@SETTINGS
+@given(data=noisy_bytes)
+def test_lm_text_of_any_bytes(tmp_path, data):
+    (tmp_path / "lm.txt").write_bytes(data)
+    sentences = parses_or_refuses(lambda: list(read_sentences(tmp_path / "lm.txt")))
+    for words in sentences or []:
+        assert words and all(w and not any(c.isspace() for c in w) for w in words)
+
+
+@SETTINGS
+@given(text=st.text(max_size=40))
+def test_conditions_of_any_text(text):
+    parses_or_refuses(lambda: parse_conditions(text))
+
+
+@SETTINGS
+@given(transcription=noisy_bytes, fileids=noisy_bytes)
+def test_an4_tables_of_any_bytes(tmp_path, transcription, fileids):
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "etc" / "an4_train.transcription").write_bytes(transcription)
+    (tmp_path / "etc" / "an4_train.fileids").write_bytes(fileids)
+    parses_or_refuses(lambda: read_an4_split(tmp_path, "train"))
+
+
+@SETTINGS
+@given(trans=noisy_bytes)
+def test_librispeech_transcripts_of_any_bytes(tmp_path, trans):
+    chapter = tmp_path / "dev-clean" / "84" / "121123"
+    chapter.mkdir(parents=True, exist_ok=True)
+    (chapter / "84-121123.trans.txt").write_bytes(trans)
+    parses_or_refuses(lambda: read_librispeech_part(tmp_path / "dev-clean"))
+
+
+@SETTINGS
+@given(tsv=noisy_bytes)
+def test_commonvoice_table_of_any_bytes(tmp_path, tsv):
+    (tmp_path / "clips").mkdir(exist_ok=True)
+    (tmp_path / "train.tsv").write_bytes(b"client_id\tpath\tsentence\n" + tsv)
+    parses_or_refuses(lambda: read_commonvoice_split(tmp_path, "train"))
+
+
+@SETTINGS
+@given(text=noisy_bytes, wav_scp=noisy_bytes, utt2spk=noisy_bytes)
+def test_speechocean762_tables_of_any_bytes(tmp_path, text, wav_scp, utt2spk):
+    (tmp_path / "train").mkdir(exist_ok=True)
+    for name, data in (("text", text), ("wav.scp", wav_scp), ("utt2spk", utt2spk)):
+        (tmp_path / "train" / name).write_bytes(data)
+    parses_or_refuses(lambda: read_speechocean762_split(tmp_path, "train"))
+
+
+@SETTINGS
+@given(data=st.binary(max_size=400), zipped=st.booleans())
+def test_model_and_embedder_files_of_any_bytes(tmp_path, data, zipped):
+    """Garbage, and garbage in the zip container torch files use: refused, never run."""
+    path = tmp_path / "m.pt"
+    if zipped:
+        import zipfile
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("m/data.pkl", data)
+            z.writestr("m/version", b"3\n")
+    else:
+        path.write_bytes(data)
+    parses_or_refuses(lambda: load_record(path))
+    parses_or_refuses(lambda: load_embedder(path))

@@ -1,5 +1,6 @@
-"""`transcribe -o FILE --skip-done` after a full disk: the half-written last line is cut,
-so the resumed file holds exactly one valid record per input, as an uninterrupted run.
+"""`transcribe -o FILE --skip-done` after a full disk or a kill: the file holds exactly
+one valid record per input, as an uninterrupted run. A line a full disk stopped half-way
+is cut off again before the error; one a kill left half-written is cut by --skip-done.
 
 The full disk is an injected writer that writes half of the third transcript and then
 fails with ENOSPC, as a real full disk does mid-write.
@@ -62,8 +63,14 @@ def test_resume_after_a_full_disk_cuts_the_partial_line(manifest, tmp_path, monk
     failed = invoke("transcribe", manifest, "-f", fmt, "-o", out)
     assert failed.exit_code == 1 and "No space left on device" in failed.stderr
     assert "the 2 transcript(s) before it are kept" in failed.stderr
-    assert not out.read_text().endswith("\n")  # the fault really left half a line
+    # The half line the full disk let through was cut off again before the error.
+    assert out.read_text().splitlines(keepends=True) == \
+        whole.read_text().splitlines(keepends=True)[:2]
     monkeypatch.undo()
+    # A process killed mid-write cannot cut it: --skip-done does, before appending.
+    third = whole.read_text().splitlines(keepends=True)[2]
+    with open(out, "a") as f:
+        f.write(third[: len(third) // 2])
 
     resumed = invoke("transcribe", manifest, "-f", fmt, "-o", out, "--skip-done")
     assert resumed.exit_code == 0, resumed.output

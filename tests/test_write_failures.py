@@ -5,7 +5,8 @@ A full disk is simulated where it can be real (``/dev/full`` returns ENOSPC on e
 write, SQLite's ``max_page_count`` makes the database full) and by making
 ``os.replace`` fail with ENOSPC otherwise. Read-only folders are made with chmod, which
 does not stop root: under root those tests skip, and the full-disk ones cover the same
-code paths.
+code paths. Every writing command on a disk that fills at a random point, and on
+injected and real read-only folders: ``test_disk_faults.py``.
 """
 
 from __future__ import annotations
@@ -186,9 +187,8 @@ def test_failed_faiss_write_keeps_the_previous_index(corpus, tmp_path, monkeypat
     before = (out / "vectors.faiss").read_bytes()
     shutil.copy(corpus[0].parent / "utt0009.wav", archive)
 
-    def failing_write(index, path):
-        Path(path).write_bytes(b"partial")
-        raise RuntimeError("Error in faiss::FileIOWriter: No space left on device")
+    def failing_write(index, writer):  # FAISS's own failure, its temporary file begun
+        raise RuntimeError("Error in faiss::write_index: No space left on device")
 
     monkeypatch.setattr(faiss, "write_index", failing_write)
     result = invoke("index", "build", archive, "--out", out, "--threads", "1")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO, Literal, Sequence
+from typing import Literal, Sequence
 
 from ..errors import AsrkitError, ConfigError
 from ..io import atomic_write_text
 from .alignment import Alignment
-from .output import _inside, _open_lines, format_subtitles
+from .output import LineFile, _inside, _open_lines, format_subtitles
 
 AlignFormat = Literal["jsonl", "srt", "vtt", "textgrid"]
 ALIGN_FORMATS = ("jsonl", "srt", "vtt", "textgrid")
@@ -112,7 +112,7 @@ class AlignmentWriter:
             raise ConfigError(f"{fmt} is one file per recording: use --output-dir")
         self.fmt, self.output, self.output_dir, self.single = fmt, output, output_dir, single
         self.written = 0
-        self._sink: IO[str] | None = None
+        self._sink: LineFile | None = None
 
     def path_for(self, al_id: str) -> Path | None:
         """Where the alignment of ``al_id`` is written (None: one shared file, stdout)."""
@@ -139,7 +139,8 @@ class AlignmentWriter:
                 self._sink.flush()
             except OSError as e:
                 raise AsrkitError(f"{self.output}: write failed ({e.strerror}); the "
-                                  f"{self.written} alignment(s) before it are kept") from None
+                                  f"{self.written} alignment(s) before it are kept. Free "
+                                  "disk space and run the command again") from None
         self.written += 1
         return text
 

@@ -149,3 +149,17 @@ def all_reduce_sum(values: Sequence[float], cluster: Cluster,
     t = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def merge_over_processes(items: dict, cluster: Cluster) -> dict:
+    """The union of every process's ``items`` (rank 0's first, then rank 1's...): each
+    process reads its own share of the data, so each finds its own unusable audio, and
+    rank 0 alone reports and saves."""
+    if not cluster.distributed:
+        return dict(items)
+    gathered: list = [None] * cluster.world_size
+    dist.all_gather_object(gathered, dict(items))  # small: ids and reasons
+    merged: dict = {}
+    for part in gathered:
+        merged.update(part)
+    return merged

@@ -3,10 +3,11 @@ file, or one file per input, resumable after a kill or a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import IO, Literal, Sequence
+from typing import Literal, Sequence
 
 from ..decoding.base import WordTiming
 from ..errors import AsrkitError, ConfigError
@@ -122,7 +123,7 @@ class TranscriptWriter:
         self.done: set[str] = finished_ids(fmt, output, output_dir) if resume else set()
         self.resume, self.written = resume, 0
         self.min_confidence = min_confidence
-        self._sink: IO[str] | None = None
+        self._sink: LineFile | None = None
 
     def refusal(self, utt) -> str | None:
         """Why ``utt`` cannot be written (its id would leave ``output_dir``), or None."""
@@ -217,12 +218,40 @@ def cut_partial_line(path: Path) -> int:
         return end - keep
 
 
-def _open_lines(output: Path, append: bool) -> IO[str]:
+class LineFile:
+    """An output file of whole lines (records), written unbuffered: a line that cannot
+    reach the disk in full (a full disk) is cut off again before the error is raised,
+    so the file never ends in half a record."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self._file = open(path, "ab" if append else "wb", buffering=0)
+        self._kept = self._file.seek(0, os.SEEK_END)  # bytes of whole lines
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[self._file.write(data):]  # a short write is continued
+        except OSError:
+            with contextlib.suppress(OSError):  # cutting a file needs no space
+                self._file.truncate(self._kept)
+            raise
+        self._kept += len(data.obj)
+
+    def flush(self) -> None:
+        """Nothing is buffered: each :meth:`write` is on its way to the disk."""
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open_lines(output: Path, append: bool) -> LineFile:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         if append and output.is_file():
             cut_partial_line(output)
-        return open(output, "a" if append else "w", encoding="utf-8")
+        return LineFile(output, append)
     except OSError as e:
         raise AsrkitError(f"{output}: cannot write here ({e.strerror}); choose a writable "
                           "output file") from None

@@ -46,7 +46,8 @@ from .config import ExperimentConfig, config_from_dict
 from .dataset import (Corpus, Example, Skipped, epoch_batches, load_batch,
                       prepare_examples, shard_batches)
 from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, data_parallel,
-                          detect_cluster, grad_scaler, process_group, select_device)
+                          detect_cluster, grad_scaler, merge_over_processes, process_group,
+                          select_device)
 from ..errors import AsrkitError, ConfigError
 from .evaluation import validate
 from ..features import RunningStats, spec_augment
@@ -205,11 +206,18 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
                      "processes": cluster.world_size, "device": str(device)})
     loop.run()
     if cluster.is_main and state.history:
+        # Again: a run resumed after its last checkpoint, whose metrics file could not
+        # be written then (a full disk), trains no further step that would write it.
+        _write_metrics(out, state.history)
         plot_training_curve(state.history, out / "curve.png")
     late = [Skipped(i, r) for i, r in state.unusable.items()
             if i not in {s.id for s in skipped}]
     return TrainResult(out, state.best_wer, state.best_epoch, state.epoch, state.step,
                        tuple(skipped) + tuple(late), state.seconds)
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
 def _check_run_length(config: ExperimentConfig) -> None:
@@ -505,6 +513,9 @@ class _Loop:
                "seconds": round(elapsed, 1)}
         if info.corpora:
             row["corpora"] = info.corpora
+        self._gather_unusable()
+        if self.state.unusable:  # recordings left out since the start, on any process
+            row["unusable"] = len(self.state.unusable)
         s.history.append(row)
         if improved:
             s.best_wer, s.best_cer, s.best_loss = wer, cer, valid_loss
@@ -519,6 +530,11 @@ class _Loop:
         self._save()
         if self.cb.on_epoch:
             self.cb.on_epoch(info)
+
+    def _gather_unusable(self) -> None:
+        """Every process's unusable audio, on every process (a collective call): rank 0
+        saves it in ``last.pt`` and lists it at the end."""
+        self.state.unusable = merge_over_processes(self.state.unusable, self.cluster)
 
     def _validate_corpora(self) -> dict:
         """Validation loss, CER and WER of each validation corpus (when there are several;
@@ -539,6 +555,7 @@ class _Loop:
 
     def _save(self) -> None:
         total, count = self._epoch_loss_sums()  # every process takes part in the sum
+        self._gather_unusable()
         if not self.cluster.is_main:
             return
         record = model_record(self.model, self._info())
@@ -551,5 +568,4 @@ class _Loop:
         if self.ema is not None:
             record["training"]["ema"] = self.ema.state_dict()
         save_record(self.out / "last.pt", record)
-        lines = "".join(json.dumps(h) + "\n" for h in self.state.history)
-        atomic_write_text(self.out / "metrics.jsonl", lines)
+        _write_metrics(self.out, self.state.history)

@@ -105,9 +105,9 @@ def read_commonvoice_split(lang_dir: Path, split: str, normalize: str = "keep",
     # read_lines: a BOM, CRLF, bad UTF-8 and NUL bytes are handled or named by line
     rows = csv.reader((line for _, line in read_lines(tsv)), delimiter="\t",
                       quoting=csv.QUOTE_NONE)
-    header = _read_header(rows, tsv)
+    header = _read_header(_checked(rows, tsv), tsv)
     col = {name: header.index(name) for name in _COLUMNS}
-    for row in rows:
+    for row in _checked(rows, tsv):
         if not row:
             continue
         loc = where(tsv, rows.line_num)
@@ -133,6 +133,20 @@ def read_commonvoice_split(lang_dir: Path, split: str, normalize: str = "keep",
         log.warning("%s: left out %d clip(s) whose sentence has no words%s", tsv, empty,
                     " after normalisation" if normalize != "keep" else "")
     return utts
+
+
+def _checked(rows, tsv: Path):
+    """``rows``, with the csv module's own errors (a lone carriage return inside a line)
+    named by file and line."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ManifestError(f"{where(tsv, rows.line_num)}: {e}; is this a Common Voice "
+                                "tab-separated file?") from None
+        yield row
 
 
 def normalize_sentence(text: str, normalize: str = "keep") -> str:

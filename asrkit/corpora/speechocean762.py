@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import AsrkitError, ConfigError, ManifestError, where
+from ..io import read_text_lines
 from ..manifest import Utterance, write_manifest
 from .librispeech import Progress, fetch, md5sum, safe_extract
 
@@ -114,7 +115,7 @@ def read_speechocean762_split(root: Path, split: str) -> list[Utterance]:
 def _table(path: Path) -> dict[str, str]:
     """``<key> <value...>`` lines (space or tab separated) → dict."""
     out = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_text_lines(path, ManifestError):  # bad UTF-8 named by line
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ") if "\t" not in line else \

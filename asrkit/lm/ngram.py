@@ -26,6 +26,7 @@ from ..io import atomic_open
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LN10 = math.log(10.0)
+LOG10_NEVER = -99.0  # what SRILM writes for an impossible n-gram (e.g. <s> as a word)
 MISSING_UNK_LOG10 = -100.0  # KenLM's probability for <unk> when an ARPA file lacks it
 KENLM_MAGIC = b"mmap lm "
 
@@ -127,9 +128,13 @@ def _parse_ngram_line(line: str, k: int, has_backoff: bool, bad):
         bow = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
     except ValueError:
         raise bad(f"not a number in {line[:60]!r}") from None
-    if math.isnan(prob) or prob > 0 or math.isnan(bow):
-        raise bad(f"log10 probability must be <= 0, got {fields[0]}")
-    return tuple(fields[1:k + 1]), (prob, bow)
+    if math.isnan(prob) or prob > 0:
+        raise bad(f"log10 probability must be a number <= 0, got {fields[0]}")
+    if not math.isfinite(bow):
+        raise bad(f"backoff weight must be a finite log10 number, got {fields[k + 1]}")
+    # -inf ("never"), which some tools write for <s>, is read as the -99 SRILM writes
+    # for it: the same ranking, and decoder scores stay finite (0 * -inf is NaN).
+    return tuple(fields[1:k + 1]), (max(prob, LOG10_NEVER), bow)
 
 
 def write_arpa(path: str | Path, model: ArpaModel) -> None:

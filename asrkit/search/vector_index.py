@@ -18,15 +18,14 @@ The FAISS file is a cache of the store: :func:`sync_vectors` brings it up to dat
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from ..errors import AsrkitError, ConfigError
+from ..io import atomic_open
 from .store import IndexStore
 
 FAISS_FILE = "vectors.faiss"
@@ -247,21 +246,19 @@ def _read_quietly(path: Path) -> faiss.Index | None:
 
 
 def _write_atomically(index: faiss.Index, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Replace ``path`` by ``index`` through :func:`asrkit.io.atomic_open`, streamed
+    through Python (not FAISS's own C file writer), so a full disk or a read-only folder
+    fails like every other asrkit file: the previous file is kept, no temporary is left."""
     try:
-        faiss.write_index(index, str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except (RuntimeError, OSError) as e:  # faiss reports I/O failures as RuntimeError
-        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1][:200]
-        raise AsrkitError(f"{path}: cannot write the FAISS index ({reason}); the previous "
-                          "file is intact and the database holds every vector, so the next "
-                          "command rebuilds it. Free disk space or make the folder "
+        with atomic_open(path, "wb") as f:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+    except (AsrkitError, RuntimeError) as e:  # faiss reports its own failures as RuntimeError
+        cause = e.__cause__ if isinstance(e, AsrkitError) else e
+        raise AsrkitError(f"{path}: cannot write the FAISS index ({_reason(cause)}); the "
+                          "previous file is intact and the database holds every vector, so "
+                          "the next command rebuilds it. Free disk space or make the folder "
                           "writable") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+
+
+def _reason(e: BaseException | None) -> str:
+    return getattr(e, "strerror", None) or str(e).strip().splitlines()[-1][:200]

@@ -6,8 +6,9 @@ Two yardsticks:
 
 * **synthetic**: an archive of synthesised words laid out with silence between them
   (asrkit.synth.archive), so every word's span is exact to the sample. By default a
-  fresh archive of voices kept out of `recipes/synth` training (``--voices``) is made
-  in a temporary folder; ``--archive DIR`` scores an existing one. The recogniser
+  fresh archive of voices kept out of `recipes/synth` training (``--voices``, or
+  ``--voices-from MANIFEST`` for the speakers of a manifest) is made in a temporary
+  folder; ``--archive DIR`` scores an existing one. The recogniser
   (``--model``, default the bundled ``an4``) must know the words (AN4's commands);
   ``make demo``'s ``exp/synth/best.pt`` is another choice. Forced alignment is
   scored on every word; the decoders only on the words they got right, and the
@@ -20,7 +21,7 @@ Only words a method got right are scored (pairing: asrkit.metrics.pair_words); e
 row says how many. ``--raw`` scores the times before asrkit's boundary corrections
 (``asrkit.decoding.base.WORD_TIMES``), to show what they are worth.
 
-    python bench/word_times.py [--model an4] [--archive DIR]
+    python bench/word_times.py [--model an4] [--archive DIR | --voices-from MANIFEST]
         [--an4 ~/runs/data/an4/test.jsonl] [--limit N] [--raw] [--json]
 """
 
@@ -134,7 +135,11 @@ def main() -> None:
     p.add_argument("--archive", help="score this archive instead of making one")
     p.add_argument("--files", type=int, default=6)
     p.add_argument("--words-per-file", type=int, default=20)
-    p.add_argument("--voices", default=HELD_OUT_VOICES)
+    p.add_argument("--voices", default=HELD_OUT_VOICES,
+                   help="comma-separated voice id globs for the generated archive")
+    p.add_argument("--voices-from", metavar="MANIFEST",
+                   help="use the speakers of this manifest as voices instead (e.g. a "
+                        "synthetic corpus's train.jsonl, to score the voices a model knows)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--an4", default=os.path.expanduser("~/runs/data/an4/test.jsonl"))
     p.add_argument("--an4-model", default="an4")
@@ -144,6 +149,8 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.voices_from:
+        args.voices = ",".join(sorted({u.speaker for u in read_manifest(args.voices_from)}))
     times = RAW_WORD_TIMES if args.raw else WORD_TIMES
     out = {"times": times.as_dict()}
     if args.part in ("all", "synthetic"):

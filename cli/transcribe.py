@@ -27,6 +27,8 @@ def transcribe(
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
     token_min_logp: D.TokenMinLogpOpt = None, beam_threshold: D.BeamThresholdOpt = None,
     unk_offset: D.UnkOffsetOpt = None,
+    cut: Annotated[str, typer.Option("--cut", help="How recordings longer than 30 s are cut: fixed (30 s chunks with 2 s of context either side) or vad (at pauses found by --detector, pieces of at most 30 s recognised alone).")] = "fixed",
+    detector: Annotated[str, typer.Option("--detector", help="Speech detector for --cut vad: energy or silero.")] = "energy",
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
 ):
@@ -39,6 +41,9 @@ def transcribe(
         from asrkit.asr.transcription import transcribe as run
         from asrkit.shard import parse_shard, select_shard
 
+        from asrkit.asr.cutting import check_cut
+
+        check_cut(cut, detector)
         part = parse_shard(shard) if shard is not None else None
         model_name, paths = _split_model(model, inputs)
         writer = TranscriptWriter(fmt, output, output_dir, resume=skip_done,
@@ -54,7 +59,8 @@ def transcribe(
         audio_seconds, t0 = 0.0, time.monotonic()
         with writer, progress(total=len(utts), desc="transcribing", unit="file") as bar:
             for tr in run(asr, utts, dec, batch_seconds,
-                          on_skip=lambda u, r: skipped.append((u.id, r))):
+                          on_skip=lambda u, r: skipped.append((u.id, r)), cut=cut,
+                          detector=detector):
                 text = writer.write(tr)
                 if output is None and output_dir is None:
                     typer.echo(text, nl=False)

@@ -1,7 +1,9 @@
 """Batch transcription: inputs (files, folders, manifests) → log-probs → transcripts.
 
 Work is batched by length, streamed (memory stays bounded however many files), and
-long recordings are cut into overlapping chunks whose centres are stitched together.
+long recordings are cut into overlapping chunks whose centres are stitched together
+(``cut="fixed"``), or at pauses into pieces recognised alone (``cut="vad"``,
+:mod:`asrkit.asr.cutting`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from ..audio import audio_info, load_audio, peak_gain
 from ..decoding.base import Decoder, GreedyDecoder, Hypothesis
 from ..errors import AsrkitError, AudioError
 from ..manifest import Utterance, find_audio_files, iter_manifest
+from ..text import BLANK
 from .calibration import calibrate_hypothesis
+from .cutting import check_cut, pause_cuts, speech_regions
 from .model import AsrModel
 
 log = logging.getLogger("asrkit")
@@ -80,12 +84,17 @@ def _folder_utterances(folder: Path) -> list[Utterance]:
 def compute_log_probs(
     model: AsrModel, utterances: Iterable[Utterance], batch_seconds: float = 240.0,
     on_skip: Callable[[Utterance, str], None] | None = None, group: int = 512,
-    transform: WaveTransform | None = None,
+    transform: WaveTransform | None = None, cut: str = "fixed", detector: str = "energy",
 ) -> Iterator[tuple[Utterance, torch.Tensor]]:
     """Yield ``(utterance, log_probs (frames, vocab))`` for each readable utterance.
 
     ``transform(utt, wave)`` changes each loaded ``(samples,)`` before recognition
     (e.g. a test condition); a long recording is changed chunk by chunk.
+
+    Recordings longer than :data:`CHUNK_SECONDS` are cut as ``cut`` says: ``fixed``
+    chunks with :data:`CONTEXT_SECONDS` of context, or ``vad``: at pauses found by
+    ``detector`` (energy or silero), each piece recognised alone (see
+    :mod:`asrkit.asr.cutting`).
 
     Utterances are taken ``group`` at a time, sorted by length and batched so the
     padded audio of a batch stays under ``batch_seconds``. Unreadable ones are passed
@@ -93,14 +102,17 @@ def compute_log_probs(
     each group.
     """
     model.eval()
+    check_cut(cut, detector)
     pending: list[Utterance] = []
     for utt in utterances:
         pending.append(utt)
         if len(pending) >= group:
-            yield from _process_group(model, pending, batch_seconds, on_skip, transform)
+            yield from _process_group(model, pending, batch_seconds, on_skip, transform,
+                                      cut, detector)
             pending = []
     if pending:
-        yield from _process_group(model, pending, batch_seconds, on_skip, transform)
+        yield from _process_group(model, pending, batch_seconds, on_skip, transform,
+                                  cut, detector)
 
 
 def transcribe(
@@ -108,9 +120,10 @@ def transcribe(
     decoder: Decoder | None = None, batch_seconds: float = 240.0,
     on_skip: Callable[[Utterance, str], None] | None = None,
     transform: WaveTransform | None = None, calibrated: bool = True,
+    cut: str = "fixed", detector: str = "energy",
 ) -> Iterator[Transcript]:
     """Transcribe utterances (or paths, see :func:`collect_inputs`) one by one;
-    ``transform`` as in :func:`compute_log_probs`. Word confidences go through the
+    ``transform``, ``cut`` and ``detector`` as in :func:`compute_log_probs`. Word confidences go through the
     model's calibration if it has one, unless ``calibrated`` is False (raw posteriors)."""
     inputs = list(inputs)
     if inputs and not isinstance(inputs[0], Utterance):
@@ -118,13 +131,14 @@ def transcribe(
     decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
     calibration = model.calibration if calibrated else None
     for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip,
-                                            transform=transform):
+                                            transform=transform, cut=cut, detector=detector):
         hyp = calibrate_hypothesis(decoder.decode(log_probs.unsqueeze(0))[0], calibration)
         duration = log_probs.shape[0] * model.frame_seconds
         yield Transcript(utt, hyp, duration)
 
 
-def _process_group(model, utts, batch_seconds, on_skip, transform=None):
+def _process_group(model, utts, batch_seconds, on_skip, transform=None, cut="fixed",
+                   detector="energy"):
     # Work is keyed by position in the group, not by id: ids given by the user (two
     # manifests, a file named twice) need not be unique.
     durations = {}
@@ -156,7 +170,11 @@ def _process_group(model, utts, batch_seconds, on_skip, transform=None):
             yield utts[i], results.pop(i)
         elif durations[i] > CHUNK_SECONDS:
             try:
-                yield utts[i], _long_log_probs(model, utts[i], transform)
+                if cut == "vad":
+                    yield utts[i], _cut_log_probs(model, utts[i], transform, batch_seconds,
+                                                  detector)
+                else:
+                    yield utts[i], _long_log_probs(model, utts[i], transform)
             except AsrkitError as e:
                 _skip(on_skip, utts[i], str(e))
 
@@ -209,6 +227,46 @@ def _long_log_probs(model: AsrModel, utt: Utterance,
         pieces.append(log_probs[0, skip:skip + step_frames])
         start += CHUNK_SECONDS
     return torch.cat(pieces)
+
+
+def vad_pieces(model: AsrModel, utt: Utterance, detector: str = "energy") -> list[Utterance]:
+    """``utt`` cut at pauses into pieces of at most :data:`CHUNK_SECONDS` that tile it,
+    each a segment (offset, duration) of the same audio, cut on the model's frame grid."""
+    sr = model.feature_config.sample_rate
+    total = round(_duration(utt) * sr)
+    grid = max(1, round(model.frame_seconds * sr))
+    regions = speech_regions(utt.audio, utt.offset, total / sr, detector, sr)
+    return [Utterance(f"{utt.id}@{a}", utt.audio, offset=utt.offset + a / sr,
+                      duration=(b - a) / sr)
+            for a, b in pause_cuts(regions, total, round(CHUNK_SECONDS * sr), grid)]
+
+
+def _cut_log_probs(model: AsrModel, utt: Utterance, transform: WaveTransform | None,
+                   batch_seconds: float, detector: str) -> torch.Tensor:
+    """Log-probs of a long recording cut at pauses (:func:`vad_pieces`), each piece
+    recognised alone (batched as short recordings are) and laid end to end, every piece
+    but the last trimmed or padded to its exact number of frames so times stay true."""
+    pieces = vad_pieces(model, utt, detector)
+    failed: list[str] = []
+    out = {u.id: lp for u, lp in _process_group(model, pieces, batch_seconds,
+                                                 lambda u, why: failed.append(why), transform)}
+    if not out or (failed and not all("too short" in why for why in failed)):
+        raise AudioError(failed[0] if failed else f"{utt.audio}: nothing to transcribe")
+    width = next(iter(out.values())).shape[1]
+    rows = []
+    for k, piece in enumerate(pieces):
+        frames = round(piece.duration / model.frame_seconds)
+        lp = out.get(piece.id)
+        if lp is None:  # a sliver shorter than one analysis window: silence
+            lp = torch.full((frames, width), -1e4)
+            lp[:, BLANK] = 0.0
+        elif k < len(pieces) - 1:
+            if len(lp) >= frames:
+                lp = lp[:frames]
+            else:
+                lp = torch.cat([lp, lp[-1:].expand(frames - len(lp), -1)])
+        rows.append(lp)
+    return torch.cat(rows)
 
 
 def min_seconds(model: AsrModel) -> float:

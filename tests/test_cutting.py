@@ -42,13 +42,14 @@ def test_pieces_tile_the_recording_and_respect_the_longest():
         assert all(b % grid == 0 for _, b in pieces[:-1])
 
 
-def test_cuts_fall_in_pauses_when_there_are_any():
-    # Speech for 2 s, 0.5 s pauses, pieces of at most 5 s: every cut is inside a pause.
-    speech = [(i * 40_000, i * 40_000 + 32_000) for i in range(10)]
-    pieces = pause_cuts(speech, 400_000, 80_000, 160)
-    assert len(pieces) > 1
-    for _, cut in pieces[:-1]:
-        assert not any(a < cut < b for a, b in speech)
+def test_every_pause_is_cut_and_only_overlong_speech_elsewhere():
+    # Speech for 2 s then a 0.5 s pause, ten times, and one stretch of 7 s; at most 5 s.
+    speech = [(i * 40_000, i * 40_000 + 32_000) for i in range(10)] + [(400_000, 512_000)]
+    pieces = pause_cuts(speech, 520_000, 80_000, 160)
+    inside = [cut for _, cut in pieces[:-1] if any(a < cut < b for a, b in speech)]
+    assert inside == [476_000]  # the 7 s stretch, cut 5 s after the pause before it
+    for (_, b), (a, _) in zip(speech, speech[1:]):
+        assert sum(b <= cut <= a for _, cut in pieces[:-1]) == 1
 
 
 def test_unknown_cut_is_refused(model):
@@ -83,6 +84,12 @@ def test_a_recording_cut_at_pauses_reads_as_its_pieces_alone(model, tmp_path, mo
         torch.testing.assert_close(whole[start:start + kept], lp[:kept])
         start += n
     decoder = GreedyDecoder(model.vocab, model.frame_seconds)
+    # Decoded piece by piece: a cut is a word boundary, and word times move with the piece.
     [tr] = list(T.transcribe(model, [utt], decoder, cut="vad", detector=detector))
-    texts = [t.text for t in T.transcribe(model, pieces, decoder)]
-    assert tr.text.split() == " ".join(texts).split()
+    alone = list(T.transcribe(model, pieces, decoder))
+    assert tr.text.split() == " ".join(t.text for t in alone).split()
+    assert [w.word for w in tr.hypothesis.words] == [w.word for t in alone
+                                                     for w in t.hypothesis.words]
+    assert [w.start for w in tr.hypothesis.words] == pytest.approx(
+        [s + p.offset for p, t in zip(pieces, alone) for s in
+         [w.start for w in t.hypothesis.words]], abs=1e-6)

@@ -3,9 +3,10 @@
 ``fixed`` cutting (the default, :func:`asrkit.asr.transcription.compute_log_probs`)
 runs chunks of ``CHUNK_SECONDS`` with ``CONTEXT_SECONDS`` of audio either side and
 keeps their centres. ``vad`` cutting finds speech with a detector (energy or Silero,
-:func:`asrkit.search.segments.detect_speech`) and cuts in the middle of pauses, into
-pieces no longer than the chunk limit; each piece is then recognised alone, like a
-short recording, and the pieces' frames are laid end to end.
+:func:`asrkit.search.segments.detect_speech`) and cuts in the middle of every pause
+(pieces longer than the chunk limit are cut again at the limit); each piece is then
+recognised and decoded alone, like a short recording, so a pause is always a word
+boundary (CTC models mark the space between words, not the silence between phrases).
 """
 
 from __future__ import annotations
@@ -35,34 +36,22 @@ def pause_cuts(speech: Sequence[tuple[int, int]], total: int, longest: int,
     """Pieces ``[(start, end), ...]`` in samples that tile ``[0, total)``, each at most
     ``longest`` samples (rounded down to ``grid``), cut at sample multiples of ``grid``.
 
-    ``speech`` are sorted speech regions in samples. Each cut goes in the middle of the
-    longest pause of the second half of the allowed stretch (else of the first half);
-    with no pause in reach, a piece is cut at its full length.
+    ``speech`` are sorted speech regions in samples (short pauses already bridged by the
+    detector). Every pause between two regions is cut in its middle, so each stretch of
+    speech is recognised on its own; a stretch longer than ``longest`` is then cut where
+    it reaches that length.
     """
     longest = max(grid, longest // grid * grid)
-    pauses, last = [], 0  # (start, end) of the gaps between speech regions
-    for a, b in speech:
-        if a > last:
-            pauses.append((last, a))
-        last = max(last, b)
-    if last < total:
-        pauses.append((last, total))
+    cuts = sorted({(a + b) // 2 // grid * grid
+                   for (_, a), (b, _) in zip(speech, speech[1:]) if b > a} - {0})
     pieces, start = [], 0
-    while total - start > longest:
-        limit = start + longest
-        cut = None
-        for lo in (start + longest // 2, start + grid):
-            inside = [(min(b, limit) - max(a, lo), a, b) for a, b in pauses
-                      if min(b, limit) > max(a, lo)]
-            if inside:
-                _, a, b = max(inside)
-                middle = (max(a, lo) + min(b, limit)) // 2
-                cut = min(limit, max(start + grid, middle // grid * grid))
-                break
-        cut = cut if cut is not None else limit
-        pieces.append((start, cut))
-        start = cut
-    pieces.append((start, total))
+    for end in [c for c in cuts if c < total] + [total]:
+        while end - start > longest:
+            pieces.append((start, start + longest))
+            start += longest
+        if end > start:
+            pieces.append((start, end))
+            start = end
     return pieces
 
 

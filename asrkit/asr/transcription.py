@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import audio_info, load_audio, peak_gain
-from ..decoding.base import Decoder, GreedyDecoder, Hypothesis
+from ..decoding.base import Decoder, GreedyDecoder, Hypothesis, WordTiming
 from ..errors import AsrkitError, AudioError
 from ..manifest import Utterance, find_audio_files, iter_manifest
 from ..text import BLANK
@@ -101,6 +101,15 @@ def compute_log_probs(
     to ``on_skip(utt, reason)`` and left out. Output order follows input order within
     each group.
     """
+    for utt, log_probs, _ in _log_probs_and_cuts(model, utterances, batch_seconds, on_skip,
+                                                 group, transform, cut, detector):
+        yield utt, log_probs
+
+
+def _log_probs_and_cuts(model, utterances, batch_seconds, on_skip, group, transform, cut,
+                        detector):
+    """:func:`compute_log_probs`, each item with the first frames of the pieces a
+    recording was cut into at pauses (empty when it was not)."""
     model.eval()
     check_cut(cut, detector)
     pending: list[Utterance] = []
@@ -130,11 +139,33 @@ def transcribe(
         inputs = collect_inputs(inputs)
     decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
     calibration = model.calibration if calibrated else None
-    for utt, log_probs in compute_log_probs(model, inputs, batch_seconds, on_skip,
-                                            transform=transform, cut=cut, detector=detector):
-        hyp = calibrate_hypothesis(decoder.decode(log_probs.unsqueeze(0))[0], calibration)
+    for utt, log_probs, cuts in _log_probs_and_cuts(model, inputs, batch_seconds, on_skip,
+                                                    512, transform, cut, detector):
+        hyp = calibrate_hypothesis(decode_pieces(decoder, log_probs, cuts), calibration)
         duration = log_probs.shape[0] * model.frame_seconds
         yield Transcript(utt, hyp, duration)
+
+
+def decode_pieces(decoder: Decoder, log_probs: torch.Tensor, cuts: Sequence[int]) -> Hypothesis:
+    """Decode ``log_probs (frames, vocab)``; a recording cut at pauses (``cuts``: first
+    frame of each piece) piece by piece, so a cut is always a word boundary (CTC models
+    mark the space between words, not the silence around them), hypotheses joined with
+    their frames and times moved to the piece's place."""
+    if not cuts:
+        return decoder.decode(log_probs.unsqueeze(0))[0]
+    bounds = list(cuts) + [len(log_probs)]
+    hyps = []
+    for a, b in zip(bounds, bounds[1:]):
+        h = decoder.decode(log_probs[a:b].unsqueeze(0))[0]
+        shift = a * decoder.frame_seconds
+        hyps.append(Hypothesis(
+            h.text, h.tokens, tuple(f + a for f in h.frames),
+            tuple(WordTiming(w.word, w.start + shift, w.end + shift, w.confidence)
+                  for w in h.words), h.score, h.am_score, h.lm_score))
+    return Hypothesis(" ".join(h.text for h in hyps if h.text),
+                      sum((h.tokens for h in hyps), ()), sum((h.frames for h in hyps), ()),
+                      sum((h.words for h in hyps), ()), sum(h.score for h in hyps),
+                      sum(h.am_score for h in hyps), sum(h.lm_score for h in hyps))
 
 
 def _process_group(model, utts, batch_seconds, on_skip, transform=None, cut="fixed",
@@ -167,14 +198,14 @@ def _process_group(model, utts, batch_seconds, on_skip, transform=None, cut="fix
         results.update(_run_batch(model, utts, batch, on_skip, transform))
     for i in durations:
         if i in results:
-            yield utts[i], results.pop(i)
+            yield utts[i], results.pop(i), ()
         elif durations[i] > CHUNK_SECONDS:
             try:
                 if cut == "vad":
-                    yield utts[i], _cut_log_probs(model, utts[i], transform, batch_seconds,
-                                                  detector)
+                    yield utts[i], *_cut_log_probs(model, utts[i], transform, batch_seconds,
+                                                   detector)
                 else:
-                    yield utts[i], _long_log_probs(model, utts[i], transform)
+                    yield utts[i], _long_log_probs(model, utts[i], transform), ()
             except AsrkitError as e:
                 _skip(on_skip, utts[i], str(e))
 
@@ -242,13 +273,14 @@ def vad_pieces(model: AsrModel, utt: Utterance, detector: str = "energy") -> lis
 
 
 def _cut_log_probs(model: AsrModel, utt: Utterance, transform: WaveTransform | None,
-                   batch_seconds: float, detector: str) -> torch.Tensor:
+                   batch_seconds: float, detector: str) -> tuple[torch.Tensor, list[int]]:
     """Log-probs of a long recording cut at pauses (:func:`vad_pieces`), each piece
     recognised alone (batched as short recordings are) and laid end to end, every piece
-    but the last trimmed or padded to its exact number of frames so times stay true."""
+    but the last trimmed or padded to its exact number of frames so times stay true;
+    with the first frame of each piece."""
     pieces = vad_pieces(model, utt, detector)
     failed: list[str] = []
-    out = {u.id: lp for u, lp in _process_group(model, pieces, batch_seconds,
+    out = {u.id: lp for u, lp, _ in _process_group(model, pieces, batch_seconds,
                                                  lambda u, why: failed.append(why), transform)}
     if not out or (failed and not all("too short" in why for why in failed)):
         raise AudioError(failed[0] if failed else f"{utt.audio}: nothing to transcribe")
@@ -266,7 +298,8 @@ def _cut_log_probs(model: AsrModel, utt: Utterance, transform: WaveTransform | N
             else:
                 lp = torch.cat([lp, lp[-1:].expand(frames - len(lp), -1)])
         rows.append(lp)
-    return torch.cat(rows)
+    starts = np.cumsum([0] + [len(r) for r in rows[:-1]]).tolist()
+    return torch.cat(rows), starts
 
 
 def min_seconds(model: AsrModel) -> float:

@@ -18,10 +18,13 @@ Two yardsticks:
   the yardstick for the decoders' times.
 
 Only words a method got right are scored (pairing: asrkit.metrics.pair_words); each
-row says how many. ``--raw`` scores the times before asrkit's boundary corrections
+row says how many. A model trained on short utterances marks the space between words
+but not the silence between them, so on the archive its decoders run words together;
+``--cut-at-pauses`` decodes each stretch between pauses alone. ``--raw`` scores the times before asrkit's boundary corrections
 (``asrkit.decoding.base.WORD_TIMES``), to show what they are worth.
 
     python bench/word_times.py [--model an4] [--archive DIR | --voices-from MANIFEST]
+        [--cut-at-pauses [--detector energy|silero]]
         [--an4 ~/runs/data/an4/test.jsonl] [--limit N] [--raw] [--json]
 """
 
@@ -39,7 +42,7 @@ import torch
 
 from asrkit.asr.alignment import align_log_probs, text_labels
 from asrkit.asr.checkpoint import load_model
-from asrkit.asr.transcription import compute_log_probs
+from asrkit.asr.transcription import compute_log_probs, decode_pieces, vad_pieces
 from asrkit.decoding import make_decoder
 from asrkit.decoding.base import RAW_WORD_TIMES, WORD_TIMES
 from asrkit.errors import AsrkitError
@@ -53,11 +56,12 @@ HELD_OUT_VOICES = "espeak-ng:en-gb-scotland*,espeak-ng:en-us-nyc*,flite:*"
 METHODS = ("greedy", "beam", "align")
 
 
-def method_words(model, log_probs, text: str, decoders: dict, times) -> dict:
-    """Each method's words for one recording: ``log_probs (frames, vocab)``."""
+def method_words(model, log_probs, text: str, decoders: dict, times, cuts=()) -> dict:
+    """Each method's words for one recording: ``log_probs (frames, vocab)``, decoded
+    piece by piece from each frame in ``cuts`` (see asrkit.asr.transcription)."""
     out = {}
     for name, decoder in decoders.items():
-        hyp = decoder.decode(log_probs.unsqueeze(0))[0]
+        hyp = decode_pieces(decoder, log_probs, cuts)
         out[name] = [TimedWord(w.word, w.start, w.end) for w in hyp.words]
     if text:
         try:
@@ -93,11 +97,18 @@ def score_archive(args, times, folder: Path) -> dict:
     errors = defaultdict(list)
     recordings = read_manifest(folder / "recordings.jsonl", root=folder)[:args.limit]
     for utt, lp in compute_log_probs(model, recordings):
-        for name, words in method_words(model, lp, utt.text, decoders, times).items():
+        cuts = pause_frames(model, utt, args.detector) if args.cut_at_pauses else ()
+        for name, words in method_words(model, lp, utt.text, decoders, times, cuts).items():
             errors[name] += word_time_errors(truth[utt.id], words)
-    return {"archive": str(folder), "model": args.model,
+    return {"archive": str(folder), "model": args.model, "cut_at_pauses": args.cut_at_pauses,
             "recordings": len(recordings), "words": sum(len(truth[u.id]) for u in recordings),
             **{m: summarize_time_errors(errors[m]).as_dict() for m in METHODS}}
+
+
+def pause_frames(model, utt, detector: str) -> list[int]:
+    """First frame of each piece when ``utt`` is cut at every pause, as ``transcribe
+    --cut vad`` cuts long recordings."""
+    return [round(p.offset / model.frame_seconds) for p in vad_pieces(model, utt, detector)]
 
 
 def an4(args, times) -> dict | None:
@@ -141,6 +152,10 @@ def main() -> None:
                    help="use the speakers of this manifest as voices instead (e.g. a "
                         "synthetic corpus's train.jsonl, to score the voices a model knows)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--cut-at-pauses", action="store_true",
+                   help="decode each recording piece by piece, cut at the pauses "
+                        "--detector finds (as transcribe --cut vad does)")
+    p.add_argument("--detector", choices=("energy", "silero"), default="energy")
     p.add_argument("--an4", default=os.path.expanduser("~/runs/data/an4/test.jsonl"))
     p.add_argument("--an4-model", default="an4")
     p.add_argument("--limit", type=int, default=None, help="recordings per part")

@@ -16,6 +16,7 @@ _LAZY = {
     "load_model": "asr.checkpoint",
     "save_model": "asr.checkpoint",
     "transcribe": "asr.transcription",
+    "StreamingTranscriber": "asr.streaming",
     "train": "asr.training",
     "evaluate": "asr.evaluation",
     "read_manifest": "manifest",

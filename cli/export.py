@@ -17,6 +17,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write; its description goes to FILE.json beside it.")],
     check: Annotated[bool, typer.Option(help="Run the exported file on a test batch and compare with the model.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="A forward-only model's streaming graph: called on a window of audio, it takes and returns the recurrent state (see the sidecar).")] = False,
 ):
     """Export MODEL (waveform → CTC log-probabilities, front end included)."""
     with user_errors():
@@ -27,8 +28,15 @@ def export(
         if fmt not in FORMATS:  # before loading anything
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         asr = load_model(model)
-        sidecar = export_model(asr, out, fmt)
-        diff = check_export(asr, out, fmt) if check else None
+        if stream:
+            from asrkit.asr.export_stream import check_stream_export, export_stream
+            from asrkit.asr.streaming import check_streamable
+            check_streamable(asr, model)
+            sidecar = export_stream(asr, out, fmt)
+            diff = check_stream_export(asr, out, fmt) if check else None
+        else:
+            sidecar = export_model(asr, out, fmt)
+            diff = check_export(asr, out, fmt) if check else None
         result = {"model": model, "format": fmt, "file": str(out), "sidecar": str(sidecar),
                   "size_mb": round(out.stat().st_size / 1e6, 2), "max_abs_diff": diff}
         if diff is not None and diff > 1e-3:

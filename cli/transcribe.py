@@ -10,7 +10,7 @@ import typer
 
 from . import decoding_options as D
 from .common import RootOpt, exit_if_partial, progress, setup_logging, user_errors
-from .common import FRACTION, POSITIVE  # parse-time range checks
+from .common import FRACTION, POSITIVE, POSITIVE_INT  # parse-time range checks
 
 
 def transcribe(
@@ -31,19 +31,27 @@ def transcribe(
     detector: Annotated[str, typer.Option("--detector", help="Speech detector for --cut vad: energy or silero.")] = "energy",
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Live transcription with a forward-only model: one file played at real-time speed, '-' for raw 16-bit mono PCM on standard input (with --rate), or none with --microphone. Prints each word when it is final, with its times (and the partial guess, overwritten, on a terminal); --format jsonl gives both as JSON lines.")] = False,
+    rate: Annotated[Optional[int], typer.Option("--rate", callback=POSITIVE_INT, help="Sample rate of raw PCM on standard input (--stream -).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="--stream: read the file as fast as it can be transcribed instead of at real-time speed.")] = False,
+    microphone: Annotated[bool, typer.Option("--microphone", help="--stream from the default input device (needs the sounddevice package); Ctrl-C ends it.")] = False,
+    chunk_ms: Annotated[float, typer.Option("--chunk-ms", callback=POSITIVE, help="--stream: milliseconds of audio read at a time.")] = 100.0,
 ):
     """Transcribe audio; prints a real-time-factor line at the end."""
     setup_logging()
     with user_errors():
         from asrkit.asr.checkpoint import load_model
+        from asrkit.asr.cutting import check_cut
         from asrkit.asr.output import TranscriptWriter
         from asrkit.asr.transcription import collect_inputs
         from asrkit.asr.transcription import transcribe as run
         from asrkit.shard import parse_shard, select_shard
 
-        from asrkit.asr.cutting import check_cut
-
         check_cut(cut, detector)
+        if stream or microphone:
+            return _stream(inputs, model, microphone, fmt, output, rate, fast, chunk_ms,
+                           (decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
+                            decoding_config, token_min_logp, beam_threshold, unk_offset))
         part = parse_shard(shard) if shard is not None else None
         model_name, paths = _split_model(model, inputs)
         writer = TranscriptWriter(fmt, output, output_dir, resume=skip_done,
@@ -71,6 +79,29 @@ def transcribe(
                    f"audio in {wall:.1f} s: real-time factor {wall / max(audio_seconds, 1e-9):.3f}"
                    + (f" ({len(writer.done)} already done)" if writer.done else ""), err=True)
         exit_if_partial(skipped)
+
+
+def _stream(inputs, model, microphone, fmt, output, rate, fast, chunk_ms, decoding):
+    from asrkit.asr.checkpoint import load_model
+    from asrkit.asr.streaming import check_streamable
+    from asrkit.errors import ConfigError
+    from .live import run_stream
+
+    from asrkit.pretrained import names_model
+    if microphone and model is None and len(inputs) == 1 and names_model(inputs[0]):
+        model_name, sources = inputs[0], []
+    else:
+        model_name, sources = _split_model(model, inputs)
+    if microphone and sources:
+        raise ConfigError(f"{sources[0]}: --microphone takes no input file; give one or the other")
+    if not microphone and len(sources) != 1:
+        raise ConfigError("--stream takes one input: a file, '-' for raw PCM on standard "
+                          "input, or none with --microphone")
+    asr = load_model(model_name)
+    check_streamable(asr, model_name)
+    dec = D.build_decoder(asr, *decoding)
+    run_stream(asr, dec, None if microphone else sources[0], fmt, rate, fast,
+               chunk_ms / 1000, output)
 
 
 def _split_model(model: str | None, inputs: list[str]) -> tuple[str, list[str]]:

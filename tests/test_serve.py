@@ -419,3 +419,39 @@ def test_the_page_searches_plays_and_reports_errors(browser, live_server, indexe
 def _pcm16(wave: np.ndarray) -> np.ndarray:
     buf = io.BytesIO(wav_upload(wave)["audio"][1])
     return sf.read(buf, dtype="float32")[0]
+
+
+def test_live_words_while_recording(indexed, tmp_path):
+    """With a forward-only model the page can send its recording as it is made: the
+    server answers each piece with the words now final and the partial guess, and the
+    words are the library's StreamingTranscriber's for the same samples."""
+    from asrkit.asr.checkpoint import save_model
+    from asrkit.asr.streaming import StreamingTranscriber
+    from test_model_options import tiny_model
+    root, occurrences = indexed
+    save_model(tmp_path / "fwd.pt", tiny_model(bidirectional=False, lookahead=2))
+    wave = load_audio(occurrences[0].file, normalize=False)[:40_000]
+    pcm = np.round(np.clip(wave, -1, 1) * 32767).astype("<i2")
+    with TestClient(create_app(root / "index", model=tmp_path / "fwd.pt")) as c:
+        assert c.get("/api/info").json()["live"] is True
+        session = c.post("/api/live").json()["session"]
+        updates = [c.post(f"/api/live/{session}", content=pcm[i:i + 4096].tobytes()).json()
+                   for i in range(0, len(pcm), 4096)]
+        end = c.post(f"/api/live/{session}/end").json()
+        again = c.post(f"/api/live/{session}", content=b"\0\0")
+        model = c.app.state.service.model
+    assert end["done"] and all(not u["done"] for u in updates)
+    assert again.status_code == 404 and "start a new one" in again.json()["error"]
+    live = StreamingTranscriber(model)
+    for i in range(0, len(pcm), 4096):
+        live.feed(pcm[i:i + 4096].astype(np.float32) / 32768)
+    live.finish()
+    served = [w["word"] for u in updates + [end] for w in u["final"]]
+    assert served == [w.word for w in live.final_words]
+    assert end["text"] == live.hypothesis.text
+
+
+def test_live_needs_a_forward_only_model(client):
+    assert client.get("/api/info").json()["live"] is False
+    response = client.post("/api/live")
+    assert response.status_code == 400 and "forward-only" in response.json()["error"]

@@ -84,6 +84,15 @@ class ExportGraph(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor):
         """``waves (batch, samples)``, ``lengths (batch,)`` → ``log_probs (batch,
         frames, vocab)``, ``out_lengths (batch,)``."""
+        x, frames = self.front_end(waves, lengths)
+        x = self.recurrent(x, frames)
+        if self.row_conv is not None:
+            x = self.row_conv(x, frame_mask(x, frames))
+        return self.output(x).log_softmax(dim=-1), frames
+
+    def front_end(self, waves: torch.Tensor, lengths: torch.Tensor):
+        """What the recurrent stack reads: ``(batch, frames, input)`` and ``frames
+        (batch,)``."""
         waves = nn.functional.pad(waves, (0, self.n_fft))
         spec = nn.functional.conv1d(waves[:, None, :], self.dft, stride=self.hop)
         real, imag = spec.chunk(2, dim=1)  # (batch, freqs, frames) each
@@ -98,11 +107,7 @@ class ExportGraph(nn.Module):
         if self.utterance_mean:
             x = subtract_utterance_mean(x, valid)
         x = self.conv(x, valid) if self.conv is not None else self._stack(x, valid)
-        frames = torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
-        x = self.recurrent(x, frames)
-        if self.row_conv is not None:
-            x = self.row_conv(x, frame_mask(x, frames))
-        return self.output(x).log_softmax(dim=-1), frames
+        return x, torch.div(frames + self.factor - 1, self.factor, rounding_mode="floor")
 
     def _stack(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """:func:`asrkit.asr.model.stack_frames` without shape arithmetic: ``(batch, t,

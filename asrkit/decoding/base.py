@@ -78,6 +78,30 @@ class Decoder:
                      ) -> list[list[Hypothesis]]:
         raise NotImplementedError
 
+    def stream(self) -> "DecoderStream":
+        """A decoder of one utterance that takes its frames a few at a time."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode a stream")
+
+
+class DecoderStream:
+    """One utterance decoded as its frames arrive: :meth:`advance` with each block of
+    frames, :meth:`update` for what is certain and what is not yet, :meth:`finish` at
+    the end. :meth:`finish` returns what the decoder's ``decode`` returns for all the
+    frames at once, and its first words are those :meth:`update` gave as final."""
+
+    def advance(self, log_probs: torch.Tensor) -> None:
+        """Decode the next ``log_probs (frames, vocab)``."""
+        raise NotImplementedError
+
+    def update(self) -> tuple[tuple[WordTiming, ...], tuple[WordTiming, ...]]:
+        """(words that became final since the last call, the current best guess at
+        the words after every final one)."""
+        raise NotImplementedError
+
+    def finish(self) -> Hypothesis:
+        """The best hypothesis of the whole utterance."""
+        raise NotImplementedError
+
 
 class GreedyDecoder(Decoder):
     """Best path: the most likely symbol per frame, repeats collapsed, blanks dropped."""
@@ -95,6 +119,56 @@ class GreedyDecoder(Decoder):
                                         score=float(best[b, :n].sum()), times=self.times,
                                         n_frames=n)])
         return out
+
+
+    def stream(self) -> "GreedyStream":
+        return GreedyStream(self)
+
+
+class GreedyStream(DecoderStream):
+    """Best path, frame block by frame block: a word is final once the word separator
+    after it has been emitted."""
+
+    def __init__(self, decoder: GreedyDecoder):
+        self.decoder = decoder
+        self.prev = BLANK  # the last frame's label, for collapsing across blocks
+        self.tokens: list[int] = []
+        self.frames: list[int] = []
+        self.conf: dict[int, float] = {}  # frame -> probability of the token emitted there
+        self.score = 0.0
+        self.seen = 0  # frames so far
+        self.committed = 0  # tokens that belong to final words (up to a separator)
+
+    def advance(self, log_probs):
+        log_probs, _ = check_log_probs(log_probs, None, len(self.decoder.vocab))
+        best, ids = log_probs[0].max(dim=-1)  # (frames,)
+        for t, (i, p) in enumerate(zip(ids.tolist(), best.tolist()), start=self.seen):
+            if i != self.prev and i != BLANK:
+                self.tokens.append(i)
+                self.frames.append(t)
+                self.conf[t] = math.exp(p)
+            self.prev = i
+        self.score += float(best.sum())
+        self.seen += len(ids)
+
+    def update(self):
+        space = self.decoder.vocab.space_id
+        last = next((j for j in range(len(self.tokens) - 1, self.committed - 1, -1)
+                     if self.tokens[j] == space), -1)
+        final: tuple[WordTiming, ...] = ()
+        if last >= self.committed:
+            final = self._words(self.committed, last + 1)
+            self.committed = last + 1
+        return final, self._words(self.committed, len(self.tokens))
+
+    def _words(self, start: int, end: int) -> tuple[WordTiming, ...]:
+        return tuple(word_timings(self.decoder.vocab, self.tokens[start:end],
+                                  self.frames[start:end], self.conf,
+                                  self.decoder.frame_seconds))
+
+    def finish(self):
+        return make_hypothesis(self.decoder.vocab, self.tokens, self.frames, self.conf,
+                               self.decoder.frame_seconds, score=self.score)
 
 
 def collapse(ids: Sequence[int]) -> tuple[list[int], list[int]]:

@@ -172,6 +172,11 @@ class BeamSearchDecoder(Decoder):
                 return list(pool.map(self._decode_one, items))
         return [self._decode_one(x) for x in items]
 
+    def stream(self):
+        """A search that takes the frames of one utterance a few at a time."""
+        from .beam_stream import BeamStream  # noqa: PLC0415
+        return BeamStream(self)
+
     def _decode_one(self, lp: np.ndarray) -> list[Hypothesis]:
         """``lp (frames, vocab)`` float32 → n-best list."""
         B = self.beam_size

@@ -12,6 +12,9 @@ Routes; every error answers JSON ``{"error": message}``::
     POST /api/picture       multipart ``audio`` → PNG
     GET  /api/transcript    ?file=&start=&end=&context= → {text, start, end}
     POST /api/transcribe    multipart ``audio`` → {text, duration}
+    POST /api/live          start live transcription (a forward-only model) → {session}
+    POST /api/live/{id}     body: raw 16-bit mono PCM at 16 kHz → {final, partial, seconds}
+    POST /api/live/{id}/end → the last words, all final, and the whole text
 
 ``file`` is always a recording's name in the index; anything else is refused (404), and
 a recording whose file now resolves elsewhere (a swapped-in symlink) is refused (403).
@@ -40,6 +43,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .body_limit import BodyLimit
+from .live import LiveSessions, UnknownSession
 from .service import (CONTEXT_SECONDS, ArchiveService, FileChanged, NotInIndex,
                               picture_png, wav_bytes)
 from ..audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
@@ -112,6 +116,7 @@ def _add_page_routes(app: FastAPI, service: ArchiveService, run,
     def describe() -> dict:
         return {"index": service.name, "segments": service.segment_count(),
                 "model": service.model_name, "max_upload_mb": max_upload_mb,
+                "live": service.live is not None,
                 "recordings": [{"name": r.name, "duration": round(r.duration, 3)}
                                for r in service.recordings()]}
 
@@ -174,6 +179,25 @@ def _add_recognition_routes(app: FastAPI, service: ArchiveService, run, limit: i
 
         return await run(_on_upload, name, data, transcribe)
 
+    def live() -> LiveSessions:
+        if service.live is None:
+            raise ConfigError("live transcription needs a forward-only model; start the "
+                              "server with --model naming one")
+        return service.live
+
+    @app.post("/api/live")
+    async def live_start():
+        return {"session": await run(lambda: live().start())}
+
+    @app.post("/api/live/{session}")
+    async def live_feed(session: str, request: Request):
+        data = await request.body()
+        return await run(lambda: live().feed(session, data))
+
+    @app.post("/api/live/{session}/end")
+    async def live_end(session: str):
+        return await run(lambda: live().finish(session))
+
 
 async def _read_upload(upload: UploadFile, limit: int) -> tuple[str, bytes]:
     """The upload's file name (without folders) and bytes, refused when over ``limit``."""
@@ -208,7 +232,7 @@ def _hits_json(query: str, seconds: float, hits, started: float) -> dict:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    statuses = {NotInIndex: 404, FileChanged: 403, UploadTooLarge: 413}
+    statuses = {NotInIndex: 404, FileChanged: 403, UploadTooLarge: 413, UnknownSession: 404}
 
     @app.exception_handler(AsrkitError)
     async def asrkit_error(request: Request, e: AsrkitError):

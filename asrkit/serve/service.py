@@ -63,10 +63,14 @@ class ArchiveService:
         self.name = Path(index_dir).resolve().name
         self.model_name = None if model is None else str(model)
         self.model = None
+        self.live = None  # live transcription sessions, with a forward-only model
         try:
             if model is not None:
                 from ..asr.checkpoint import load_model
                 self.model = load_model(model)
+                if not self.model.config.bidirectional and not self.model.config.utterance_mean:
+                    from .live import LiveSessions
+                    self.live = LiveSessions(self.model, self.model_name)
             self._recordings: dict[str, Recording] = {}
             self._refresh()
         except BaseException:

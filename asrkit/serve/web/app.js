@@ -167,11 +167,13 @@ async function toggleRecording() {
     showError(`no microphone: ${e.message}`);
     return;
   }
+  const live = state.info.live ? await startLive(stream) : null;
   const chunks = [];
   const recorder = new MediaRecorder(stream);
   recorder.ondataavailable = (event) => chunks.push(event.data);
   recorder.onstop = async () => {
     stream.getTracks().forEach((track) => track.stop());
+    if (live) live.stop();
     state.recorder = null;
     $("record").textContent = "● Record";
     $("record").classList.remove("recording");
@@ -186,6 +188,55 @@ async function toggleRecording() {
   recorder.start();
   $("record").textContent = "■ Stop";
   $("record").classList.add("recording");
+}
+
+// ---- live words while recording (a forward-only model) ---------------------------------
+
+// The microphone's samples, at 16 kHz, go to the server as 16-bit PCM about four times a
+// second; each answer adds the words that became final and replaces the partial guess.
+async function startLive(stream) {
+  let session;
+  try {
+    session = (await (await api("/api/live", { method: "POST" })).json()).session;
+  } catch (e) {
+    showError(`live transcription: ${e.message}`);
+    return null;
+  }
+  const shown = $("live-text");
+  const words = [];
+  const show = (update) => {
+    words.push(...update.final.map((w) => w.word));
+    shown.textContent = [...words, update.partial].join(" ").trim() || "…";
+  };
+  shown.hidden = false;
+  shown.textContent = "…";
+  const context = new AudioContext({ sampleRate: SAMPLE_RATE });
+  const source = context.createMediaStreamSource(stream);
+  const node = context.createScriptProcessor(4096, 1, 1);
+  let sending = Promise.resolve();
+  const post = (url, body) => sending = sending.then(async () => {
+    try {
+      show(await (await api(url, { method: "POST", body })).json());
+    } catch (e) {
+      showError(`live transcription: ${e.message}`);
+    }
+  });
+  node.onaudioprocess = (event) => {
+    const samples = event.inputBuffer.getChannelData(0);
+    const pcm = new Int16Array(samples.length);
+    samples.forEach((x, i) => { pcm[i] = Math.max(-1, Math.min(1, x)) * 0x7fff; });
+    post(`/api/live/${session}`, pcm.buffer);
+  };
+  source.connect(node);
+  node.connect(context.destination);
+  return {
+    stop() {
+      node.disconnect();
+      source.disconnect();
+      context.close();
+      post(`/api/live/${session}/end`, null);
+    },
+  };
 }
 
 // The browser records compressed audio (WebM/Opus) that the server's reader does not

@@ -1,0 +1,132 @@
+"""Prefix beam search over a stream of frames (:meth:`BeamSearchDecoder.stream`).
+
+The compiled search (:func:`asrkit.decoding.beam_kernel.beam_search`) already keeps
+all its state in arrays and resumes from the frame it stopped at, so a stream keeps
+those arrays between blocks of frames, growing them (and rebuilding the prefix hash
+table) when a block may need more prefix nodes than they hold. The search is the
+same as over all the frames at once: the stream's result at the end is the offline
+decoder's.
+
+A word is final once every prefix in the beam extends the same prefix through the
+word separator after it: every later prefix descends from the beam's, so no frame
+can change that word, its timing or its confidence (a label's frame moves only while
+the prefix ending in it and that prefix's parent are both in the beam).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..jit import njit
+from ..lm.ngram import hash_insert
+from .base import DecoderStream, WordTiming, check_log_probs, word_timings
+from .beam_kernel import (BONUS, FRAME, HOT, INT_COLUMNS, LMSTATE, NEED_LM, PARENT,
+                          SEPBONUS, ST_BEAM, ST_MISSES, ST_NODES, TOKEN, WNODE, beam_search)
+
+FIRST_FRAMES = 256  # node capacity of a new stream, in frames' worth of prefixes
+
+
+@njit(cache=True)
+def _rehash(ni, nodes, vocab, keys, vals):
+    """Fill the (parent, label) → node table ``keys/vals`` from ``ni[1:nodes]``."""
+    for m in range(1, nodes):
+        hash_insert(keys, vals, np.int64(ni[m, PARENT]) * vocab + ni[m, TOKEN], m)
+
+
+class BeamStream(DecoderStream):
+    """The beam of one utterance, carried from block to block of frames."""
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        B, V = decoder.beam_size, len(decoder.vocab)
+        self.lp = np.zeros((FIRST_FRAMES, V), np.float32)  # frames so far, then spare rows
+        self.seen = 0
+        self.ni = np.zeros((1 + FIRST_FRAMES * B, INT_COLUMNS), np.int32)
+        self.nf = np.zeros((1 + FIRST_FRAMES * B, 5), np.float64)
+        ni, nf = self.ni, self.nf
+        nf[0, SEPBONUS] = math.nan
+        ni[0, PARENT], ni[0, FRAME], ni[0, HOT] = -1, -1, decoder._hot_begin
+        ni[0, WNODE] = 0 if decoder._trie_mode else -1
+        ni[0, LMSTATE] = decoder.lm.begin_state() if decoder.lm is not None else 0
+        nf[0, BONUS] = decoder._hot_weight * decoder._hot_arrays.credit[decoder._hot_begin]
+        self.st = np.array([0, 1, 1, 0], np.int64)  # ST_FRAME, ST_NODES, ST_BEAM, ST_MISSES
+        self._hash()
+        self.bnode = np.zeros(B, np.int32)
+        self.bpb, self.bnb = np.full(B, -math.inf), np.full(B, -math.inf)
+        self.bpb[0] = 0.0
+        self.miss = np.zeros(B, np.int32)
+        self.committed = 0  # node of the word separator closing the last final word
+
+    def _hash(self) -> None:
+        cap = 1 << int(2 * len(self.ni)).bit_length()
+        self.hk, self.hv = np.full(cap, -1, np.int64), np.full(cap, -1, np.int32)
+        _rehash(self.ni, int(self.st[ST_NODES]), len(self.decoder.vocab), self.hk, self.hv)
+
+    def _reserve(self, frames: int) -> None:
+        """Room for ``frames`` more frames of log-probs and of new prefixes."""
+        need = self.seen + frames
+        if need > len(self.lp):
+            grown = np.zeros((max(need, 2 * len(self.lp)), self.lp.shape[1]), np.float32)
+            grown[:self.seen] = self.lp[:self.seen]
+            self.lp = grown
+        nodes = int(self.st[ST_NODES]) + frames * self.decoder.beam_size
+        if nodes > len(self.ni):
+            size = max(nodes, 2 * len(self.ni))
+            self.ni = np.concatenate([self.ni, np.zeros((size - len(self.ni), INT_COLUMNS),
+                                                        np.int32)])
+            self.nf = np.concatenate([self.nf, np.zeros((size - len(self.nf), 5))])
+            self._hash()
+
+    def advance(self, log_probs) -> None:
+        log_probs, _ = check_log_probs(log_probs, None, len(self.decoder.vocab))
+        block = log_probs[0].numpy()
+        self._reserve(len(block))
+        self.lp[self.seen:self.seen + len(block)] = block
+        self.seen += len(block)
+        dec = self.decoder
+        while beam_search(self.lp[:self.seen], dec._params, dec._lm_arrays, dec._trie,
+                          dec._hot_arrays, self.ni, self.nf, self.hk, self.hv, self.bnode,
+                          self.bpb, self.bnb, self.st, self.miss) == NEED_LM:
+            for n in self.miss[:self.st[ST_MISSES]]:
+                dec._score_last_word(self.ni, self.nf, n)
+
+    def _path(self, node: int) -> list[int]:
+        """The nodes after the last final word down to ``node``, in order."""
+        path = []
+        while node > 0 and node != self.committed:
+            path.append(node)
+            node = int(self.ni[node, PARENT])
+        return path[::-1]
+
+    def update(self):
+        k = int(self.st[ST_BEAM])
+        if k == 0:
+            return (), ()
+        paths = [self._path(int(n)) for n in self.bnode[:k]]
+        shared = 0
+        while all(len(p) > shared and p[shared] == paths[0][shared] for p in paths):
+            shared += 1
+        space = self.decoder.vocab.space_id
+        close = next((j for j in range(shared - 1, -1, -1)
+                      if self.ni[paths[0][j], TOKEN] == space), -1)
+        final: tuple[WordTiming, ...] = ()
+        if close >= 0:
+            final = self._words(paths[0][:close + 1])
+            self.committed = paths[0][close]
+        scores = np.logaddexp(self.bpb[:k], self.bnb[:k]) + self.nf[self.bnode[:k], BONUS]
+        best = int(self.bnode[int(np.argmax(scores))])
+        return final, self._words(self._path(best))
+
+    def _words(self, nodes: list[int]) -> tuple[WordTiming, ...]:
+        tokens = [int(self.ni[n, TOKEN]) for n in nodes]
+        frames = [int(self.ni[n, FRAME]) for n in nodes]
+        conf = {t: float(np.exp(self.lp[t, c])) for t, c in zip(frames, tokens)}
+        return tuple(word_timings(self.decoder.vocab, tokens, frames, conf,
+                                  self.decoder.frame_seconds))
+
+    def finish(self):
+        k = int(self.st[ST_BEAM])
+        return self.decoder._finish(self.lp[:self.seen], self.ni, self.nf, self.bnode[:k],
+                                    np.logaddexp(self.bpb[:k], self.bnb[:k]))[0]

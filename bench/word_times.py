@@ -6,8 +6,9 @@ Two yardsticks:
 
 * **synthetic**: an archive of synthesised words laid out with silence between them
   (asrkit.synth.archive), so every word's span is exact to the sample. By default a
-  fresh archive of voices kept out of `recipes/synth` training (``--voices``) is made
-  in a temporary folder; ``--archive DIR`` scores an existing one. The recogniser
+  fresh archive of voices kept out of `recipes/synth` training (``--voices``, or
+  ``--voices-from MANIFEST`` for the speakers of a manifest) is made in a temporary
+  folder; ``--archive DIR`` scores an existing one. The recogniser
   (``--model``, default the bundled ``an4``) must know the words (AN4's commands);
   ``make demo``'s ``exp/synth/best.pt`` is another choice. Forced alignment is
   scored on every word; the decoders only on the words they got right, and the
@@ -17,10 +18,13 @@ Two yardsticks:
   the yardstick for the decoders' times.
 
 Only words a method got right are scored (pairing: asrkit.metrics.pair_words); each
-row says how many. ``--raw`` scores the times before asrkit's boundary corrections
+row says how many. A model trained on short utterances marks the space between words
+but not the silence between them, so on the archive its decoders run words together;
+``--cut-at-pauses`` decodes each stretch between pauses alone. ``--raw`` scores the times before asrkit's boundary corrections
 (``asrkit.decoding.base.WORD_TIMES``), to show what they are worth.
 
-    python bench/word_times.py [--model an4] [--archive DIR]
+    python bench/word_times.py [--model an4] [--archive DIR | --voices-from MANIFEST]
+        [--cut-at-pauses [--detector energy|silero]]
         [--an4 ~/runs/data/an4/test.jsonl] [--limit N] [--raw] [--json]
 """
 
@@ -38,7 +42,7 @@ import torch
 
 from asrkit.asr.alignment import align_log_probs, text_labels
 from asrkit.asr.checkpoint import load_model
-from asrkit.asr.transcription import compute_log_probs
+from asrkit.asr.transcription import compute_log_probs, decode_pieces, vad_pieces
 from asrkit.decoding import make_decoder
 from asrkit.decoding.base import RAW_WORD_TIMES, WORD_TIMES
 from asrkit.errors import AsrkitError
@@ -52,11 +56,12 @@ HELD_OUT_VOICES = "espeak-ng:en-gb-scotland*,espeak-ng:en-us-nyc*,flite:*"
 METHODS = ("greedy", "beam", "align")
 
 
-def method_words(model, log_probs, text: str, decoders: dict, times) -> dict:
-    """Each method's words for one recording: ``log_probs (frames, vocab)``."""
+def method_words(model, log_probs, text: str, decoders: dict, times, cuts=()) -> dict:
+    """Each method's words for one recording: ``log_probs (frames, vocab)``, decoded
+    piece by piece from each frame in ``cuts`` (see asrkit.asr.transcription)."""
     out = {}
     for name, decoder in decoders.items():
-        hyp = decoder.decode(log_probs.unsqueeze(0))[0]
+        hyp = decode_pieces(decoder, log_probs, cuts)
         out[name] = [TimedWord(w.word, w.start, w.end) for w in hyp.words]
     if text:
         try:
@@ -92,11 +97,18 @@ def score_archive(args, times, folder: Path) -> dict:
     errors = defaultdict(list)
     recordings = read_manifest(folder / "recordings.jsonl", root=folder)[:args.limit]
     for utt, lp in compute_log_probs(model, recordings):
-        for name, words in method_words(model, lp, utt.text, decoders, times).items():
+        cuts = pause_frames(model, utt, args.detector) if args.cut_at_pauses else ()
+        for name, words in method_words(model, lp, utt.text, decoders, times, cuts).items():
             errors[name] += word_time_errors(truth[utt.id], words)
-    return {"archive": str(folder), "model": args.model,
+    return {"archive": str(folder), "model": args.model, "cut_at_pauses": args.cut_at_pauses,
             "recordings": len(recordings), "words": sum(len(truth[u.id]) for u in recordings),
             **{m: summarize_time_errors(errors[m]).as_dict() for m in METHODS}}
+
+
+def pause_frames(model, utt, detector: str) -> list[int]:
+    """First frame of each piece when ``utt`` is cut at every pause, as ``transcribe
+    --cut vad`` cuts long recordings."""
+    return [round(p.offset / model.frame_seconds) for p in vad_pieces(model, utt, detector)]
 
 
 def an4(args, times) -> dict | None:
@@ -134,8 +146,16 @@ def main() -> None:
     p.add_argument("--archive", help="score this archive instead of making one")
     p.add_argument("--files", type=int, default=6)
     p.add_argument("--words-per-file", type=int, default=20)
-    p.add_argument("--voices", default=HELD_OUT_VOICES)
+    p.add_argument("--voices", default=HELD_OUT_VOICES,
+                   help="comma-separated voice id globs for the generated archive")
+    p.add_argument("--voices-from", metavar="MANIFEST",
+                   help="use the speakers of this manifest as voices instead (e.g. a "
+                        "synthetic corpus's train.jsonl, to score the voices a model knows)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--cut-at-pauses", action="store_true",
+                   help="decode each recording piece by piece, cut at the pauses "
+                        "--detector finds (as transcribe --cut vad does)")
+    p.add_argument("--detector", choices=("energy", "silero"), default="energy")
     p.add_argument("--an4", default=os.path.expanduser("~/runs/data/an4/test.jsonl"))
     p.add_argument("--an4-model", default="an4")
     p.add_argument("--limit", type=int, default=None, help="recordings per part")
@@ -144,6 +164,8 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.voices_from:
+        args.voices = ",".join(sorted({u.speaker for u in read_manifest(args.voices_from)}))
     times = RAW_WORD_TIMES if args.raw else WORD_TIMES
     out = {"times": times.as_dict()}
     if args.part in ("all", "synthetic"):

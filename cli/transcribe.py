@@ -27,6 +27,8 @@ def transcribe(
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
     token_min_logp: D.TokenMinLogpOpt = None, beam_threshold: D.BeamThresholdOpt = None,
     unk_offset: D.UnkOffsetOpt = None,
+    cut: Annotated[str, typer.Option("--cut", help="How recordings longer than 30 s are cut: fixed (30 s chunks with 2 s of context either side) or vad (at pauses found by --detector, pieces of at most 30 s recognised alone).")] = "fixed",
+    detector: Annotated[str, typer.Option("--detector", help="Speech detector for --cut vad: energy or silero.")] = "energy",
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Live transcription with a forward-only model: one file played at real-time speed, '-' for raw 16-bit mono PCM on standard input (with --rate), or none with --microphone. Prints each word when it is final, with its times (and the partial guess, overwritten, on a terminal); --format jsonl gives both as JSON lines.")] = False,
@@ -39,11 +41,13 @@ def transcribe(
     setup_logging()
     with user_errors():
         from asrkit.asr.checkpoint import load_model
+        from asrkit.asr.cutting import check_cut
         from asrkit.asr.output import TranscriptWriter
         from asrkit.asr.transcription import collect_inputs
         from asrkit.asr.transcription import transcribe as run
         from asrkit.shard import parse_shard, select_shard
 
+        check_cut(cut, detector)
         if stream or microphone:
             return _stream(inputs, model, microphone, fmt, output, rate, fast, chunk_ms,
                            (decoder, beam_size, lm, alpha, beta, lexicon, hotwords,
@@ -63,7 +67,8 @@ def transcribe(
         audio_seconds, t0 = 0.0, time.monotonic()
         with writer, progress(total=len(utts), desc="transcribing", unit="file") as bar:
             for tr in run(asr, utts, dec, batch_seconds,
-                          on_skip=lambda u, r: skipped.append((u.id, r))):
+                          on_skip=lambda u, r: skipped.append((u.id, r)), cut=cut,
+                          detector=detector):
                 text = writer.write(tr)
                 if output is None and output_dir is None:
                     typer.echo(text, nl=False)

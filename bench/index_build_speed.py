@@ -76,9 +76,12 @@ def compare(work: Path, archive: Path, embedder, args, tag: str) -> tuple[float,
     return new, old
 
 
-def spin() -> None:
-    while True:
-        pass
+def spin(parent: int) -> None:
+    """Keep one core busy while the benchmark (``parent``) lives: a killed benchmark
+    must not leave it spinning."""
+    while os.getppid() == parent:
+        for _ in range(1_000_000):
+            pass
 
 
 def main() -> None:
@@ -115,7 +118,8 @@ def main() -> None:
                 new = rate(archive, work / f"new{h:g}", embedder, SegmentConfig(), args.workers)
                 print(f"{h:g} h archive: {new:.0f} audio-hours per hour", flush=True)
         if args.busy:
-            busy = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
+            busy = multiprocessing.get_context("spawn").Process(target=spin,
+                                                                args=(os.getpid(),), daemon=True)
             busy.start()
             try:
                 new, old = compare(work, work / f"archive{hours[0]:g}", embedder, args, "busy")

@@ -27,7 +27,7 @@ def transcribe(
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,
     token_min_logp: D.TokenMinLogpOpt = None, beam_threshold: D.BeamThresholdOpt = None,
     unk_offset: D.UnkOffsetOpt = None,
-    cut: Annotated[str, typer.Option("--cut", help="How recordings longer than 30 s are cut: fixed (30 s chunks with 2 s of context either side) or vad (at pauses found by --detector, pieces of at most 30 s recognised alone).")] = "fixed",
+    cut: Annotated[str, typer.Option("--cut", help="How recordings longer than 30 s are cut: vad (at pauses found by --detector, pieces of at most 30 s recognised alone) or fixed (30 s chunks with 2 s of context either side).")] = "vad",
     detector: Annotated[str, typer.Option("--detector", help="Speech detector for --cut vad: energy or silero.")] = "energy",
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,

@@ -302,23 +302,24 @@ def test_decoder_stream_equals_decoding_all_frames(kind, seed, blocks):
     assert final or kind == "beam"
 
 
-@pytest.mark.parametrize("kind", ["greedy", "beam"])
-def test_words_become_final_soon_after_they_are_said(kind):
+def test_greedy_words_become_final_soon_after_they_are_said():
     """Peaky frames, as a trained model gives: each word is final within a few frames
-    of its end (the word-end shift), long before the stream ends."""
+    of its end (the word-end shift), long before the stream ends. (The beam stream makes
+    a word final only once every prefix in the beam agrees on it, which on frames like
+    these can take until the end: see README, "Live transcription".)"""
     from asrkit.text import Vocabulary
     vocab = Vocabulary(tuple(" ABC"))
     path = ("A" + "-" * 3 + "B" + "-" * 8 + " " + "-" * 10) * 20  # "AB " every 23 frames
     lp = torch.full((len(path), len(vocab)), 0.02)
     for t, c in enumerate(path):
         lp[t, 0 if c == "-" else vocab.symbols.index(c) + 1] = 0.9
-    lp = lp.log_softmax(-1)
-    dec = make_decoder(kind, vocab, 0.02, **({"beam_size": 6} if kind == "beam" else {}))
+    lp = (lp / lp.sum(-1, keepdim=True)).log()
+    dec = make_decoder("greedy", vocab, 0.02)
     stream, when = dec.stream(), []
     for t in range(len(lp)):
         stream.advance(lp[t:t + 1])
         when += [(t + 1, w) for w in stream.update()[0]]
     words = stream.finish().words
-    assert [w for _, w in when] == list(words[:len(when)]) and len(when) >= 5
+    assert [w for _, w in when] == list(words[:len(when)]) and len(when) == 20
     for seen, w in when:  # final no later than 0.2 s after its (moved) end
         assert seen * 0.02 <= w.end + 0.2

@@ -236,9 +236,10 @@ def test_failed_faiss_write_keeps_the_previous_file(built, tmp_path, monkeypatch
     shutil.copytree(built, work)
     before = (work / FAISS_FILE).read_bytes()
 
-    def failing_write(index, path):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    real_write = faiss.write_index
+
+    def failing_write(index, writer):  # some bytes reach the temporary file, then a failure
+        real_write(faiss.IndexFlatL2(4), writer)
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(faiss, "write_index", failing_write)

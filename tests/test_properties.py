@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from asrkit.decoding.base import GreedyDecoder, collapse
+from asrkit.decoding.base import RAW_WORD_TIMES, GreedyDecoder, collapse
 from asrkit.features import FeatureConfig
 from asrkit.lm.ngram import ArpaModel, NgramLM, read_arpa, write_arpa
 from asrkit.manifest import Utterance, read_manifest, write_manifest
@@ -194,12 +194,18 @@ def test_frames_cover_the_audio_and_word_times_lie_inside_it(case, seed):
     # Random log-probs give random words: times are on the frame grid, ordered, inside.
     noise = torch.randn(1, frames, len(model.vocab), generator=torch.Generator()
                         .manual_seed(seed)).log_softmax(-1)
-    hyp = GreedyDecoder(model.vocab, model.frame_seconds).decode(noise)[0]
-    end = frames * model.frame_seconds + 1e-6
-    previous_end = 0.0
-    for w in hyp.words:
-        assert 0 <= w.start < w.end <= end and w.start >= previous_end - 1e-9
+    # Raw frame times lie on the grid; the corrected ones (WORD_TIMES: starts and ends
+    # moved, see bench/word_times.py) stay ordered, non-empty and inside the audio.
+    raw = GreedyDecoder(model.vocab, model.frame_seconds, RAW_WORD_TIMES).decode(noise)[0]
+    for w in raw.words:
         assert math.isclose(w.start / model.frame_seconds, round(w.start / model.frame_seconds),
                             abs_tol=1e-3 / model.frame_seconds)
+    hyp = GreedyDecoder(model.vocab, model.frame_seconds).decode(noise)[0]
+    assert [w.word for w in hyp.words] == [w.word for w in raw.words]
+    end = frames * model.frame_seconds + 1e-6
+    previous_end = 0.0
+    for w, r in zip(hyp.words, raw.words):
+        assert 0 <= w.start < w.end <= end and w.start >= previous_end - 1e-9
+        assert r.start <= w.start < r.start + model.frame_seconds + 1e-9  # inside its frame
         previous_end = w.end
     assert hyp.text == " ".join(w.word for w in hyp.words)

@@ -17,7 +17,8 @@ from asrkit.metrics import char_errors, word_errors
 from asrkit.search.embedding import EmbedderConfig
 
 CLI_DIR = Path(asrkit.cli.__file__).parent
-SHARED = {"common", "decoding_options"}  # option and output helpers, not commands
+SHARED = {"common", "decoding_options", "live"}  # option and output helpers, not
+# commands (live: the terminal display of `transcribe --stream`)
 
 
 def relative_imports(path: Path) -> set[str]:

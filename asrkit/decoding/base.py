@@ -262,12 +262,17 @@ def word_bounds(spans: Sequence[tuple[int, int]], frame_seconds: float,
                 times: WordTimes = WORD_TIMES, duration: float | None = None,
                 ) -> list[tuple[float, float]]:
     """``(start, end)`` seconds of words from the ``(first, last)`` frames of their
-    symbols (in order), moved as :class:`WordTimes` says. A start stays within
-    ``[previous word's last frame end, its first frame end]`` and ``>= 0``; an end
-    stays within ``[its start, next word's start]`` and ``<= duration`` (if given)."""
+    symbols (in order), moved as :class:`WordTimes` says. A start stays within its
+    first frame (and half a frame before ``duration``, if given, so a word never has
+    zero length); an end stays within ``[its start, next word's start]`` and
+    ``<= duration``."""
     fs = frame_seconds
-    starts = [min(max(0.0, a * fs + times.start_shift, (spans[i - 1][1] + 1) * fs if i else 0.0),
-                  (a + 1) * fs) for i, (a, _) in enumerate(spans)]
+    # Half a frame before the audio's end at the latest: a word there keeps a length.
+    latest = math.inf if duration is None else duration - fs / 2
+    starts = [max(a * fs, min(max(0.0, a * fs + times.start_shift,
+                                  (spans[i - 1][1] + 1) * fs if i else 0.0),
+                              (a + 1) * fs, latest))
+              for i, (a, _) in enumerate(spans)]
     out = []
     for i, (_, b) in enumerate(spans):
         end = (b + 1) * fs + times.end_shift

@@ -91,13 +91,18 @@ def search(
         results = run_search(index, qs, top=top, threshold=cut, rerank=rerank, fuse=fuse)
         names = [" + ".join(q.name for q in qs)] if fuse else [q.name for q in qs]
         for name, hits in zip(names, results):
-            if as_json:
-                for rank, h in enumerate(hits, 1):
-                    typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
-                                           "audio": h.audio, "start": h.start, "end": h.end,
-                                           "score": round(h.score, 4)}))
-            else:
-                _print_table(name, hits, several=len(results) > 1)
+            _print_hits(name, hits, as_json, several=len(results) > 1)
+
+
+def _print_hits(name: str, hits, as_json: bool, several: bool) -> None:
+    """One query's hits: JSON Lines, or a table (headed by ``name`` when ``several``)."""
+    if not as_json:
+        _print_table(name, hits, several)
+        return
+    for rank, h in enumerate(hits, 1):
+        typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
+                               "audio": h.audio, "start": h.start, "end": h.end,
+                               "score": round(h.score, 4)}))
 
 
 def _print_table(name: str, hits, several: bool) -> None:
@@ -138,13 +143,7 @@ def _search_text(index: Path, texts: list[str], has_queries: bool, method: str,
     for text, hits in zip(texts, results):
         if threshold is not None:
             hits = [h for h in hits if h.score >= threshold]
-        if as_json:
-            for rank, h in enumerate(hits, 1):
-                typer.echo(json.dumps({"query": h.query, "rank": rank, "source": h.source,
-                                       "audio": h.audio, "start": h.start, "end": h.end,
-                                       "score": round(h.score, 4)}))
-        else:
-            _print_table(text, hits, several=len(results) > 1)
+        _print_hits(text, hits, as_json, several=len(results) > 1)
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:

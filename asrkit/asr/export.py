@@ -153,14 +153,20 @@ def example_inputs(sample_rate: int = 16_000) -> tuple[torch.Tensor, torch.Tenso
     return waves, lengths
 
 
-def export_model(model: AsrModel, out: str | os.PathLike, fmt: ExportFormat) -> Path:
-    """Write ``model`` as ``fmt`` to ``out`` and its description to ``out.json``;
-    return the sidecar's path. Both files are written atomically."""
+def export_target(out: str | os.PathLike, fmt: str) -> Path:
+    """``out`` as a path to export to as ``fmt``, or a ConfigError saying what is wrong."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; give the exported model's file name")
+    return out
+
+
+def export_model(model: AsrModel, out: str | os.PathLike, fmt: ExportFormat) -> Path:
+    """Write ``model`` as ``fmt`` to ``out`` and its description to ``out.json``;
+    return the sidecar's path. Both files are written atomically."""
+    out = export_target(out, fmt)
     graph = ExportGraph(model.eval()).eval()
     example = example_inputs(model.feature_config.sample_rate)
     with torch.no_grad(), warnings.catch_warnings():

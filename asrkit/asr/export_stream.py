@@ -36,9 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..io import atomic_open, atomic_write_json
-from .export import (FORMATS, ONNX_OPSET, ExportFormat, ExportGraph, describe,
+from .export import (ONNX_OPSET, ExportFormat, ExportGraph, describe, export_target,
                      sidecar_path)
 from .model import AsrModel
 from .streaming import check_streamable
@@ -157,11 +156,7 @@ def run_stream(step, model: AsrModel, wave: torch.Tensor, chunk: int) -> torch.T
 def export_stream(model: AsrModel, out: str | os.PathLike, fmt: ExportFormat) -> Path:
     """Write the streaming graph of ``model`` as ``fmt`` to ``out`` and its description
     to ``out.json``; return the sidecar's path."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a folder; give the exported model's file name")
+    out = export_target(out, fmt)
     graph = StreamGraph(model.eval()).eval()
     example = (0.1 * torch.randn(1, 8_000, generator=torch.Generator().manual_seed(0)),
                torch.ones(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),

@@ -40,6 +40,8 @@ def tiny_model(name: str) -> AsrModel:
     with torch.no_grad():  # normalisation statistics that are not the identity
         model.normalizer.mean.uniform_(-8, -2)
         model.normalizer.std.uniform_(1, 3)
+        if model.row_conv is not None:  # a new one is the identity: give the future a say
+            model.row_conv.conv.weight.uniform_(-1, 1)
     return model.eval()
 
 

@@ -170,6 +170,12 @@ class RowConvolution(nn.Module):
         super().__init__()
         self.lookahead = lookahead
         self.conv = nn.Conv1d(dim, dim, lookahead + 1, groups=dim, bias=False)
+        # Starts as the identity (all weight on the current frame): a new model is a
+        # plain forward-only stack and learns how much of the future to mix in. Random
+        # taps scramble the recurrent states the output layer must first learn to read.
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, 0, 0] = 1.0
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``x (batch, frames, dim)`` and its ``valid (batch, frames)`` mask → ``(batch,

@@ -74,6 +74,25 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str, hint: str) -> Iterator[None]:
+    """Hold an exclusive lock on an existing ``folder`` (on the folder itself: no lock file
+    is written, and the lock dies with its process, however that ends). A second holder
+    is refused with an :class:`AsrkitError` saying ``folder`` is in use by ``what``, and
+    ``hint`` (what to do instead)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AsrkitError(f"{folder}: in use by {what} still running; {hint}") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes, read a megabyte at a time."""
     h = hashlib.sha256()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
+
 import pytest
 import torch
 
@@ -10,8 +15,8 @@ from asrkit.asr.config import load_config
 from asrkit.asr.dataset import prepare_examples
 from asrkit.errors import AsrkitError, ConfigError
 from asrkit.asr.evaluation import validate
-from asrkit.manifest import Utterance, read_manifest
-from asrkit.asr.training import train
+from asrkit.manifest import Utterance, read_manifest, write_manifest
+from asrkit.asr.training import TrainCallbacks, train
 
 from tones import make_tone_corpus
 
@@ -253,3 +258,40 @@ def test_best_model_is_the_epoch_select_by_names(corpus, tmp_path, select_by):
 def test_select_by_other_than_wer_cer_loss_is_refused():
     with pytest.raises(ConfigError, match="select_by"):
         load_config(None, ["train.select_by=accuracy"])
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(corpus, tmp_path):
+    """Two runs into one --out would interleave checkpoints and metrics: while the first
+    one runs, ``asrkit train`` into its folder stops with one line naming it; the first
+    run ends as if alone."""
+    out, manifests = tmp_path / "run", []
+    for name, utts in zip(("train", "valid"), corpus):
+        manifests.append(tmp_path / f"{name}.jsonl")
+        write_manifest(manifests[-1], utts)
+    started, go_on = threading.Event(), threading.Event()
+
+    def hold(_summary):
+        started.set()
+        go_on.wait(60)
+
+    config = load_config(None, TINY + ["train.epochs=1"])
+    first = threading.Thread(target=train, args=(corpus[0], corpus[1], out, config),
+                             kwargs=dict(callbacks=TrainCallbacks(on_start=hold)))
+    first.start()
+    try:
+        assert started.wait(120)
+        second = subprocess.run(
+            [sys.executable, "-c", "from asrkit.cli.main import main; main()", "train",
+             "--train", str(manifests[0]), "--valid", str(manifests[1]), "--out", str(out),
+             *[arg for s in TINY for arg in ("--set", s)]],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        go_on.set()
+        first.join()
+    assert second.returncode == 1, second.stderr
+    assert f"{out}: in use by another training run" in second.stderr
+    assert "choose another --out" in second.stderr
+    assert [json.loads(line)["epoch"] for line in open(out / "metrics.jsonl")] == [1]
+    assert load_config(out / "config.yaml").train.epochs == 1  # the first run's settings
+    train(corpus[0], corpus[1], out, load_config(None, TINY + ["train.epochs=2"]),
+          resume=True)  # the lock ended with the run

@@ -51,7 +51,7 @@ from .distributed import (Cluster, all_reduce_sum, autocast, check_precision, da
 from ..errors import AsrkitError, ConfigError
 from .evaluation import validate
 from ..features import RunningStats, spec_augment
-from ..io import atomic_write_text
+from ..io import atomic_write_text, folder_lock
 from ..manifest import Utterance
 from ..plots import plot_training_curve
 from .model import AsrModel
@@ -154,14 +154,33 @@ def train(train_utts: Sequence[Utterance], valid_utts: Sequence[Utterance],
     device = select_device(cluster)
     cb = (callbacks or TrainCallbacks()) if cluster.is_main else TrainCallbacks()
     torch.set_num_threads(config.train.threads or cluster.cpu_threads())
-    with process_group(cluster, device):
-        return _train(train_utts, valid_utts, Path(out_dir), config, resume, cb, cluster,
-                      device, init, (weights, valid_names))
+    out = Path(out_dir)
+    with process_group(cluster, device), contextlib.ExitStack() as held:
+        lock = _RunLock(out, held) if cluster.is_main else None
+        return _train(train_utts, valid_utts, out, config, resume, cb, cluster,
+                      device, init, (weights, valid_names), lock)
+
+
+class _RunLock:
+    """The run folder is locked while a run writes to it: a second ``train`` into the
+    same folder would interleave its checkpoints and metrics with the first one's. A
+    folder that exists is locked at once; a new one once it is made (``take``)."""
+
+    def __init__(self, out: Path, stack: contextlib.ExitStack):
+        self.out, self.stack, self.held = out, stack, False
+        if out.is_dir():
+            self.take()
+
+    def take(self) -> None:
+        if not self.held:
+            self.stack.enter_context(folder_lock(
+                self.out, "another training run", "wait for it to end, or choose another --out"))
+            self.held = True
 
 
 def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: bool,
            cb: TrainCallbacks, cluster: Cluster, device: torch.device,
-           init=None, corpora=({}, {})) -> TrainResult:
+           init=None, corpora=({}, {}), lock: _RunLock | None = None) -> TrainResult:
     if resume and (out / "last.pt").exists():
         record = load_record(out / "last.pt")
         stored = config_from_dict(record["training"]["config"], source=str(out / "last.pt"))
@@ -192,6 +211,8 @@ def _train(train_utts, valid_utts, out: Path, config: ExperimentConfig, resume: 
         if init is None:  # a fine-tuned model keeps the statistics its layers know
             _fit_normalizer(model, train_ex, config)
         out.mkdir(parents=True, exist_ok=True)
+        if lock is not None:
+            lock.take()
         atomic_write_text(out / "config.yaml", config.to_yaml())
     loop = _Loop(model.to(device), config, (train_ex, valid_ex), out, state, cb, cluster,
                  corpora)

@@ -323,3 +323,31 @@ def test_greedy_words_become_final_soon_after_they_are_said():
     assert [w for _, w in when] == list(words[:len(when)]) and len(when) == 20
     for seen, w in when:  # final no later than 0.2 s after its (moved) end
         assert seen * 0.02 <= w.end + 0.2
+
+
+def test_a_long_beam_stream_keeps_the_beams_prefixes_only():
+    """Prefixes that fell out of the beam are dropped as the stream goes: 10,000 frames
+    at beam 8 keep the beam's own prefixes (on frames this noisy, a chain per entry),
+    not 8 new nodes per frame, and decode as the whole does."""
+    from asrkit.decoding.beam_kernel import ST_NODES
+    from asrkit.text import Vocabulary
+    vocab = Vocabulary(tuple(" ABC"))
+    path = ("A" + "-" * 3 + "B" + "-" * 8 + " " + "-" * 10) * 435  # 10,440 frames
+    gen = torch.Generator().manual_seed(3)
+    lp = torch.rand(len(path), len(vocab), generator=gen) * 0.2
+    for t, c in enumerate(path):
+        lp[t, 0 if c == "-" else vocab.symbols.index(c) + 1] += 0.7
+    lp = (lp / lp.sum(-1, keepdim=True)).log()
+    dec = make_decoder("beam", vocab, 0.02, beam_size=8)
+    stream, final = dec.stream(), []
+    for i in range(0, len(lp), 5):  # 100 ms blocks
+        stream.advance(lp[i:i + 5])
+        final += stream.update()[0]
+    hyp = stream.finish()
+    want = dec.decode(lp[None])[0]
+    assert hyp.text == want.text and hyp.words == want.words
+    assert tuple(final) == hyp.words[:len(final)]
+    labels = sum(len(w.word) + 1 for w in hyp.words)
+    stream._drop_dead_nodes()
+    assert int(stream.st[ST_NODES]) <= 8 * labels + 1  # a chain per entry at most
+    assert len(stream.ni) <= 4 * 8 * labels < 8 * len(lp)  # without dropping: 8 per frame

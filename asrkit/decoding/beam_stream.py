@@ -35,6 +35,29 @@ def _rehash(ni, nodes, vocab, keys, vals):
         hash_insert(keys, vals, np.int64(ni[m, PARENT]) * vocab + ni[m, TOKEN], m)
 
 
+@njit(cache=True)
+def _compact(ni, nf, nodes, keep):
+    """Drop the prefix nodes no ``keep`` node descends from: move the others, in order,
+    to the front of ``ni``/``nf`` and renumber their parents. Returns the old → new
+    node numbers (-1: dropped) and the count kept."""
+    live = np.zeros(nodes, np.bool_)
+    live[0] = True
+    for n in keep:
+        while n > 0 and not live[n]:
+            live[n] = True
+            n = ni[n, PARENT]
+    new = np.full(nodes, -1, np.int32)
+    count = 0
+    for m in range(nodes):
+        if live[m]:
+            new[m] = count
+            ni[count], nf[count] = ni[m], nf[m]
+            if count > 0:
+                ni[count, PARENT] = new[ni[count, PARENT]]  # a parent comes first
+            count += 1
+    return new, count
+
+
 class BeamStream(DecoderStream):
     """The beam of one utterance, carried from block to block of frames."""
 
@@ -58,6 +81,8 @@ class BeamStream(DecoderStream):
         self.bpb[0] = 0.0
         self.miss = np.zeros(B, np.int32)
         self.committed = 0  # node of the word separator closing the last final word
+        self.context: list[int] = []  # that word's symbol nodes: the next word's start
+        # may not come before its last symbol's frame (asrkit.decoding.base.word_bounds)
 
     def _hash(self) -> None:
         cap = 1 << int(2 * len(self.ni)).bit_length()
@@ -72,12 +97,30 @@ class BeamStream(DecoderStream):
             grown[:self.seen] = self.lp[:self.seen]
             self.lp = grown
         nodes = int(self.st[ST_NODES]) + frames * self.decoder.beam_size
-        if nodes > len(self.ni):
-            size = max(nodes, 2 * len(self.ni))
+        if nodes <= len(self.ni):
+            return
+        self._drop_dead_nodes()
+        nodes = int(self.st[ST_NODES]) + frames * self.decoder.beam_size
+        if 2 * nodes > len(self.ni):  # at least half free after dropping, or grow
+            size = max(2 * nodes, 2 * len(self.ni))
             self.ni = np.concatenate([self.ni, np.zeros((size - len(self.ni), INT_COLUMNS),
                                                         np.int32)])
             self.nf = np.concatenate([self.nf, np.zeros((size - len(self.nf), 5))])
             self._hash()
+
+    def _drop_dead_nodes(self) -> None:
+        """Forget the prefixes that fell out of the beam. Only the beam's prefixes and
+        their ancestors are read again (a fallen prefix that comes back is made anew,
+        with the same values: the search is unchanged), so a long stream keeps about
+        one node per label it emits instead of ``beam_size`` per frame."""
+        k = int(self.st[ST_BEAM])
+        keep = np.array([*self.bnode[:k], self.committed, *self.context], np.int32)
+        new, count = _compact(self.ni, self.nf, int(self.st[ST_NODES]), keep)
+        self.bnode[:k] = new[self.bnode[:k]]
+        self.committed = int(new[self.committed])
+        self.context = [int(new[n]) for n in self.context]
+        self.st[ST_NODES] = count
+        self._hash()
 
     def advance(self, log_probs) -> None:
         log_probs, _ = check_log_probs(log_probs, None, len(self.decoder.vocab))
@@ -117,9 +160,19 @@ class BeamStream(DecoderStream):
         if close >= 0:  # timed with the shared part of the next word: it may end this one
             final = self._words(path[:shared])[:len(self._words(path[:close + 1]))]
             self.committed = path[close]
+            word: list[int] = []  # the symbols of the last word before path[close]
+            for n in reversed(path[:close]):
+                if self.ni[n, TOKEN] != space:
+                    word.append(n)
+                elif word:
+                    break
+            if word:
+                self.context = word[::-1]
+        return final, self._words(self._path(int(self.bnode[self._best(k)])))
+
+    def _best(self, k: int) -> int:
         scores = np.logaddexp(self.bpb[:k], self.bnb[:k]) + self.nf[self.bnode[:k], BONUS]
-        best = int(self.bnode[int(np.argmax(scores))])
-        return final, self._words(self._path(best))
+        return int(np.argmax(scores))
 
     def _settled(self, paths: list[list[int]], separator: int, shared: int) -> bool:
         """Whether the word before the separator at ``paths[0][separator]`` (shared by
@@ -143,11 +196,16 @@ class BeamStream(DecoderStream):
         return True
 
     def _words(self, nodes: list[int]) -> tuple[WordTiming, ...]:
+        """The words of ``nodes`` (after the last final word), timed as the whole path
+        times them: after the last final word's last symbol."""
+        if self.context:
+            nodes = [*self.context, self.committed, *nodes]
         tokens = [int(self.ni[n, TOKEN]) for n in nodes]
         frames = [int(self.ni[n, FRAME]) for n in nodes]
         conf = {t: float(np.exp(self.lp[t, c])) for t, c in zip(frames, tokens)}
-        return tuple(word_timings(self.decoder.vocab, tokens, frames, conf,
-                                  self.decoder.frame_seconds, self.decoder.times))
+        words = word_timings(self.decoder.vocab, tokens, frames, conf,
+                             self.decoder.frame_seconds, self.decoder.times)
+        return tuple(words[1:] if self.context else words)
 
     def finish(self):
         k = int(self.st[ST_BEAM])

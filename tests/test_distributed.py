@@ -180,10 +180,11 @@ def test_loss_scaling_changes_nothing_and_resumes_exactly(corpus, tmp_path, one_
     fp16 LSTM): power-of-two loss scaling leaves the updates as they were, and its
     state travels through a checkpoint."""
     import contextlib
-    from asrkit.asr import training
+    from asrkit.asr import training, training_loop
     fp32 = in_process(corpus, tmp_path / "fp32", "train.max_steps=4")
     monkeypatch.setattr(training, "check_precision", lambda precision, device: None)
-    monkeypatch.setattr(training, "autocast", lambda precision, device: contextlib.nullcontext())
+    monkeypatch.setattr(training_loop, "autocast",
+                        lambda precision, device: contextlib.nullcontext())
     in_process(corpus, tmp_path / "scaled", "train.precision=fp16", "train.max_steps=2")
     in_process(corpus, tmp_path / "scaled", "train.precision=fp16", "train.max_steps=4",
                resume=True)

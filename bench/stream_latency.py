@@ -60,8 +60,10 @@ def stream_one(model, dec, wave: np.ndarray, rate: int, chunk: int, gain: float 
     return emitted, compute, tr.hypothesis.text
 
 
-def delays(emitted, reference_words) -> list[float]:
-    """Emission delay of each hypothesis word equal to the reference word it aligns to."""
+def delays(emitted, reference_words) -> list[tuple[float, bool]]:
+    """Emission delay of each hypothesis word equal to the reference word it aligns to,
+    and whether it is the recording's last word (final only when the audio ends: no
+    word separator follows it)."""
     hyp = [w.word for w, _ in emitted]
     ref = [w.word for w in reference_words]
     if not hyp or not ref:
@@ -71,8 +73,17 @@ def delays(emitted, reference_words) -> list[float]:
         if chunk.type == "equal":
             for k in range(chunk.hyp_end_idx - chunk.hyp_start_idx):
                 _, when = emitted[chunk.hyp_start_idx + k]
-                out.append(when - reference_words[chunk.ref_start_idx + k].end)
+                out.append((when - reference_words[chunk.ref_start_idx + k].end,
+                            chunk.hyp_start_idx + k == len(hyp) - 1))
     return out
+
+
+def describe(lat: list[float]) -> str:
+    if len(lat) < 2:
+        return "too few words"
+    q = statistics.quantiles(lat, n=20)
+    return (f"median {1000 * statistics.median(lat):.0f} ms, 95th percentile "
+            f"{1000 * q[18]:.0f} ms ({len(lat)} words)")
 
 
 def main() -> None:
@@ -109,17 +120,19 @@ def main() -> None:
         audio_s += len(raw) / rate
         t0 = time.perf_counter()
         with torch.inference_mode():
-            log_probs, _ = model(torch.from_numpy(load_audio(utt.audio))[None])
+            wave = load_audio(utt.audio, normalize=model.feature_config.gain_normalize)
+            log_probs, _ = model(torch.from_numpy(wave)[None])
         offline_hyps.append(dec.decode(log_probs)[0].text)
         offline_s += time.perf_counter() - t0
         refs.append(model.vocab.normalize(utt.text))
         stream_hyps.append(text)
-    q = statistics.quantiles(lat, n=20) if len(lat) >= 2 else [float("nan")] * 19
     print(f"recordings {len(refs)}, audio {audio_s:.1f} s, chunk {args.chunk_ms:g} ms, "
           f"decoder {args.decoder}{' + LM' if opts else ''}, 1 thread")
-    print(f"words timed: {len(lat)}; emission delay after the word's end: median "
-          f"{1000 * statistics.median(lat) if lat else float('nan'):.0f} ms, "
-          f"95th percentile {1000 * q[18]:.0f} ms")
+    print("emission delay after the word's end: all words "
+          + describe([d for d, _ in lat]))
+    print("  words another word follows: " + describe([d for d, last in lat if not last]))
+    print("  each recording's last word (final when the audio ends): "
+          + describe([d for d, last in lat if last]))
     print(f"real-time factor: stream {stream_s / audio_s:.4f}, offline "
           f"{offline_s / audio_s:.4f} (stream / offline compute {stream_s / offline_s:.2f})")
     print(f"WER: stream {100 * jiwer.wer(refs, stream_hyps):.2f} % ({args.gain} gain), offline {100 * jiwer.wer(refs, offline_hyps):.2f} %")

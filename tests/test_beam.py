@@ -376,3 +376,17 @@ def test_cli_lm_tune(tmp_path, cat_lm):
     bad = CliRunner().invoke(app, ["lm", "tune", str(tmp_path / "model.pt"),
                                    str(tmp_path / "dev.jsonl"), "--lm", str(tmp_path / "x.arpa")])
     assert bad.exit_code == 1 and "error:" in bad.output and "not found" in bad.output
+
+
+def test_kenlm_words_the_lm_does_not_know_cost_the_offset(cat_lm):
+    """With a KenLM model (no word list to spell against) each finished word the LM
+    does not know adds ``alpha * unk_offset`` to a hypothesis's score, once."""
+    pytest.importorskip("kenlm")
+    lp = spell("THE CAT SAT ON THE ZEBRA")[None]
+    ken = KenLMModel(cat_lm)
+    assert ken.knows("CAT") and not ken.knows("ZEBRA")
+    options = dict(alpha=0.8, beta=0.5, beam_size=8, nbest=1)
+    plain = BeamSearchDecoder(VOCAB, FS, lm=ken, unk_offset=0.0, **options).decode(lp)[0]
+    costly = BeamSearchDecoder(VOCAB, FS, lm=ken, unk_offset=-3.0, **options).decode(lp)[0]
+    assert plain.text == costly.text == "THE CAT SAT ON THE ZEBRA"
+    assert costly.score == pytest.approx(plain.score + 0.8 * -3.0, abs=1e-4)

@@ -58,8 +58,9 @@ class BeamSearchDecoder(Decoder):
             tried, and a floor would drop letters its words need, e.g. a doubled one).
         unk_offset: natural-log LM score (weighted by ``alpha``) added once per word the
             LM does not know, without a lexicon: from the letter where the spelling
-            leaves every LM word, or at the end of a non-word (0: none). Needs an ARPA
-            LM (a KenLM binary's words are not read).
+            leaves every LM word, or at the end of a non-word (0: none). With a KenLM
+            binary (whose word list cannot be read, so no spelling look-ahead): when a
+            word the LM does not know is finished.
         num_workers: threads over the utterances of a batch (default: CPU count).
     """
 
@@ -203,9 +204,11 @@ class BeamSearchDecoder(Decoder):
         return self._finish(lp, ni, nf, bnode[:k], np.logaddexp(bpb[:k], bnb[:k]))
 
     def _score_last_word(self, ni, nf, n) -> None:
-        """Ask the external LM for node ``n``'s finished word; cache it on the node."""
-        p, s = self.lm.score(int(ni[n, LMSTATE]), self._last_word(ni, n))
-        nf[n, WSSCORE], ni[n, WSSTATE], ni[n, WSVALID] = p, s, 1
+        """Ask the external LM for node ``n``'s finished word; cache it on the node,
+        with whether the LM knows the word (for ``unk_offset``)."""
+        word = self._last_word(ni, n)
+        p, s = self.lm.score(int(ni[n, LMSTATE]), word)
+        nf[n, WSSCORE], ni[n, WSSTATE], ni[n, WSVALID] = p, s, 1 if self.lm.knows(word) else 2
 
     def _last_word(self, ni, n) -> str:
         chars, space = [], self.vocab.space_id

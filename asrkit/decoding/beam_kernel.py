@@ -127,8 +127,9 @@ def close_word(n, ni, nf, p, lm, trie, strict):
     """Finish prefix ``n``'s partial word (the word separator follows, or the
     utterance ends): (status, LM state, LM score, words, unknown words). Status is
     OUT_OF_LEXICON when ``strict`` and a lexicon lacks the word, NEEDS_LM when an
-    external LM must score it first (fill ``WSSCORE``/``WSSTATE``/``WSVALID`` of ``n``,
-    ask again), else CLOSED. Without a partial word nothing changes."""
+    external LM must score it first (fill ``WSSCORE``/``WSSTATE`` of ``n`` and set
+    ``WSVALID`` to 1, or to 2 for a word it does not know; ask again), else CLOSED.
+    Without a partial word nothing changes."""
     wn, state, nw, lms = ni[n, WNODE], ni[n, LMSTATE], ni[n, NWORDS], nf[n, LMSCORE]
     nunk = ni[n, NUNK]
     if ni[n, WLEN] == 0:
@@ -146,7 +147,8 @@ def close_word(n, ni, nf, p, lm, trie, strict):
             ni[n, WSVALID] = 1
         lms += nf[n, WSSCORE]
         state = ni[n, WSSTATE]
-        if p.trie_mode == TRIE_LM_WORDS and not known:
+        if (p.trie_mode == TRIE_LM_WORDS and not known) or \
+                (p.trie_mode == TRIE_NONE and ni[n, WSVALID] == 2):  # no lexicon
             nunk += 1
     return CLOSED, state, lms, nw + 1, nunk
 

@@ -370,6 +370,10 @@ class KenLMModel:
     def unigram(self, word: str) -> float:
         return self.score(self._null_state, word)[0]
 
+    def knows(self, word: str) -> bool:
+        """Whether ``word`` is in the model's vocabulary (else it is scored as <unk>)."""
+        return word in self.model
+
 
 def load_lm(path: str | Path) -> NgramLM | KenLMModel:
     """An ARPA file (``.arpa`` or ``.arpa.gz``) as :class:`NgramLM`; a KenLM binary as

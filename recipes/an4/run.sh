@@ -5,6 +5,7 @@
 #   recipes/an4/run.sh              # all stages, from the repository root
 #   recipes/an4/run.sh 3            # from stage 3 on
 #   AN4=/path/to/an4 DATA=data/an4 EXP=exp/an4 recipes/an4/run.sh
+#   CONF=recipes/an4/conf_stream.yaml EXP=exp/an4-stream recipes/an4/run.sh  # forward-only
 #
 # Every stage is safe to re-run; training continues from last.pt.
 set -euo pipefail
@@ -28,7 +29,7 @@ if [ "$stage" -le 1 ]; then
   if [ -f "$exp/last.pt" ]; then
     config=(--resume)  # the run's own config.yaml is used
   else
-    config=(--config "$here/conf.yaml")
+    config=(--config "${CONF:-$here/conf.yaml}")
   fi
   asrkit train --train "$data/train.jsonl" --valid "$data/valid.jsonl" --out "$exp" \
     "${config[@]}" ${TRAIN_SETTINGS:-}

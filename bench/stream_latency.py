@@ -13,7 +13,7 @@ core, and the offline transcription of the same recordings measured in the same 
 
     .venv/bin/python bench/stream_latency.py --model ~/runs/an4-fwd \
         [--manifest ~/runs/data/an4/test.jsonl] [--chunk-ms 100] [--decoder beam --lm LM]
-        [--gain live]
+        [--gain live] [--decoding-config exp/an4-stream/decoding.json]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from asrkit.asr.checkpoint import load_model  # noqa: E402
 from asrkit.asr.streaming import StreamingTranscriber  # noqa: E402
 from asrkit.audio import load_audio, peak_gain  # noqa: E402
 from asrkit.decoding import make_decoder  # noqa: E402
+from asrkit.decoding.config import load_decoding_config  # noqa: E402
 from asrkit.manifest import read_manifest  # noqa: E402
 
 
@@ -94,6 +95,7 @@ def main() -> None:
     p.add_argument("--chunk-ms", type=float, default=100.0)
     p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"])
     p.add_argument("--lm")
+    p.add_argument("--decoding-config", help="decoder settings from `asrkit lm tune`")
     p.add_argument("--limit", type=int)
     p.add_argument("--gain", default="file", choices=["file", "live"],
                    help="file: the recording's own peak gain, as offline; live: the gain "
@@ -103,6 +105,9 @@ def main() -> None:
     utts = read_manifest(args.manifest)[:args.limit]
     model = load_model(args.model)
     opts = {"lm": args.lm} if args.decoder == "beam" and args.lm else {}
+    if args.decoding_config:
+        opts = load_decoding_config(args.decoding_config)
+        args.decoder = opts.pop("decoder")
     dec = make_decoder(args.decoder, model.vocab, model.frame_seconds, **opts)
     aligned = {a.utt.id: a.words for a in align(load_model(args.align_model), utts)}
     rate = model.feature_config.sample_rate

@@ -31,7 +31,7 @@ def transcribe(
     detector: Annotated[str, typer.Option("--detector", help="Speech detector for --cut vad: energy or silero.")] = "energy",
     root: RootOpt = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Transcribe only part I of N of the inputs (e.g. 2/4), to split the work over N machines.")] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="Live transcription with a forward-only model: one file played at real-time speed, '-' for raw 16-bit mono PCM on standard input (with --rate), or none with --microphone. Prints each word when it is final, with its times (and the partial guess, overwritten, on a terminal); --format jsonl gives both as JSON lines.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Live transcription with a forward-only model (bundled: an4-stream): one file played at real-time speed, '-' for raw 16-bit mono PCM on standard input (with --rate), or none with --microphone. Prints each word when it is final, with its times (and the partial guess, overwritten, on a terminal); --format jsonl gives both as JSON lines.")] = False,
     rate: Annotated[Optional[int], typer.Option("--rate", callback=POSITIVE_INT, help="Sample rate of raw PCM on standard input (--stream -).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="--stream: read the file as fast as it can be transcribed instead of at real-time speed.")] = False,
     microphone: Annotated[bool, typer.Option("--microphone", help="--stream from the default input device (needs the sounddevice package); Ctrl-C ends it.")] = False,

@@ -79,4 +79,12 @@ if [ "$stage" -le 6 ]; then
   asrkit evaluate "$BUNDLED" "$clips" --worst 6
 fi
 
+if [ "$stage" -le 7 ]; then
+  # Live transcription: the bundled forward-only model hears one of those clips as it
+  # is played (real-time speed), printing each word once it is final.
+  clip=$(python3 -c 'from asrkit.pretrained import EXAMPLE_CLIPS as c; print(c.parent / "an4-an439-mjgm-b.flac")')
+  echo "== stage 7: live transcription (asrkit transcribe --stream an4-stream), reference ENTER FIVE SIX EIGHT"
+  asrkit transcribe --stream an4-stream "$clip"
+fi
+
 echo "== done: model $exp/best.pt, test WER in $exp/test-wer.txt, index $index"

@@ -39,9 +39,10 @@ from asrkit.decoding.config import load_decoding_config  # noqa: E402
 from asrkit.manifest import read_manifest  # noqa: E402
 
 
-def stream_one(model, dec, wave: np.ndarray, rate: int, chunk: int, gain: float | None):
+def stream_one(model, dec, wave: np.ndarray, rate: int, chunk: int, gain: float | None,
+               final_after: float | None = None):
     """(final words with their simulated emission times, compute seconds, text)."""
-    tr = StreamingTranscriber(model, dec, gain=gain)
+    tr = StreamingTranscriber(model, dec, gain=gain, final_after=final_after)
     emitted, done, compute = [], 0.0, 0.0
     for i in range(0, len(wave), chunk):
         piece = wave[i:i + chunk]
@@ -96,6 +97,7 @@ def main() -> None:
     p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"])
     p.add_argument("--lm")
     p.add_argument("--decoding-config", help="decoder settings from `asrkit lm tune`")
+    p.add_argument("--final-after", type=float, help="beam search: as transcribe's")
     p.add_argument("--limit", type=int)
     p.add_argument("--gain", default="file", choices=["file", "live"],
                    help="file: the recording's own peak gain, as offline; live: the gain "
@@ -119,7 +121,8 @@ def main() -> None:
             continue
         raw = load_audio(utt.audio, normalize=False)
         gain = peak_gain(float(np.abs(raw).max())) if args.gain == "file" else None
-        emitted, compute, text = stream_one(model, dec, raw, rate, chunk, gain)
+        emitted, compute, text = stream_one(model, dec, raw, rate, chunk, gain,
+                                            args.final_after)
         lat += delays(emitted, aligned[utt.id])
         stream_s += compute
         audio_s += len(raw) / rate
@@ -132,7 +135,8 @@ def main() -> None:
         refs.append(model.vocab.normalize(utt.text))
         stream_hyps.append(text)
     print(f"recordings {len(refs)}, audio {audio_s:.1f} s, chunk {args.chunk_ms:g} ms, "
-          f"decoder {args.decoder}{' + LM' if opts else ''}, 1 thread")
+          f"decoder {args.decoder}{' + LM' if opts else ''}, 1 thread"
+          + (f", final after {args.final_after:g} s" if args.final_after is not None else ""))
     print("emission delay after the word's end: all words "
           + describe([d for d, _ in lat]))
     print("  words another word follows: " + describe([d for d, last in lat if not last]))

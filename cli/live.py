@@ -17,7 +17,8 @@ CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
 
 
 def run_stream(asr, dec, source: str | None, fmt: str, rate: int | None, fast: bool,
-               chunk_seconds: float, output: Path | None) -> None:
+               chunk_seconds: float, output: Path | None,
+               final_after: float | None = None) -> None:
     """Transcribe one live source (a file, '-' for raw PCM on stdin, None for the
     microphone) and print its words as they become final."""
     from asrkit.asr.sources import file_chunks, file_gain, microphone_chunks, pcm_chunks
@@ -39,7 +40,7 @@ def run_stream(asr, dec, source: str | None, fmt: str, rate: int | None, fast: b
         chunks = file_chunks(source, chunk_seconds, sr, realtime=not fast)
         if asr.feature_config.gain_normalize:  # a file's loudest sample is known at once
             gain = file_gain(source, sr)
-    transcriber = StreamingTranscriber(asr, dec, gain=gain)
+    transcriber = StreamingTranscriber(asr, dec, gain=gain, final_after=final_after)
     out = open(output, "w", encoding="utf-8") if output is not None else sys.stdout
     try:
         _print_updates(transcriber, chunks, out, fmt, live=out.isatty() and fmt == "txt")

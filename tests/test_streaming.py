@@ -4,6 +4,7 @@ offline transcript, whatever the chunk sizes, and a word once final never change
 from __future__ import annotations
 
 import json
+import statistics
 import warnings
 
 import jiwer
@@ -370,3 +371,60 @@ def test_a_long_beam_stream_keeps_the_beams_prefixes_only():
     stream._drop_dead_nodes()
     assert int(stream.st[ST_NODES]) <= 8 * labels + 1  # a chain per entry at most
     assert len(stream.ni) <= 4 * 8 * labels < 8 * len(lp)  # without dropping: 8 per frame
+
+
+def test_final_after_makes_words_final_despite_a_far_weaker_rival():
+    """Confident frames with one doubtful early letter: exactly, no word is ever final
+    (the rival spelling of the first word stays in the beam, 1.2 nats below); with
+    final_after every word becomes final soon after its end, never revised, the
+    transcript is still the offline one, and the stream keeps few nodes."""
+    from asrkit.decoding.beam_kernel import ST_NODES
+    from asrkit.text import Vocabulary
+    vocab = Vocabulary(tuple(" ABC"))
+    path = ("A" + "-" * 3 + "B" + "-" * 8 + " " + "-" * 10) * 100
+    lp = torch.full((len(path), len(vocab)), 1e-4)
+    for t, c in enumerate(path):
+        lp[t, 0 if c == "-" else vocab.symbols.index(c) + 1] = 1.0
+    lp[2, vocab.symbols.index("C") + 1] = 0.3  # "ACB" or "AB"?
+    lp = (lp / lp.sum(-1, keepdim=True)).log()
+    dec = make_decoder("beam", vocab, 0.02, beam_size=8)
+    want = dec.decode(lp[None])[0]
+    counts, lags = {}, []
+    for final_after in (None, 0.2):
+        stream, final = dec.stream(final_after), []
+        for i in range(0, len(lp), 5):
+            stream.advance(lp[i:i + 5])
+            new = stream.update()[0]
+            lags += [(i + 5) * 0.02 - w.end for w in new if final_after]
+            final += new
+        hyp = stream.finish()
+        assert tuple(final) == hyp.words[:len(final)]  # never revised
+        assert hyp.words == want.words
+        counts[final_after] = len(final)
+    assert counts == {None: 0, 0.2: 100}
+    assert max(lags) < 0.5
+    stream._drop_dead_nodes()  # one node per label said, and the beam's recent prefixes
+    assert int(stream.st[ST_NODES]) <= 3 * 100 + 8 * 30
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+def test_final_after_and_margin_must_be_numbers_of_seconds(value):
+    from asrkit.text import Vocabulary
+    dec = make_decoder("beam", Vocabulary(tuple(" AB")), 0.02)
+    with pytest.raises(ConfigError, match="final_after"):
+        dec.stream(final_after=value)
+
+
+def test_final_after_from_the_command_line(trained):
+    """With beam search the final words are the transcript's; with greedy the option
+    is refused in one line."""
+    model, utts, lm, run = trained
+    utt = utts[0]
+    result = invoke("transcribe", "--stream", "--fast", "-f", "jsonl", run, utt.audio,
+                    "--decoder", "beam", "--lm", lm, "--final-after", "0.2")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    words = " ".join(r["word"] for r in records if r["type"] == "final")
+    assert words == records[-1]["text"] and records[-1]["type"] == "end"
+    result = invoke("transcribe", "--stream", run, utt.audio, "--final-after", "0.2")
+    assert result.exit_code == 2 and "--decoder beam" in result.stderr

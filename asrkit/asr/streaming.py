@@ -281,16 +281,20 @@ class StreamingTranscriber:
             gain-normalised audio, the gain the loudest sample so far asks for (what
             offline normalisation gives once the loudest sample has arrived), else 1.
         calibrated: map word confidences through the model's calibration, if any.
+        final_after: beam search: seconds after which a word is made final although
+            far weaker rivals still disagree (see :meth:`Decoder.stream`); None: the
+            stream's transcript equals the offline one.
 
     Feed :meth:`feed` chunks of float samples ``(n,)`` at the model's sample rate (any
     ``n``, even 0 or 1), then call :meth:`finish` once.
     """
 
     def __init__(self, model: AsrModel, decoder: Decoder | None = None,
-                 gain: float | None = None, calibrated: bool = True):
+                 gain: float | None = None, calibrated: bool = True,
+                 final_after: float | None = None):
         self.acoustic = AcousticStream(model)
         self.decoder = decoder or GreedyDecoder(model.vocab, model.frame_seconds)
-        self.decoding = self.decoder.stream()
+        self.decoding = self.decoder.stream(final_after)
         self.calibration = model.calibration if calibrated else None
         self.sample_rate = model.feature_config.sample_rate
         self.adaptive = gain is None and model.feature_config.gain_normalize

@@ -78,8 +78,13 @@ class Decoder:
                      ) -> list[list[Hypothesis]]:
         raise NotImplementedError
 
-    def stream(self) -> "DecoderStream":
-        """A decoder of one utterance that takes its frames a few at a time."""
+    def stream(self, final_after: float | None = None) -> "DecoderStream":
+        """A decoder of one utterance that takes its frames a few at a time.
+
+        ``final_after`` (seconds; decoders that keep rival hypotheses): a word that
+        ended this long ago may become final while far weaker rivals still disagree
+        about it (they are dropped). None: only once no rival disagrees, and
+        :meth:`DecoderStream.finish` equals decoding all the frames at once."""
         raise NotImplementedError(f"{type(self).__name__} cannot decode a stream")
 
 
@@ -87,7 +92,8 @@ class DecoderStream:
     """One utterance decoded as its frames arrive: :meth:`advance` with each block of
     frames, :meth:`update` for what is certain and what is not yet, :meth:`finish` at
     the end. :meth:`finish` returns what the decoder's ``decode`` returns for all the
-    frames at once, and its first words are those :meth:`update` gave as final."""
+    frames at once (unless words were made final early: :meth:`Decoder.stream`), and
+    its first words are those :meth:`update` gave as final."""
 
     def advance(self, log_probs: torch.Tensor) -> None:
         """Decode the next ``log_probs (frames, vocab)``."""
@@ -121,8 +127,8 @@ class GreedyDecoder(Decoder):
         return out
 
 
-    def stream(self) -> "GreedyStream":
-        return GreedyStream(self)
+    def stream(self, final_after: float | None = None) -> "GreedyStream":
+        return GreedyStream(self)  # one hypothesis: no rival to wait for
 
 
 class GreedyStream(DecoderStream):

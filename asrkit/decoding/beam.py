@@ -173,10 +173,11 @@ class BeamSearchDecoder(Decoder):
                 return list(pool.map(self._decode_one, items))
         return [self._decode_one(x) for x in items]
 
-    def stream(self):
-        """A search that takes the frames of one utterance a few at a time."""
+    def stream(self, final_after: float | None = None):
+        """A search that takes the frames of one utterance a few at a time (see
+        :meth:`Decoder.stream` and :mod:`asrkit.decoding.beam_stream`)."""
         from .beam_stream import BeamStream  # noqa: PLC0415
-        return BeamStream(self)
+        return BeamStream(self, final_after)
 
     def _decode_one(self, lp: np.ndarray) -> list[Hypothesis]:
         """``lp (frames, vocab)`` float32 → n-best list."""

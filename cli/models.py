@@ -23,5 +23,6 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON."
             typer.echo("no bundled models")
         for r in rows:
             wer = f", test WER {100 * r.test_wer:.2f}%" if r.test_wer is not None else ""
-            typer.echo(f"{r.name}: {r.trained_on or '?'}{wer}")
+            live = " (forward-only: transcribe --stream)" if r.streams else ""
+            typer.echo(f"{r.name}: {r.trained_on or '?'}{wer}{live}")
             typer.echo(f"    {r.path} ({r.size_mb} MB), vocabulary {r.vocabulary!r}")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from asrkit.asr.checkpoint import load_model, save_model
 from asrkit.asr.model import AsrModel, ModelConfig
-from asrkit.errors import ModelFileError
+from asrkit.errors import ConfigError, ModelFileError
 from asrkit.features import FeatureConfig
 from asrkit.pretrained import (PRETRAINED_DIR, bundled_names, list_models, names_model,
                                resolve_model)
@@ -52,6 +52,16 @@ def tiny_model(path):
 def test_an4_is_bundled_and_listed():
     assert "an4" in bundled_names() and "embedder" not in bundled_names()
     assert [m.name for m in list_models()] == bundled_names()
+    # which bundled models take `transcribe --stream`: what check_streamable says
+    from asrkit.asr.checkpoint import load_model
+    from asrkit.asr.streaming import check_streamable
+    for m in list_models():
+        try:
+            check_streamable(load_model(m.name))
+            assert m.streams, m.name
+        except ConfigError:
+            assert not m.streams, m.name
+    assert {m.name: m.streams for m in list_models()}["an4-stream"]
     assert resolve_model("an4") == BUNDLED and resolve_model("an4.pt") == BUNDLED
 
 

@@ -56,6 +56,12 @@ class ModelConfig:
             raise ConfigError("model.conv_channels must be 0 (no convolution) or positive")
         self._check_recurrent()
 
+    @property
+    def streams(self) -> bool:
+        """Whether a model of this shape can transcribe audio as it arrives: it hears
+        only the past (and its look-ahead) and needs no whole-utterance statistic."""
+        return not self.bidirectional and not self.utterance_mean
+
     def _check_recurrent(self):
         for name, choices in (("cell", CELLS), ("recurrent_init", ("default", "orthogonal")),
                               ("dropout_kind", ("standard", "locked"))):

@@ -34,7 +34,10 @@ from .model import AsrModel
 
 def check_streamable(model: AsrModel, where: str = "model") -> None:
     """Raise :class:`ConfigError` (one line: what and how to fix) unless ``model`` can
-    transcribe audio as it arrives."""
+    transcribe audio as it arrives (:attr:`ModelConfig.streams`), naming the setting
+    that keeps it from it."""
+    if model.config.streams:
+        return
     if model.config.bidirectional:
         raise ConfigError(f"{where}: a bidirectional model needs the whole recording and "
                           "cannot stream; train a forward-only one (asrkit train --set "

@@ -46,6 +46,7 @@ class BundledModel:
     train_hours: float | None = None
     test_wer: float | None = None
     test_cer: float | None = None
+    streams: bool = False  # forward-only: `asrkit transcribe --stream` takes it
 
     def to_dict(self) -> dict:
         """JSON-ready; facts the model file does not record are left out."""
@@ -138,6 +139,8 @@ def list_models() -> list[BundledModel]:
     error rates (read from each file's ``info``)."""
     import torch  # only here: resolving names must not load torch
 
+    from ..asr.model import ModelConfig
+
     rows = []
     for name in bundled_names():
         path = PRETRAINED_DIR / f"{name}.pt"
@@ -151,6 +154,7 @@ def list_models() -> list[BundledModel]:
         rows.append(BundledModel(
             name=name, path=str(path), size_mb=round(path.stat().st_size / 1e6, 2),
             vocabulary=vocabulary,
+            streams=ModelConfig(**record["model_config"]).streams,
             **{k: info[k] for k in ("trained_on", "train_hours", "test_wer", "test_cer")
                if k in info}))
     return rows

@@ -26,7 +26,10 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     root: RootOpt = None,
 ):
-    """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png."""
+    """Train a recogniser; writes best.pt, last.pt, config.yaml, metrics.jsonl, curve.png.
+
+    The recurrent stack is set with --set model.KEY=VALUE (or a --config file): cell=lstm|gru, bidirectional=true|false, lookahead=N (forward-only: frames heard ahead), layer_norm=true, forget_bias=1.0, recurrent_init=orthogonal, dropout_kind=locked; and train.sortagrad=true. A model for live transcription (transcribe --stream) needs bidirectional=false and utterance_mean=false. Each option's measured effect on AN4: README, "Training configuration"; the recipe: recipes/an4/ablation.sh.
+    """
     setup_logging(verbose)
     with user_errors():
         from asrkit.asr.distributed import detect_cluster

@@ -54,9 +54,9 @@ run_one() {  # option seed
 mkdir -p "$exp"
 for option in "${!options[@]}"; do
   for seed in $seeds; do
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || echo "a run failed: see its .log"; done
     run_one "$option" "$seed" &
   done
 done
-wait
+wait || echo "a run failed: see its .log"
 python3 "$here/ablation_table.py" "$exp" | tee "$exp/table.md"

@@ -1,4 +1,5 @@
-"""The compiled kernel of CTC prefix beam search (the decoder is :mod:`asrkit.decoding.beam`).
+"""The compiled kernel of CTC prefix beam search (the decoder is :mod:`asrkit.decoding.beam`;
+which labels a frame tries and which candidates stay: :mod:`asrkit.decoding.beam_select`).
 
 The search runs in one compiled kernel (numba, releasing the GIL so a batch spreads
 over threads). Prefixes are nodes of a trie stored as parent-pointer arrays; a hash
@@ -26,6 +27,7 @@ from ..jit import njit
 
 from ..lm.ngram import hash_find, hash_insert, lm_score
 from ..text import BLANK
+from .beam_select import frame_tokens, select_best, sift_down
 
 NEG_INF = -math.inf
 # integer node columns
@@ -255,114 +257,6 @@ def _lexicon_labels(wn, trie, space, tok_ok, tried, out):
 
 
 @njit(cache=True, nogil=True)
-def _tokens(row, k, floor, out):
-    """Labels to try at this frame, most likely first: all non-blank ones, or the
-    ``k`` most likely; of those, the ones at least ``floor`` likely and the frame's
-    most likely label."""
-    n = _top_tokens(row, k, out)
-    top = 0
-    for c in range(1, row.shape[0]):
-        if row[c] > row[top]:
-            top = c
-    kept = 0
-    for q in range(n):
-        c = out[q]
-        if row[c] >= floor or c == top:
-            i = kept  # insertion sort: a few dozen labels at most
-            while i > 0 and row[out[i - 1]] < row[c]:
-                out[i] = out[i - 1]
-                i -= 1
-            out[i] = c
-            kept += 1
-    return kept
-
-
-@njit(cache=True, nogil=True)
-def _top_tokens(row, k, out):
-    """All non-blank labels, or the ``k`` most likely."""
-    V = row.shape[0]
-    if k >= V - 1:
-        for c in range(1, V):
-            out[c - 1] = c
-        return V - 1
-    n = 0
-    for c in range(1, V):  # insertion into the sorted top k (k and V are small)
-        if n == k and row[c] <= row[out[k - 1]]:
-            continue
-        i = min(n, k - 1)
-        while i > 0 and row[out[i - 1]] < row[c]:
-            out[i] = out[i - 1]
-            i -= 1
-        out[i] = c
-        n = min(n + 1, k)
-    return k
-
-
-@njit(cache=True, nogil=True)
-def _sift_down(heap, i, value):
-    """Put ``value`` at ``i`` of the min-heap ``heap`` and sift it down."""
-    n = heap.shape[0]
-    while True:
-        child = 2 * i + 1
-        if child >= n:
-            break
-        if child + 1 < n and heap[child + 1] < heap[child]:
-            child += 1
-        if heap[child] >= value:
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = value
-
-
-@njit(cache=True, nogil=True)
-def _kth_largest(a, m, k):
-    """The ``k``-th largest of ``a[:m]`` (1-based), reordering ``a`` (quickselect)."""
-    lo, hi, want = 0, m - 1, k - 1
-    while lo < hi:
-        pivot = a[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] > pivot:
-                i += 1
-            while a[j] < pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if want <= j:
-            hi = j
-        elif want >= i:
-            lo = i
-        else:
-            break
-    return a[want]
-
-
-@njit(cache=True, nogil=True)
-def _select(scores, m, beam, idx, work):
-    """Move the indices of the ``beam`` best of ``scores[:m]`` to the front of ``idx``."""
-    if m <= beam:
-        return m
-    for i in range(m):
-        work[i] = scores[i]
-    kth = _kth_largest(work, m, beam)
-    k = 0
-    for i in range(m):  # strictly better first, then ties up to the beam
-        if scores[i] > kth:
-            idx[k], idx[i] = idx[i], idx[k]
-            scores[k], scores[i] = scores[i], scores[k]
-            k += 1
-    for i in range(k, m):
-        if k < beam and scores[i] == kth:
-            idx[k], idx[i] = idx[i], idx[k]
-            scores[k], scores[i] = scores[i], scores[k]
-            k += 1
-    return k
-
-
-@njit(cache=True, nogil=True)
 def beam_search(lp, p, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss):
     """Run the search from frame ``st[ST_FRAME]`` over ``lp (frames, vocab)``.
 
@@ -389,7 +283,7 @@ def beam_search(lp, p, lm, trie, hot, ni, nf, hk, hv, bnode, bpb, bnb, st, miss)
     t = st[ST_FRAME]
     while t < T:
         row = lp[t]
-        ntok = _tokens(row, p.tokens, p.min_logp, toks)
+        ntok = frame_tokens(row, p.tokens, p.min_logp, toks)
         for q in range(ntok):
             tok_ok[toks[q]] = t + 1  # labels tried at frame t are marked t + 1
         nb = st[ST_BEAM]
@@ -436,7 +330,7 @@ def _stays(row, ni, nf, bnode, bpb, bnb, nb, pos, merge, new_pb, new_nb, heap):
     for j in range(nb, heap.shape[0]):
         heap[j] = NEG_INF
     for j in range(heap.shape[0] // 2 - 1, -1, -1):  # heapify
-        _sift_down(heap, j, heap[j])
+        sift_down(heap, j, heap[j])
     return best
 
 
@@ -513,7 +407,7 @@ def _extensions(row, t, best, p, lm, trie, hot, ni, nf, bnode, bpb, bnb, nb, tok
                 continue
             c_slot[nc], c_tok[nc], c_nb[nc], c_sc[nc] = i, c, a, a + bonus
             nc += 1
-            _sift_down(heap, 0, a + bonus)  # replaces the minimum
+            sift_down(heap, 0, a + bonus)  # replaces the minimum
             best = max(best, a + bonus)
             cutoff = max(best - thr, heap[0])
     return nc, nmiss, best
@@ -539,7 +433,7 @@ def _next_beam(t, best, p, lm, trie, hot, ni, nf, hk, hv, st, bnode, new_pb, new
         if c_sc[q] >= best - thr:
             scores[m], idx[m] = c_sc[q], B + q
             m += 1
-    k = _select(scores, m, B, idx, work)
+    k = select_best(scores, m, B, idx, work)
     t_node, t_pb, t_nb = nxt
     for r in range(k):
         q = idx[r]

@@ -86,6 +86,7 @@ def _stream(inputs, model, microphone, fmt, output, rate, fast, chunk_ms, final_
             decoding):
     from asrkit.asr.checkpoint import load_model
     from asrkit.asr.streaming import check_streamable
+    from asrkit.decoding.base import GreedyDecoder
     from asrkit.errors import ConfigError
     from .live import run_stream
 
@@ -102,7 +103,7 @@ def _stream(inputs, model, microphone, fmt, output, rate, fast, chunk_ms, final_
     asr = load_model(model_name)
     check_streamable(asr, model_name)
     dec = D.build_decoder(asr, *decoding)
-    if final_after is not None and not hasattr(dec, "beam_size"):
+    if final_after is not None and isinstance(dec, GreedyDecoder):
         raise ConfigError("--final-after applies to beam search (--decoder beam); greedy "
                           "words are final once the word separator after them is heard")
     run_stream(asr, dec, None if microphone else sources[0], fmt, rate, fast,

@@ -162,9 +162,10 @@ class BeamStream(DecoderStream):
         k = int(self.st[ST_BEAM])
         if k == 0:
             return (), ()
-        if self.final_after is not None:
-            k = self._drop_far_rivals(k)
         paths = [self._path(int(n)) for n in self.bnode[:k]]
+        if self.final_after is not None:
+            paths = self._drop_far_rivals(paths)
+            k = len(paths)
         shared = 0
         while all(len(p) > shared and p[shared] == paths[0][shared] for p in paths):
             shared += 1
@@ -193,16 +194,17 @@ class BeamStream(DecoderStream):
     def _best(self, k: int) -> int:
         return int(np.argmax(self._scores(k)))
 
-    def _drop_far_rivals(self, k: int) -> int:
-        """Drop the beam entries that disagree with the best one about a word that
-        ended ``final_after`` seconds ago, if each is at least ``final_margin`` below
-        the best; return the entries left."""
-        space = self.decoder.vocab.space_id
+    def _drop_far_rivals(self, paths: list[list[int]]) -> list[list[int]]:
+        """Drop the beam entries (``paths``: each one's nodes after the last final
+        word) that disagree with the best one about a word that ended ``final_after``
+        seconds ago, if each is at least ``final_margin`` below the best; return the
+        paths of the entries left."""
+        k, space = len(paths), self.decoder.vocab.space_id
         scores = self._scores(k)
         best = int(np.argmax(scores))
         newest = self.seen - 1 - self.final_after / self.decoder.frame_seconds
-        path, anchor, last_letter = self._path(int(self.bnode[best])), -1, -1
-        for n in path:
+        anchor, last_letter = -1, -1
+        for n in paths[best]:
             if self.ni[n, TOKEN] != space:
                 last_letter = int(self.ni[n, FRAME])
             elif last_letter >= 0:
@@ -210,16 +212,16 @@ class BeamStream(DecoderStream):
                     break
                 anchor = n
         if anchor < 0:
-            return k
-        kept = [i for i in range(k) if anchor in self._path(int(self.bnode[i]))]
+            return paths
+        kept = [i for i in range(k) if anchor in paths[i]]
         if len(kept) == k or any(scores[i] > scores[best] - self.final_margin
                                  for i in range(k) if i not in kept):
-            return k
+            return paths
         for column in (self.bnode, self.bpb, self.bnb):
             column[:len(kept)] = column[kept]
         self.bpb[len(kept):k] = self.bnb[len(kept):k] = -math.inf
         self.st[ST_BEAM] = len(kept)
-        return len(kept)
+        return [paths[i] for i in kept]
 
     def _settled(self, paths: list[list[int]], separator: int, shared: int) -> bool:
         """Whether the word before the separator at ``paths[0][separator]`` (shared by

@@ -8,7 +8,7 @@ import torch
 
 from asrkit.errors import ConfigError
 from asrkit.audio import change_speed
-from asrkit.features import (LOG_FLOOR, AugmentConfig, FeatureConfig, FeatureExtractor,
+from asrkit.features import (BLOCK_FRAMES, LOG_FLOOR, AugmentConfig, FeatureConfig, FeatureExtractor,
                              Normalizer, RunningStats, compute_features, spec_augment)
 
 SR = 16_000
@@ -39,6 +39,24 @@ def test_padded_batch_equals_one_by_one(kind):
         single = compute_features(wave, config)
         assert frame_lengths[i] == single.shape[0] == config.num_frames(len(wave))
         torch.testing.assert_close(feats[i, :frame_lengths[i]], single, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["fbank", "mfcc"])
+@pytest.mark.parametrize("frames", [2 * BLOCK_FRAMES, 2 * BLOCK_FRAMES + 1, 3 * BLOCK_FRAMES,
+                                    5 * BLOCK_FRAMES + 7])
+def test_long_recordings_analysed_in_blocks_equal_one_call(kind, frames):
+    """Block edges fall on frames; the extra samples after the last frame are ignored."""
+    config = FeatureConfig(kind=kind)
+    extractor = FeatureExtractor(config)
+    samples = (frames - 1) * config.hop_length + config.n_fft
+    waves = torch.from_numpy(np.stack([noise(samples + 97, seed=1), noise(samples + 97, seed=2)]))
+    feats, lengths = extractor(waves)
+    whole = torch.log(extractor.mel(waves) + LOG_FLOOR).transpose(1, 2)
+    if kind == "mfcc":
+        whole = whole @ extractor.dct
+    assert feats.shape == whole.shape == (2, frames, config.dim)
+    assert lengths.tolist() == [frames, frames]
+    torch.testing.assert_close(feats, whole, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("samples", [1, 399, 400, 511, 512, 513, 671, 672, 16000, 16159,

@@ -325,11 +325,10 @@ class Embedder(nn.Module):
     def frame_ranges(self, feats: torch.Tensor, spans) -> list[tuple[int, int]]:
         """(start, end) seconds → frame index ranges, at least one frame each."""
         fps, n = self.frames_per_second, len(feats)
-        out = []
-        for start, end in spans:
-            a = min(int(round(start * fps)), n - 1)
-            out.append((a, max(a + 1, min(int(round(end * fps)), n))))
-        return out
+        seconds = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+        starts = np.minimum(np.rint(seconds[:, 0] * fps).astype(np.int64), n - 1)
+        ends = np.maximum(starts + 1, np.minimum(np.rint(seconds[:, 1] * fps).astype(np.int64), n))
+        return list(zip(starts.tolist(), ends.tolist()))
 
     def embed_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Waveforms, each ``(samples,)`` → unit vectors ``(n, dim)``."""

@@ -20,8 +20,8 @@ ArchiveArg = Annotated[Path, typer.Argument(
 IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 BuildThreadsOpt = Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
-    help="CPU cores for embedding: that many one-thread worker processes (default: all "
-         "cores). On a machine shared with other busy jobs each worker simply gets its "
+    help="CPU cores for embedding: that many one-thread processes, this one included "
+         "(default: all cores). On a machine shared with other busy jobs each worker simply gets its "
          "share; archives under two minutes are embedded in one process.")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     help="Index only part I of N of the archive (e.g. 2/4), to split one archive over N "
@@ -182,8 +182,8 @@ def _report(summary, index: Path, as_json: bool) -> None:
 
 
 def build_workers(threads: Optional[int]) -> int:
-    """Worker processes for ``--threads`` (None: one per core); with a single worker
-    the embedding runs here on one thread."""
+    """Embedding processes for ``--threads`` (None: one per core), this one included;
+    with one, the embedding runs here on one thread."""
     import os
     workers = threads if threads is not None else (os.cpu_count() or 1)
     set_threads(1 if workers == 1 else workers)  # FAISS uses them when the index is written

@@ -83,3 +83,25 @@ def test_chunks_cover_a_long_recording_like_one_pass(archive, embedder_file, tmp
     [(_, got)] = list(embed_recordings(embedder, [utt], SEGMENTS, 2, embedder_file))
     assert got.spans == spans
     np.testing.assert_allclose(got.vectors, vectors, atol=1e-5)
+
+
+def test_the_calling_process_embeds_chunks_no_worker_has_started(archive, embedder_file,
+                                                                 monkeypatch):
+    """With two workers one process is started; this one takes queued chunks while it
+    starts (the pool hands out only two at first), and the results stay in order."""
+    from asrkit.search.embedding import load_embedder
+    embedder = load_embedder(embedder_file)
+    here = []
+    embed_here = embed_workers._embed_here
+    monkeypatch.setattr(embed_workers, "_embed_here",
+                        lambda e, chunk, config: here.append(chunk) or embed_here(e, chunk, config))
+    monkeypatch.setattr(embed_workers, "WORKER_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(embed_workers, "CHUNK_SECONDS", 1.0)  # several chunks a recording
+    utts = [Utterance(p.stem, str(p)) for p in sorted(archive.glob("rec*.wav"))]
+    got = list(embed_recordings(embedder, utts, SEGMENTS, 2, embedder_file))
+    assert here, "the calling process waited instead of embedding"
+    assert [u for u, _ in got] == utts
+    for utt, embedded in got:
+        spans, vectors, seconds = embed_recording(embedder, utt, SEGMENTS)
+        assert embedded.spans == spans and embedded.seconds == pytest.approx(seconds)
+        np.testing.assert_allclose(embedded.vectors, vectors, atol=1e-5)

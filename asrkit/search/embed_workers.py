@@ -12,6 +12,11 @@ A unit of work is one chunk of one recording (at most ``CHUNK_SECONDS`` plus an
 overlap), so a single long recording is spread over the workers as well. Workers load
 the embedder from its file and check its fingerprint; results come back in archive
 order, so the index is the same whatever the number of workers.
+
+The calling process is one of the ``workers``: it starts one fewer process and, while
+it waits for a chunk, takes chunks no worker has started. A worker needs seconds to
+start (importing torch), as long as embedding a minute of speech; the calling process
+has the embedder already and works through that time instead of waiting.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -104,8 +109,8 @@ def embed_recordings(embedder: Embedder, utts: Sequence[Utterance], config: Segm
                      workers: int = 1, embedder_file: str | os.PathLike | None = None,
                      ) -> Iterator[tuple[Utterance, Embedded]]:
     """``(recording, Embedded)`` for each of ``utts``, in order. With ``workers`` > 1
-    the chunks are embedded by that many one-thread processes, which load
-    ``embedder_file`` (it must hold ``embedder``)."""
+    the chunks are embedded by that many one-thread processes, this one included; the
+    others load ``embedder_file`` (it must hold ``embedder``)."""
     if workers <= 1 or not _at_least_seconds(utts, WORKER_MIN_SECONDS):
         for utt in utts:
             yield utt, _embedded_here(embedder, utt, config)
@@ -113,10 +118,9 @@ def embed_recordings(embedder: Embedder, utts: Sequence[Utterance], config: Segm
     if embedder_file is None:
         raise ValueError("worker processes need the embedder's file")
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+    with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_start_worker,
                              initargs=(str(embedder_file), embedder.fingerprint())) as pool:
-        yield from _in_order(pool, utts, config, workers * IN_FLIGHT_PER_WORKER,
-                             embedder.dim)
+        yield from _in_order(pool, embedder, utts, config, workers * IN_FLIGHT_PER_WORKER)
 
 
 def _at_least_seconds(utts: Sequence[Utterance], seconds: float) -> bool:
@@ -133,38 +137,83 @@ def _at_least_seconds(utts: Sequence[Utterance], seconds: float) -> bool:
     return False
 
 
-def _in_order(pool: ProcessPoolExecutor, utts, config, limit: int, dim: int):
+@dataclass
+class _Job:
+    """One chunk handed to the pool; ``result`` is set once it is known, by whichever
+    process embedded it."""
+
+    chunk: Chunk
+    future: Future
+    result: object = field(default=None)
+    done: bool = False
+
+
+def _in_order(pool: ProcessPoolExecutor, embedder: Embedder, utts, config, limit: int):
     """Submit chunks ahead (up to ``limit`` pending) and yield recordings in order."""
-    pending: deque[tuple[Utterance, list[Future] | str, float]] = deque()
+    pending: deque[tuple[Utterance, list[_Job] | str, float]] = deque()
     queued = 0
     for utt in utts:
         try:
             chunks, seconds = recording_chunks(utt, config)
-            futures = [pool.submit(_worker_chunk, c, config) for c in chunks]
+            jobs = [_Job(c, pool.submit(_worker_chunk, c, config)) for c in chunks]
         except AudioError as e:
-            futures, seconds = str(e), 0.0
-        pending.append((utt, futures, seconds))
-        queued += len(futures) if isinstance(futures, list) else 0
+            jobs, seconds = str(e), 0.0
+        pending.append((utt, jobs, seconds))
+        queued += _count(jobs)
         while pending and queued >= limit:
             queued -= _count(pending[0][1])
-            yield _collect(*pending.popleft(), dim)
+            yield _collect(embedder, config, pending)
     while pending:
-        yield _collect(*pending.popleft(), dim)
+        yield _collect(embedder, config, pending)
 
 
-def _count(futures) -> int:
-    return len(futures) if isinstance(futures, list) else 0
+def _count(jobs) -> int:
+    return len(jobs) if isinstance(jobs, list) else 0
 
 
-def _collect(utt: Utterance, futures, seconds: float, dim: int):
-    if isinstance(futures, str):
-        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, futures)
-    parts = [f.result() for f in futures]
+def _collect(embedder: Embedder, config: SegmentConfig, pending) -> tuple[Utterance, Embedded]:
+    """The first of ``pending`` (removed), embedding waiting chunks here meanwhile."""
+    utt, jobs, seconds = pending[0]
+    if isinstance(jobs, list):
+        for job in jobs:
+            while not job.done:
+                _advance(job, embedder, config, pending)
+    pending.popleft()
+    if isinstance(jobs, str):
+        return utt, Embedded([], np.zeros((0, embedder.dim), np.float32), 0.0, jobs)
+    parts = [job.result for job in jobs]
     errors = [p for p in parts if isinstance(p, str)]
     if errors:
-        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, errors[0])
-    spans, vectors, seconds = _joined(parts, seconds, dim)
+        return utt, Embedded([], np.zeros((0, embedder.dim), np.float32), 0.0, errors[0])
+    spans, vectors, seconds = _joined(parts, seconds, embedder.dim)
     return utt, Embedded(spans, vectors, seconds)
+
+
+def _advance(job: _Job, embedder: Embedder, config: SegmentConfig, pending) -> None:
+    """Bring ``job`` closer to done: take its result from its worker; or embed the first
+    chunk of ``pending`` no worker has started (``job`` itself if it is one); or wait."""
+    if job.future.done() and not job.future.cancelled():
+        job.result, job.done = job.future.result(), True
+        return
+    for _, jobs, _ in pending:
+        for other in jobs if isinstance(jobs, list) else ():
+            if not other.done and other.future.cancel():  # no worker has it: embed it here
+                other.result, other.done = _embed_here(embedder, other.chunk, config), True
+                return
+    wait([job.future], return_when=FIRST_COMPLETED)
+
+
+def _embed_here(embedder: Embedder, chunk: Chunk, config: SegmentConfig):
+    """:func:`_worker_chunk` in this process, on one thread as a worker runs."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return embed_chunk(embedder, chunk, config)
+    except AudioError as e:
+        return str(e)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _embedded_here(embedder: Embedder, utt: Utterance, config: SegmentConfig) -> Embedded:

@@ -36,23 +36,26 @@ def plot_training_curve(history: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_conditions(rows: Sequence[tuple[str, float, float]], path: str | Path,
-                    title: str = "") -> Path:
-    """WER and CER (fractions) per test condition, as grouped bars: ``rows`` are
-    ``(condition, wer, cer)`` in the order to show."""
+def plot_conditions(rows: Sequence[tuple], path: str | Path, title: str = "",
+                    series: Sequence[str] = ("WER", "CER"), percent: bool = True) -> Path:
+    """Figures per test condition, as grouped bars: ``rows`` are ``(condition, value,
+    ...)`` in the order to show, one value per name in ``series`` (by default WER and
+    CER); fractions are drawn as percentages when ``percent``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [r[0] for r in rows]
     x = range(len(rows))
+    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 4), constrained_layout=True)
-    for shift, column, label in ((-0.2, 1, "WER"), (0.2, 2, "CER")):
-        values = [100 * r[column] for r in rows]
-        bars = ax.bar([i + shift for i in x], values, width=0.4, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    for k, label in enumerate(series):
+        values = [(100 if percent else 1) * r[k + 1] for r in rows]
+        bars = ax.bar([i + (k - (len(series) - 1) / 2) * width for i in x], values,
+                      width=width, label=label)
+        ax.bar_label(bars, fmt="%.1f" if percent else "%.3f", fontsize=8)
     ax.set_xticks(list(x), names)
-    ax.set(ylabel="%", title=title or "Error rate by condition")
+    ax.set(ylabel="%" if percent else "", title=title or "By condition")
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()

@@ -52,6 +52,12 @@ def number_check(low: float = -math.inf, high: float = math.inf, *, above: bool 
 # The shared numeric checks; every numeric option of every command uses one of them.
 POSITIVE = number_check(0, above=True, what="a positive number")
 POSITIVE_INT = number_check(1, what="a positive whole number")
+ConditionOpt = Annotated[Optional[str], typer.Option(
+    "--condition", help="Score under test conditions, comma-separated: clean, 8k, telephone, "
+                        "noise<SNR> (pink noise, e.g. noise10), reverb[<RT60>] (e.g. "
+                        "reverb0.8). Seeded: every run hears the same audio.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", help="With --condition: bar chart per condition (PNG).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
     help="CPU threads for embedding (default: all cores; 1 is faster on a busy machine).")]
 NON_NEGATIVE = number_check(0, what="a non-negative number")
@@ -83,16 +89,26 @@ def cosine_or_auto(ctx: typer.Context, param: typer.CallbackParam, value: Option
     return value
 
 
-def print_word_eval(segments, results, as_json: bool) -> None:
-    """The results of `embedder eval` (embeddings vs DTW on isolated words)."""
+def print_word_eval(segments, results, as_json: bool, plot: Optional[Path] = None) -> None:
+    """The results of `embedder eval` / `search eval` (embeddings vs DTW on isolated
+    words), a row per condition and method; ``plot``: same-different AP per condition."""
+    if plot is not None:
+        from asrkit.plots import plot_conditions
+        methods = list(dict.fromkeys(r.method for r in results))
+        conditions = list(dict.fromkeys(r.condition for r in results))
+        ap = {(r.condition, r.method): r.average_precision for r in results}
+        plot_conditions([(c, *(ap[c, m] for m in methods)) for c in conditions], plot,
+                        title=f"Same-different AP, {len(segments)} word segments",
+                        series=methods, percent=False)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
         return
     typer.echo(f"{len(segments)} segments, {results[0].queries} queries, "
                f"{len({s.label for s in segments})} words")
-    typer.echo(f"{'method':10s} {'AP':>6s} {'MAP':>6s} {'P@10':>6s} {'ms/query':>9s}")
+    typer.echo(f"{'condition':12s} {'method':10s} {'AP':>6s} {'MAP':>6s} {'P@10':>6s} "
+               f"{'ms/query':>9s}")
     for r in results:
-        typer.echo(f"{r.method:10s} {r.average_precision:6.3f} "
+        typer.echo(f"{r.condition:12s} {r.method:10s} {r.average_precision:6.3f} "
                    f"{r.mean_average_precision:6.3f} {r.precision_at_10:6.3f} "
                    f"{1000 * r.query_seconds:9.2f}")
 

@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (NON_NEGATIVE, POSITIVE_INT, ProgressBars, cosine_or_auto, print_word_eval,
-                     user_errors)
+from .common import (NON_NEGATIVE, POSITIVE_INT, ConditionOpt, PlotOpt, ProgressBars, cosine_or_auto,
+                     print_word_eval, user_errors)
 
 TopOpt = Annotated[int, typer.Option("--top", "-k", callback=POSITIVE_INT,
                                      help="Hits judged per query.")]
@@ -72,11 +72,14 @@ def evaluate(
         help="Embedder file (default: the one shipped with asrkit; not with --index).")] = None,
     dtw: Annotated[bool, typer.Option(help="Also run the DTW-on-MFCC baseline.")] = True,
     trim: Annotated[bool, typer.Option(help="Cut silence around each word first.")] = True,
+    condition: ConditionOpt = None,
+    plot: PlotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ):
     """Search quality. Without --index: same-different AP, MAP, P@10 and time per query,
-    embeddings vs DTW. With --index: MAP, ATWV (at --threshold, by default the
-    calibrated one) and MTWV of spoken queries searched in the archive."""
+    embeddings vs DTW (under --condition test conditions if given). With --index: MAP,
+    ATWV (at --threshold, by default the calibrated one) and MTWV of spoken queries
+    searched in the archive."""
     with user_errors():
         from asrkit.errors import ConfigError
         if index is None:
@@ -87,11 +90,15 @@ def evaluate(
             from asrkit.search.evaluation import evaluate_word_manifest
             with ProgressBars(desc="loading", unit="word") as bars:
                 segments, results = evaluate_word_manifest(
-                    manifest, load_embedder(embedder), dtw, trim, progress=bars.count)
-            return print_word_eval(segments, results, as_json)
+                    manifest, load_embedder(embedder), dtw, trim, progress=bars.count,
+                    conditions=condition or "clean")
+            return print_word_eval(segments, results, as_json, plot)
         if embedder is not None:
             raise ConfigError("--embedder does not go with --index: the index's own "
                               "embedder embeds the queries")
+        if condition is not None or plot is not None:
+            raise ConfigError("--condition and --plot score isolated words; leave out "
+                              "--index (an index holds its recordings as they were indexed)")
         from asrkit.search.detection_eval import is_calibrated, report, threshold_value
         judged = _judge(index, manifest, queries, top)
         if threshold is None and is_calibrated(index):

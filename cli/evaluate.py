@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import decoding_options as D
-from .common import (NON_NEGATIVE_INT, POSITIVE, RootOpt, exit_if_partial, progress,
-                     report_skipped, setup_logging, user_errors)
+from .common import (NON_NEGATIVE_INT, POSITIVE, ConditionOpt, PlotOpt, RootOpt, exit_if_partial,
+                     progress, report_skipped, setup_logging, user_errors)
 
 
 def evaluate(
@@ -20,12 +20,8 @@ def evaluate(
     worst: Annotated[int, typer.Option("--worst", callback=NON_NEGATIVE_INT, help="List this many worst utterances.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", callback=POSITIVE, help="Padded audio per batch.")] = 240.0,
-    condition: Annotated[Optional[str], typer.Option(
-        "--condition", help="Score under test conditions, comma-separated: clean, 8k, "
-                            "telephone, noise<SNR> (pink noise, e.g. noise10), reverb[<RT60>] "
-                            "(e.g. reverb0.8). Seeded: every run hears the same audio.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(
-        "--plot", help="With --condition: bar chart of WER/CER per condition (PNG).")] = None,
+    condition: ConditionOpt = None,
+    plot: PlotOpt = None,
     decoder: D.DecoderOpt = "greedy", beam_size: D.BeamSizeOpt = None, lm: D.LmOpt = None,
     alpha: D.AlphaOpt = None, beta: D.BetaOpt = None, lexicon: D.LexiconOpt = None,
     hotwords: D.HotwordsOpt = None, decoding_config: D.DecodingConfigOpt = None,

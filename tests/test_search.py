@@ -141,6 +141,46 @@ def test_cli_search_eval_reports_embeddings_and_dtw(tmp_path):
     assert all(x["queries"] == 4 and 0 <= x["mean_average_precision"] <= 1 for x in results)
 
 
+def test_cli_search_eval_under_conditions(tmp_path):
+    """A row per condition and method; clean equals no condition; seeded, so a second
+    run hears the same audio; the plot is a PNG; an index cannot take a condition."""
+    from asrkit.cli.main import app
+    spoken_words(tmp_path, WORDS[:2], VOICES[:2])
+    words = str(tmp_path / "words.jsonl")
+    runner = CliRunner()
+    plain = json.loads(runner.invoke(app, ["search", "eval", words, "--json"]).stdout)
+    args = ["search", "eval", words, "--condition", "clean,8k,noise0", "--json"]
+    r = runner.invoke(app, args + ["--plot", str(tmp_path / "ap.png")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [(x["condition"], x["method"]) for x in rows] == [
+        (c, m) for c in ("clean", "8k", "noise0") for m in ("embedding", "dtw")]
+    strip = lambda x: {k: v for k, v in x.items() if k != "query_seconds"}  # noqa: E731
+    assert [strip(x) for x in rows[:2]] == [strip(x) for x in plain]
+    assert [strip(x) for x in rows] == [strip(x) for x in json.loads(
+        runner.invoke(app, args).stdout)]
+    assert (tmp_path / "ap.png").read_bytes()[:4] == b"\x89PNG"
+    table = runner.invoke(app, ["search", "eval", words, "--condition", "8k", "--no-dtw"])
+    assert table.exit_code == 0 and table.stdout.splitlines()[-1].split()[:2] == [
+        "8k", "embedding"]
+    bad = runner.invoke(app, ["search", "eval", words, "--index", str(tmp_path),
+                              "--condition", "8k"])
+    assert bad.exit_code != 0 and "--condition" in bad.output
+
+
+def test_word_segments_under_a_condition_are_changed_before_trimming(tmp_path):
+    """8 kHz: the segment keeps its length and loses what lies above 4 kHz."""
+    from asrkit.conditions import parse_conditions
+    utts = spoken_words(tmp_path, WORDS[:1], VOICES[:2])
+    clean = load_word_segments(utts, trim=False)
+    (narrow,) = parse_conditions("8k")
+    heard = load_word_segments(utts, trim=False, condition=narrow)
+    for a, b in zip(clean, heard):
+        assert len(a.wave) == len(b.wave)
+        high = lambda w: np.abs(np.fft.rfft(w)[len(w) // 4 + 50:]).sum()  # noqa: E731
+        assert high(b.wave) < 0.05 * high(a.wave)
+
+
 def test_cli_index_build_info_and_remove(tmp_path):
     from asrkit.cli.index import app
     make_archive(tmp_path / "a", FILES[:2], VOICES[0])

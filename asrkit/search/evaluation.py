@@ -9,6 +9,10 @@ for the embeddings and for the DTW baseline on MFCCs:
 - query-by-example MAP and precision at 10: each segment in turn queries all others;
 - mean time per query (embedding search: embed the query + score the collection;
   DTW: align the query with every other segment).
+
+Under test conditions (:mod:`asrkit.conditions`: 8 kHz, noise, a room) every segment
+is changed as recorded, before its silence is trimmed, seeded by its id: each run and
+each method hears the same audio.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import itertools
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..audio import load_audio
+from ..conditions import Condition, parse_conditions
 from .dtw import DtwCollection, dtw_features
 from .embedding import Embedder
 from ..errors import ManifestError
@@ -51,12 +56,15 @@ class EvalResult:
     mean_average_precision: float  # query-by-example MAP
     precision_at_10: float
     query_seconds: float  # mean wall time per query
+    condition: str = "clean"  # the test condition the segments were heard in
 
 
 def load_word_segments(utterances: Sequence[Utterance], trim: bool = True,
                        segment_config: SegmentConfig = SegmentConfig(),
-                       progress: Callable[[int], None] | None = None) -> list[WordSegment]:
-    """Read each labelled utterance's audio; with ``trim`` cut leading/trailing silence."""
+                       progress: Callable[[int], None] | None = None,
+                       condition: Condition | None = None) -> list[WordSegment]:
+    """Read each labelled utterance's audio, under ``condition`` if given (seeded by the
+    utterance's id); with ``trim`` cut leading/trailing silence."""
     labels = Counter(u.text.split()[0].upper() for u in utterances
                      if u.text and len(u.text.split()) == 1)
     if not any(n > 1 for n in labels.values()):  # else every score would be a hollow 0
@@ -69,6 +77,8 @@ def load_word_segments(utterances: Sequence[Utterance], trim: bool = True,
             raise ManifestError(f"{utt.id}: evaluation needs exactly one word in 'text', "
                                 f"got {utt.text!r}")
         wave = load_audio(utt.audio, offset=utt.offset, duration=utt.duration)
+        if condition is not None:
+            wave = condition.apply(wave, utt.id)
         out.append(WordSegment(utt.id, utt.text.split()[0].upper(),
                                trim_silence(wave, segment_config) if trim else wave,
                                utt.speaker))
@@ -147,19 +157,29 @@ def average_precision(distances: np.ndarray, relevant: np.ndarray) -> float:
 def evaluate_word_manifest(manifest: str | os.PathLike, embedder: Embedder,
                            dtw: bool = True, trim: bool = True,
                            progress: Callable[[int, int], None] | None = None,
+                           conditions: str = "clean",
                            ) -> tuple[list[WordSegment], list[EvalResult]]:
     """Load the labelled words of ``manifest``; score ``embedder`` (and with ``dtw`` the
-    DTW baseline) on them → the segments and one result per method."""
+    DTW baseline) on them under each of ``conditions`` (comma-separated names, see
+    :func:`asrkit.conditions.parse_conditions`) → the segments (as recorded) and one
+    result per condition and method, in that order."""
+    parsed = parse_conditions(conditions)
     utterances = read_manifest(manifest)
     if not utterances:
         raise ManifestError(f"{manifest}: holds no word recordings; nothing to evaluate")
+    total = len(utterances) * len(parsed)
     done = itertools.count(1)  # load_word_segments reports each word as it is read
-    step = (lambda _: progress(next(done), len(utterances))) if progress else None
-    segments = load_word_segments(utterances, trim=trim, progress=step)
-    results = [evaluate_embeddings(embedder, segments)]
-    if dtw:
-        results.append(evaluate_dtw(segments))
-    return segments, results
+    step = (lambda _: progress(next(done), total)) if progress else None
+    recorded, results = [], []
+    for condition in parsed:
+        segments = load_word_segments(utterances, trim=trim, progress=step,
+                                      condition=None if condition.kind == "clean" else condition)
+        recorded = recorded or segments
+        scored = [evaluate_embeddings(embedder, segments)]
+        if dtw:
+            scored.append(evaluate_dtw(segments))
+        results += [replace(r, condition=condition.name) for r in scored]
+    return recorded, results
 
 
 def _result(method: str, distances: np.ndarray, labels: list[str], seconds: float,

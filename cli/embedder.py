@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (ProgressBars, ThreadsOpt, print_word_eval, report_skipped, set_threads,
-                     user_errors)
+from .common import (ConditionOpt, PlotOpt, ProgressBars, ThreadsOpt, print_word_eval,
+                     report_skipped, set_threads, user_errors)
 from .common import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT  # parse-time range checks
 
 app = typer.Typer(help="Train and evaluate the acoustic word embedder used by search.",
@@ -45,6 +45,11 @@ def train(
     stack: Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
         help="Frames joined per encoder step (default 3; 2 for asr, whose frames are "
              "already 20 ms).")] = None,
+    channel_copies: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT,
+        help="Also hear each recording through this many simulated channels (noise at "
+             "0-20 dB SNR, rooms, 8 kHz), made once before training: vectors that hold up "
+             "in noisy and telephone audio. Memory grows with it (features of every copy).")]
+        = 0,
     seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Same seed and data, same embedder.")] = 0,
     threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option(
@@ -65,7 +70,8 @@ def train(
         model = EmbedderConfig.make(features, asr_model, hidden, layers, dim, stack)
         config = TrainConfig(epochs=epochs, windows_per_epoch=windows_per_epoch,
                              batch_size=batch_size, learning_rate=lr,
-                             contrastive_weight=contrastive_weight, seed=seed)
+                             contrastive_weight=contrastive_weight,
+                             channel_copies=channel_copies, seed=seed)
         skipped: list[tuple[str, str]] = []
         typer.echo("reading audio...", err=True)
         with ProgressBars(unit="step", label=lambda p: f"epoch {p.epoch}/{p.epochs}",
@@ -90,14 +96,17 @@ def evaluate(
         help="Embedder file (default: the one shipped with asrkit).")] = None,
     dtw: Annotated[bool, typer.Option(help="Also run the DTW-on-MFCC baseline.")] = True,
     trim: Annotated[bool, typer.Option(help="Cut silence around each word first.")] = True,
+    condition: ConditionOpt = None,
+    plot: PlotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ):
     """Same-different AP, query-by-example MAP and P@10, and time per query:
-    embeddings vs frame-level DTW."""
+    embeddings vs frame-level DTW, under --condition test conditions if given."""
     with user_errors():
         from asrkit.search.embedding import load_embedder
         from asrkit.search.evaluation import evaluate_word_manifest
         with ProgressBars(desc="loading", unit="word") as bars:
             segments, results = evaluate_word_manifest(manifest, load_embedder(embedder), dtw,
-                                                       trim, progress=bars.count)
-        print_word_eval(segments, results, as_json)
+                                                       trim, progress=bars.count,
+                                                       conditions=condition or "clean")
+        print_word_eval(segments, results, as_json, plot)

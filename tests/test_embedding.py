@@ -196,3 +196,44 @@ def test_cli_train_then_eval(tmp_path):
     assert all(x["queries"] == 4 for x in results)
     r = runner.invoke(app, ["train", "--out", str(out)])
     assert r.exit_code == 2 and "error:" in r.output  # no training audio given
+
+
+def test_channel_copies_are_seeded_views_through_other_channels(tmp_path):
+    """Each recording gains its copies after the clean speeds; a copy is the recording at
+    one of the speeds, changed (noise, room or band limit), and the same seed makes the
+    same copies."""
+    from asrkit.search.embedder_training import TrainingMaterial
+    from asrkit.search.segments import TRAINING_WINDOWS
+    utts = word_files(tmp_path, ["garden", "pocket"], VOICES[:1])
+    from dataclasses import replace
+    config = TrainConfig(**{**FAST.__dict__, "channel_copies": 3,
+                            "augment": replace(TrainConfig().augment, noise_prob=1.0)})
+    material = TrainingMaterial(tiny_embedder(), utts, [], config, TRAINING_WINDOWS)
+    again = TrainingMaterial(tiny_embedder(), utts, [], config, TRAINING_WINDOWS)
+    speeds = len(config.speed_factors)
+    for feats, rates, other in zip(material.feats, material.rates, again.feats):
+        assert len(feats) == len(rates) == speeds + 3
+        assert rates[:speeds] == list(config.speed_factors)
+        clean = dict(zip(rates[:speeds], feats[:speeds]))
+        for copy, rate in zip(feats[speeds:], rates[speeds:]):
+            assert rate in clean and copy.shape == clean[rate].shape
+            assert not torch.allclose(copy, clean[rate], atol=1e-3)
+        assert all(torch.equal(a, b) for a, b in zip(feats, other))
+    without = TrainingMaterial(tiny_embedder(), utts, [], FAST, TRAINING_WINDOWS)
+    assert [len(f) for f in without.feats] == [speeds] * len(utts)
+
+
+def test_cli_trains_with_channel_copies(tmp_path):
+    from typer.testing import CliRunner
+    from asrkit.cli.embedder import app
+    word_files(tmp_path / "words", ["garden", "pocket"], VOICES[:2])
+    out = tmp_path / "e.pt"
+    r = CliRunner().invoke(app, ["train", "--audio-dir", str(tmp_path / "words"), "--out",
+                                 str(out), "--epochs", "1", "--windows-per-epoch", "16",
+                                 "--batch-size", "8", "--hidden", "16", "--layers", "1",
+                                 "--dim", "8", "--channel-copies", "2"])
+    assert r.exit_code == 0, r.output
+    assert load_embedder(out).info["train_config"]["channel_copies"] == 2
+    bad = CliRunner().invoke(app, ["train", "--audio-dir", str(tmp_path / "words"), "--out",
+                                   str(out), "--channel-copies", "-1"])
+    assert bad.exit_code == 2

@@ -12,6 +12,12 @@ boundaries (or, for labelled words, two recordings of the same word). The loss i
   formants and pitch the way a different speaker does, so this pulls towards
   speaker-invariant, word-discriminative vectors without any transcript.
 
+With ``channel_copies`` each recording is also heard through that many channels drawn
+from the ``augment`` section's effects (noise at a random SNR, simulated rooms, 8 kHz
+or low-pass), made once before training; a view is any of the clean speeds or these
+copies, so the two views of a pair often come through different channels and the
+contrastive term asks for vectors the channel does not move.
+
 Every epoch is reproducible from the seed, so a resumed run equals an uninterrupted one.
 """
 
@@ -29,6 +35,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ..audio import change_speed, load_audio
+from ..augment import ChannelAugmenter
 from .embedding import Embedder, EmbedderConfig, save_embedder
 from ..errors import AudioError, ConfigError, ModelFileError
 from ..features import AugmentConfig, RunningStats, frame_mask, spec_augment
@@ -40,6 +47,7 @@ CHECKPOINT_FORMAT = "asrkit-embedder-checkpoint"
 CHECKPOINT_VERSION = 1
 GRAD_CLIP = 5.0
 MIN_VIEW_FRAMES = 5  # views shorter than this carry too little to learn from
+CHANNEL_SEED = 0xC4A  # channel copies draw from (seed, this, recording, copy)
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,12 @@ class TrainConfig:
     speed_factors: tuple[float, ...] = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15)
     jitter: float = 0.1  # seconds each view's edges may move (index windows sit 0.1 s apart)
     noise_std: float = 0.3  # denoising: Gaussian noise, in normalised feature units
+    # SpecAugment on the encoder's input; the channel effects act only with channel_copies
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         freq_masks=1, freq_mask_width=6, time_masks=1, time_mask_width=10,
-        speed_factors=()))
+        speed_factors=(), noise_prob=0.7, noise_snr_db=(0.0, 20.0), reverb_prob=0.3,
+        narrowband_prob=0.3))
+    channel_copies: int = 0  # channel-corrupted copies of each recording (see above)
     reconstruction_weight: float = 1.0
     contrastive_weight: float = 1.0  # 0 = plain (denoising) autoencoder
     word_share: float = 0.25  # share of each batch from labelled words, when mixed
@@ -66,6 +77,8 @@ class TrainConfig:
                               "windows_per_epoch >= batch_size")
         if not self.speed_factors or min(self.speed_factors) <= 0:
             raise ConfigError("speed_factors must be positive numbers")
+        if self.channel_copies < 0:
+            raise ConfigError(f"channel_copies must not be negative, not {self.channel_copies}")
         if self.reconstruction_weight <= 0 and self.contrastive_weight <= 0:
             raise ConfigError("at least one of the reconstruction and contrastive "
                               "losses needs a positive weight")
@@ -127,8 +140,12 @@ class TrainingMaterial:
                  on_skip: Callable[[str, str], None] | None = None):
         self.fps = embedder.frames_per_second
         self.speeds = config.speed_factors
-        self.feats: list[list[torch.Tensor]] = []  # [recording][speed] → (frames, feats)
+        # [recording][variant] → (frames, feats): every speed, then the channel copies
+        self.feats: list[list[torch.Tensor]] = []
+        self.rates: list[list[float]] = []  # [recording][variant] → its speed factor
         self.windows: list[Window] = []
+        channel = ChannelAugmenter(config.augment, recordings or words, config.seed) \
+            if config.channel_copies else None
         labels: dict[str, int] = {}
         for utt, labelled in [(u, False) for u in recordings] + [(u, True) for u in words]:
             group = labels.setdefault(_label(utt), len(labels)) if labelled else -1
@@ -140,7 +157,14 @@ class TrainingMaterial:
                 continue
             wave = trim_silence(wave, segment_config) if labelled else wave
             index = len(self.feats)
-            self.feats.append([embedder.features(change_speed(wave, f)) for f in self.speeds])
+            rates = list(self.speeds)
+            variants = [change_speed(wave, f) for f in rates]
+            for copy in range(config.channel_copies):
+                rng = np.random.default_rng([config.seed, CHANNEL_SEED, index, copy])
+                rates.append(self.speeds[int(rng.integers(len(self.speeds)))])
+                variants.append(channel(change_speed(wave, rates[-1]), rng))
+            self.feats.append([embedder.features(v) for v in variants])
+            self.rates.append(rates)
             if labelled:
                 duration = len(wave) / segment_config.sample_rate
                 self.windows.append(Window(index, 0.0, duration, group))
@@ -168,12 +192,14 @@ class TrainingMaterial:
         return stats
 
     def view(self, window: Window, gen: torch.Generator, jitter: float) -> torch.Tensor:
-        """Frames ``(frames, feats)`` of ``window`` at a random speed with moved edges."""
-        k = int(torch.randint(len(self.speeds), (1,), generator=gen))
+        """Frames ``(frames, feats)`` of ``window`` in a random variant (speed or
+        channel copy) with moved edges."""
+        rates = self.rates[window.source]
+        k = int(torch.randint(len(rates), (1,), generator=gen))
         feats = self.feats[window.source][k]
         move = (torch.rand(2, generator=gen) * 2 - 1) * jitter
-        start = (window.start + float(move[0])) / self.speeds[k]
-        end = (window.end + float(move[1])) / self.speeds[k]
+        start = (window.start + float(move[0])) / rates[k]
+        end = (window.end + float(move[1])) / rates[k]
         a = min(max(int(round(start * self.fps)), 0), max(len(feats) - MIN_VIEW_FRAMES, 0))
         b = max(min(int(round(end * self.fps)), len(feats)), a + MIN_VIEW_FRAMES)
         return feats[a:b]

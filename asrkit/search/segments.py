@@ -40,6 +40,7 @@ VAD_HOP_MS = 10  # energy frame shift, milliseconds
 ENERGY_FLOOR_DB = -100.0  # digital silence is clamped here, so it stays finite
 NOISE_PERCENTILE = 10  # the quietest frames estimate the noise floor
 PEAK_PERCENTILE = 99  # the loudest frames (ignoring clicks) estimate the speech level
+TRIM_WIDEN_DB = 3.0  # trim_silence keeps the frames next to speech this far above the floor
 ENERGY_BLOCK = 4096  # frames whose energy is computed at once (bounds memory)
 MAX_WORD_SPAN = 3.0  # seconds; a longer "word" run is a misalignment, not a candidate
 SEGMENT_KINDS = ("windows", "words", "both")
@@ -204,13 +205,44 @@ def _regions(mask: np.ndarray, hop: float, tail: float, samples: int,
 
 
 def trim_silence(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> np.ndarray:
-    """``wave (samples,)`` cut to the first..last speech region (unchanged if none found)."""
+    """``wave (samples,)`` cut to the first..last speech region (unchanged if none found).
+
+    With the energy detector the cut is then widened over the frames either side that
+    still stand :data:`TRIM_WIDEN_DB` above the noise floor. The detector's own
+    threshold (``snr_db`` above the floor) keeps only the loud middle of a word said in
+    noise: in pink noise at 10 dB SNR it cut AN4's single words to 0.36 s on average
+    (0.59 s clean), and embeddings of the stubs lost to DTW."""
     spans = detect_speech(wave, config)
     if not spans:
         return wave
-    a = int(spans[0].start * config.sample_rate)
-    b = int(np.ceil(spans[-1].end * config.sample_rate))
+    rate = config.sample_rate
+    a, b = int(spans[0].start * rate), int(np.ceil(spans[-1].end * rate))
+    if config.detector == "energy":
+        a, b = _widened(wave, a, b, config)
     return wave[a:b]
+
+
+def _widened(wave: np.ndarray, a: int, b: int, config: SegmentConfig) -> tuple[int, int]:
+    """Samples ``[a, b)`` grown over the neighbouring energy frames that reach
+    :data:`TRIM_WIDEN_DB` above the noise floor (and the detector's range and level
+    limits), plus the usual ``pad``."""
+    energy = frame_energy_db(wave, config.sample_rate)
+    noise, peak = np.percentile(energy, [NOISE_PERCENTILE, PEAK_PERCENTILE])
+    low = max(noise + TRIM_WIDEN_DB, peak - config.range_db, config.min_level_db)
+    hop = int(config.sample_rate * VAD_HOP_MS / 1000)
+    win = int(config.sample_rate * VAD_WIN_MS / 1000)
+    pad = int(config.pad * config.sample_rate)
+    first = start = min(a // hop, len(energy) - 1)
+    while first > 0 and energy[first - 1] >= low:
+        first -= 1
+    last = end = min(max((b - win) // hop, 0), len(energy) - 1)
+    while last + 1 < len(energy) and energy[last + 1] >= low:
+        last += 1
+    if first < start:
+        a = min(a, max(0, first * hop - pad))
+    if last > end:
+        b = max(b, min(len(wave), last * hop + win + pad))
+    return a, b
 
 
 def windows_in(region: Span, config: SegmentConfig = SegmentConfig()) -> list[Span]:

@@ -63,7 +63,7 @@ def test_query_cut_from_the_archive_finds_itself(indexed):
     query = parse_span(f"{o.file}:{o.start:.3f}-{o.end:.3f}")
     hit = search(index, [query], top=1)[0][0]
     assert hit.source == o.file.name and abs(hit.start - o.start) < TOLERANCE
-    assert hit.score > 0.8  # windows on a 0.1 s grid never match its edges exactly
+    assert hit.score > 0.75  # windows on a 0.1 s grid never match its edges exactly
 
 
 def test_hits_are_merged_sorted_and_thresholded(indexed):

@@ -48,7 +48,7 @@ if [ "$stage" -le 2 ]; then
   [ -f "$exp/embedder.pt.ckpt" ] && resume=(--resume)
   asrkit embedder train --manifest "$data/train_audio.jsonl" --words "$data/words/words.jsonl" \
     --out "$exp/embedder.pt" --epochs 15 --windows-per-epoch 4096 \
-    --stack 3 --hidden 160 --layers 2 --dim 128 "${resume[@]}"
+    --stack 3 --hidden 160 --layers 2 --dim 128 --channel-copies 3 "${resume[@]}"
 fi
 
 if [ "$stage" -le 3 ]; then

@@ -154,24 +154,25 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 
 def test_tiny_labelled_model_learns_to_tell_words_apart(tmp_path):
-    """Four words in three voices: after a short training the words of a fourth,
-    unseen voice are retrieved far better than by an untrained model."""
+    """Four words in three voices: after a short training the words of three other,
+    unseen voices are told apart better than by an untrained model (same-different AP
+    over all pairs: with two test voices an untrained model already ranked perfectly)."""
     words = ["umbrella", "basket", "window", "yellow"]
     train = word_files(tmp_path, words, VOICES[:3])
-    test = load_word_segments(word_files(tmp_path / "test", words, VOICES[3:5]))
+    test = load_word_segments(word_files(tmp_path / "test", words, VOICES[3:6]))
     config = TrainConfig(epochs=12, batch_size=12, windows_per_epoch=48, learning_rate=5e-3,
                          speed_factors=(0.9, 1.0, 1.1), reconstruction_weight=0.2,
                          augment=FAST.augment)
     model_config = EmbedderConfig(autoencoder=AutoencoderConfig(hidden=48, layers=1,
                                                                 dim=32, decoder_hidden=48))
     torch.manual_seed(0)
-    before = evaluate_embeddings(Embedder(model_config), test).mean_average_precision
+    before = evaluate_embeddings(Embedder(model_config), test).average_precision
     trained = train_embedder(tmp_path / "e.pt", words=train, config=config,
                              embedder_config=model_config)
-    after = evaluate_embeddings(trained, test).mean_average_precision
+    after = evaluate_embeddings(trained, test).average_precision
     history = trained.info["history"]
     assert history[-1]["loss"] < history[0]["loss"]
-    assert after > max(before, 0.6)
+    assert after > max(before, 0.9)
 
 
 def test_cli_train_then_eval(tmp_path):

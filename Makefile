@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/train_throughput.py
+	$(VENV)/bin/python bench/recurrent_step_cost.py
 	$(VENV)/bin/python bench/transcribe_rtf.py
 	$(VENV)/bin/pip install -q --no-deps pyctcdecode pygtrie
 	$(VENV)/bin/python bench/beam_decode.py

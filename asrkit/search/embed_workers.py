@@ -14,7 +14,8 @@ the embedder from its file and check its fingerprint; results come back in archi
 order, so the index is the same whatever the number of workers.
 
 The calling process is one of the ``workers``: it starts one fewer process and, while
-it waits for a chunk, takes chunks no worker has started. A worker needs seconds to
+it waits for a chunk, embeds chunks not yet handed to a worker (the pool gets two per
+worker at a time). A worker needs seconds to
 start (importing torch), as long as embedding a minute of speech; the calling process
 has the embedder already and works through that time instead of waiting.
 """
@@ -120,7 +121,8 @@ def embed_recordings(embedder: Embedder, utts: Sequence[Utterance], config: Segm
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_start_worker,
                              initargs=(str(embedder_file), embedder.fingerprint())) as pool:
-        yield from _in_order(pool, embedder, utts, config, workers * IN_FLIGHT_PER_WORKER)
+        yield from _in_order(pool, embedder, utts, config, workers * IN_FLIGHT_PER_WORKER,
+                             slots=2 * (workers - 1))
 
 
 def _at_least_seconds(utts: Sequence[Utterance], seconds: float) -> bool:
@@ -139,68 +141,93 @@ def _at_least_seconds(utts: Sequence[Utterance], seconds: float) -> bool:
 
 @dataclass
 class _Job:
-    """One chunk handed to the pool; ``result`` is set once it is known, by whichever
-    process embedded it."""
+    """One chunk; ``result`` is set once it is known, by whichever process embedded it."""
 
     chunk: Chunk
-    future: Future
+    future: Future | None = None  # None: not handed to a worker (yet)
     result: object = field(default=None)
     done: bool = False
 
 
-def _in_order(pool: ProcessPoolExecutor, embedder: Embedder, utts, config, limit: int):
-    """Submit chunks ahead (up to ``limit`` pending) and yield recordings in order."""
+class _Scheduler:
+    """Hands chunks to the pool in archive order, at most ``slots`` at a time (one
+    running and one queued per worker), and the others to this process while it waits.
+    Nothing is taken back from the pool, so nothing is ever cancelled there."""
+
+    def __init__(self, pool: ProcessPoolExecutor, embedder: Embedder, config: SegmentConfig,
+                 slots: int):
+        self.pool, self.embedder, self.config, self.slots = pool, embedder, config, slots
+        self.waiting: deque[_Job] = deque()  # handed to nobody yet, in archive order
+        self.in_pool: list[_Job] = []
+
+    def add(self, jobs: list[_Job]) -> None:
+        self.waiting.extend(jobs)
+        self._feed()
+
+    def finish(self, job: _Job) -> None:
+        """Until ``job`` is done: take its worker's result, or embed it here if nobody
+        has it; while a worker has it, embed the next chunk nobody has."""
+        while not job.done:
+            if job.future is None:
+                self.waiting.remove(job)
+                self._embed_here(job)
+            elif job.future.done():
+                job.result, job.done = job.future.result(), True
+            elif self.waiting:
+                self._embed_here(self.waiting.popleft())
+            else:
+                wait([job.future], return_when=FIRST_COMPLETED)
+            self._feed()
+
+    def _feed(self) -> None:
+        self.in_pool = [j for j in self.in_pool if not j.future.done()]
+        while self.waiting and len(self.in_pool) < self.slots:
+            job = self.waiting.popleft()
+            job.future = self.pool.submit(_worker_chunk, job.chunk, self.config)
+            self.in_pool.append(job)
+
+    def _embed_here(self, job: _Job) -> None:
+        job.result, job.done = _embed_here(self.embedder, job.chunk, self.config), True
+
+
+def _in_order(pool: ProcessPoolExecutor, embedder: Embedder, utts, config, limit: int,
+              slots: int):
+    """Read chunks ahead (up to ``limit`` not yet returned) and yield recordings in order."""
+    scheduler = _Scheduler(pool, embedder, config, slots)
     pending: deque[tuple[Utterance, list[_Job] | str, float]] = deque()
     queued = 0
     for utt in utts:
         try:
             chunks, seconds = recording_chunks(utt, config)
-            jobs = [_Job(c, pool.submit(_worker_chunk, c, config)) for c in chunks]
+            jobs: list[_Job] | str = [_Job(c) for c in chunks]
+            scheduler.add(jobs)
         except AudioError as e:
             jobs, seconds = str(e), 0.0
         pending.append((utt, jobs, seconds))
         queued += _count(jobs)
         while pending and queued >= limit:
             queued -= _count(pending[0][1])
-            yield _collect(embedder, config, pending)
+            yield _collect(scheduler, *pending.popleft(), embedder.dim)
     while pending:
-        yield _collect(embedder, config, pending)
+        yield _collect(scheduler, *pending.popleft(), embedder.dim)
 
 
 def _count(jobs) -> int:
     return len(jobs) if isinstance(jobs, list) else 0
 
 
-def _collect(embedder: Embedder, config: SegmentConfig, pending) -> tuple[Utterance, Embedded]:
-    """The first of ``pending`` (removed), embedding waiting chunks here meanwhile."""
-    utt, jobs, seconds = pending[0]
-    if isinstance(jobs, list):
-        for job in jobs:
-            while not job.done:
-                _advance(job, embedder, config, pending)
-    pending.popleft()
+def _collect(scheduler: _Scheduler, utt: Utterance, jobs, seconds: float, dim: int,
+             ) -> tuple[Utterance, Embedded]:
     if isinstance(jobs, str):
-        return utt, Embedded([], np.zeros((0, embedder.dim), np.float32), 0.0, jobs)
+        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, jobs)
+    for job in jobs:
+        scheduler.finish(job)
     parts = [job.result for job in jobs]
     errors = [p for p in parts if isinstance(p, str)]
     if errors:
-        return utt, Embedded([], np.zeros((0, embedder.dim), np.float32), 0.0, errors[0])
-    spans, vectors, seconds = _joined(parts, seconds, embedder.dim)
+        return utt, Embedded([], np.zeros((0, dim), np.float32), 0.0, errors[0])
+    spans, vectors, seconds = _joined(parts, seconds, dim)
     return utt, Embedded(spans, vectors, seconds)
-
-
-def _advance(job: _Job, embedder: Embedder, config: SegmentConfig, pending) -> None:
-    """Bring ``job`` closer to done: take its result from its worker; or embed the first
-    chunk of ``pending`` no worker has started (``job`` itself if it is one); or wait."""
-    if job.future.done() and not job.future.cancelled():
-        job.result, job.done = job.future.result(), True
-        return
-    for _, jobs, _ in pending:
-        for other in jobs if isinstance(jobs, list) else ():
-            if not other.done and other.future.cancel():  # no worker has it: embed it here
-                other.result, other.done = _embed_here(embedder, other.chunk, config), True
-                return
-    wait([job.future], return_when=FIRST_COMPLETED)
 
 
 def _embed_here(embedder: Embedder, chunk: Chunk, config: SegmentConfig):

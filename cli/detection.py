@@ -105,7 +105,7 @@ def evaluate(
             threshold = "auto"
         cut = threshold_value(threshold, index, false_alarms_per_hour)
         _print(report(judged, cut), as_json, "" if cut is not None else
-               f"no ATWV: give --threshold, or calibrate the index first")
+               "no ATWV: give --threshold, or calibrate the index first")
 
 
 def _judge(index: Path, words: Path, queries: Optional[Path], top: int):

@@ -182,12 +182,35 @@ def energy_speech(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> 
     """
     if len(wave) == 0:
         return []
-    energy = frame_energy_db(wave, config.sample_rate)
-    noise, peak = np.percentile(energy, [NOISE_PERCENTILE, PEAK_PERCENTILE])
-    threshold = max(noise + config.snr_db, peak - config.range_db, config.min_level_db)
-    if threshold > peak:  # no frame stands out from the floor: all speech or all silence
-        threshold = max(peak - config.range_db, config.min_level_db)
-    return _regions(energy >= threshold, VAD_HOP_MS / 1000, VAD_WIN_MS / 1000, len(wave),
+    return _energy_regions(_EnergyLevels.of(wave, config), len(wave), config)
+
+
+@dataclass(frozen=True)
+class _EnergyLevels:
+    """Frame energies (dBFS) of a waveform with its noise floor and speech peak."""
+
+    energy: np.ndarray  # (frames,)
+    noise: float
+    peak: float
+
+    @classmethod
+    def of(cls, wave: np.ndarray, config: SegmentConfig) -> "_EnergyLevels":
+        energy = frame_energy_db(wave, config.sample_rate)
+        noise, peak = np.percentile(energy, [NOISE_PERCENTILE, PEAK_PERCENTILE])
+        return cls(energy, float(noise), float(peak))
+
+    def floor(self, above_noise_db: float, config: SegmentConfig) -> float:
+        """The level a speech frame reaches: ``above_noise_db`` over the noise floor,
+        within ``range_db`` of the peak and above ``min_level_db``."""
+        return max(self.noise + above_noise_db, self.peak - config.range_db,
+                   config.min_level_db)
+
+
+def _energy_regions(levels: _EnergyLevels, samples: int, config: SegmentConfig) -> list[Span]:
+    threshold = levels.floor(config.snr_db, config)
+    if threshold > levels.peak:  # no frame stands out from the floor: all speech or silence
+        threshold = max(levels.peak - config.range_db, config.min_level_db)
+    return _regions(levels.energy >= threshold, VAD_HOP_MS / 1000, VAD_WIN_MS / 1000, samples,
                     config)
 
 
@@ -212,23 +235,25 @@ def trim_silence(wave: np.ndarray, config: SegmentConfig = SegmentConfig()) -> n
     threshold (``snr_db`` above the floor) keeps only the loud middle of a word said in
     noise: in pink noise at 10 dB SNR it cut AN4's single words to 0.36 s on average
     (0.59 s clean), and embeddings of the stubs lost to DTW."""
-    spans = detect_speech(wave, config)
+    levels = _EnergyLevels.of(wave, config) if config.detector == "energy" and len(wave) \
+        else None
+    spans = _energy_regions(levels, len(wave), config) if levels is not None else \
+        detect_speech(wave, config)
     if not spans:
         return wave
     rate = config.sample_rate
     a, b = int(spans[0].start * rate), int(np.ceil(spans[-1].end * rate))
-    if config.detector == "energy":
-        a, b = _widened(wave, a, b, config)
+    if levels is not None:
+        a, b = _widened(levels, a, b, len(wave), config)
     return wave[a:b]
 
 
-def _widened(wave: np.ndarray, a: int, b: int, config: SegmentConfig) -> tuple[int, int]:
+def _widened(levels: _EnergyLevels, a: int, b: int, samples: int, config: SegmentConfig,
+             ) -> tuple[int, int]:
     """Samples ``[a, b)`` grown over the neighbouring energy frames that reach
     :data:`TRIM_WIDEN_DB` above the noise floor (and the detector's range and level
     limits), plus the usual ``pad``."""
-    energy = frame_energy_db(wave, config.sample_rate)
-    noise, peak = np.percentile(energy, [NOISE_PERCENTILE, PEAK_PERCENTILE])
-    low = max(noise + TRIM_WIDEN_DB, peak - config.range_db, config.min_level_db)
+    energy, low = levels.energy, levels.floor(TRIM_WIDEN_DB, config)
     hop = int(config.sample_rate * VAD_HOP_MS / 1000)
     win = int(config.sample_rate * VAD_WIN_MS / 1000)
     pad = int(config.pad * config.sample_rate)
@@ -241,7 +266,7 @@ def _widened(wave: np.ndarray, a: int, b: int, config: SegmentConfig) -> tuple[i
     if first < start:
         a = min(a, max(0, first * hop - pad))
     if last > end:
-        b = max(b, min(len(wave), last * hop + win + pad))
+        b = max(b, min(samples, last * hop + win + pad))
     return a, b
 
 

@@ -92,9 +92,9 @@ def test_the_calling_process_embeds_chunks_no_worker_has_started(archive, embedd
     from asrkit.search.embedding import load_embedder
     embedder = load_embedder(embedder_file)
     here = []
-    embed_here = embed_workers._embed_here
-    monkeypatch.setattr(embed_workers, "_embed_here",
-                        lambda e, chunk, config: here.append(chunk) or embed_here(e, chunk, config))
+    embed = embed_workers._Scheduler._embed
+    monkeypatch.setattr(embed_workers._Scheduler, "_embed",
+                        lambda self, job: here.append(job.chunk) or embed(self, job))
     monkeypatch.setattr(embed_workers, "WORKER_MIN_SECONDS", 0.0)
     monkeypatch.setattr(embed_workers, "CHUNK_SECONDS", 1.0)  # several chunks a recording
     utts = [Utterance(p.stem, str(p)) for p in sorted(archive.glob("rec*.wav"))]

@@ -26,7 +26,7 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -145,7 +145,7 @@ class _Job:
 
     chunk: Chunk
     future: Future | None = None  # None: not handed to a worker (yet)
-    result: object = field(default=None)
+    result: object = None
     done: bool = False
 
 
@@ -170,11 +170,11 @@ class _Scheduler:
         while not job.done:
             if job.future is None:
                 self.waiting.remove(job)
-                self._embed_here(job)
+                self._embed(job)
             elif job.future.done():
                 job.result, job.done = job.future.result(), True
             elif self.waiting:
-                self._embed_here(self.waiting.popleft())
+                self._embed(self.waiting.popleft())
             else:
                 wait([job.future], return_when=FIRST_COMPLETED)
             self._feed()
@@ -186,8 +186,15 @@ class _Scheduler:
             job.future = self.pool.submit(_worker_chunk, job.chunk, self.config)
             self.in_pool.append(job)
 
-    def _embed_here(self, job: _Job) -> None:
-        job.result, job.done = _embed_here(self.embedder, job.chunk, self.config), True
+    def _embed(self, job: _Job) -> None:
+        """Embed ``job`` in this process, on one thread as a worker does."""
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            job.result, job.done = _chunk_or_error(self.embedder, job.chunk, self.config), True
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _in_order(pool: ProcessPoolExecutor, embedder: Embedder, utts, config, limit: int,
@@ -230,19 +237,6 @@ def _collect(scheduler: _Scheduler, utt: Utterance, jobs, seconds: float, dim: i
     return utt, Embedded(spans, vectors, seconds)
 
 
-def _embed_here(embedder: Embedder, chunk: Chunk, config: SegmentConfig):
-    """:func:`_worker_chunk` in this process, on one thread as a worker runs."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return embed_chunk(embedder, chunk, config)
-    except AudioError as e:
-        return str(e)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _embedded_here(embedder: Embedder, utt: Utterance, config: SegmentConfig) -> Embedded:
     try:
         return Embedded(*embed_recording(embedder, utt, config))
@@ -275,7 +269,11 @@ def _start_worker(embedder_file: str, fingerprint: str) -> None:
 def _worker_chunk(chunk: Chunk, config: SegmentConfig):
     """In a worker: :func:`embed_chunk`, or the message of an :class:`AudioError`
     (returned rather than raised, so it crosses the process boundary as plain text)."""
+    return _chunk_or_error(_WORKER_EMBEDDER, chunk, config)
+
+
+def _chunk_or_error(embedder: Embedder, chunk: Chunk, config: SegmentConfig):
     try:
-        return embed_chunk(_WORKER_EMBEDDER, chunk, config)
+        return embed_chunk(embedder, chunk, config)
     except AudioError as e:
         return str(e)

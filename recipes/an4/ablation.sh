@@ -6,6 +6,7 @@
 #   recipes/an4/ablation.sh                     # after stage 0 of run.sh (the manifests)
 #   SEEDS="0 1 2" JOBS=1 recipes/an4/ablation.sh
 #   BUDGET="train.epochs=60" recipes/an4/ablation.sh   # the full recipe's length
+#   CHECKPOINT=last.pt recipes/an4/ablation.sh      # score the last epoch, not the best
 #
 # Runs go in $EXP/<option>-s<seed>; a finished run is skipped and a stopped one resumed,
 # so the script is safe to re-run. JOBS runs share the cores, one thread each.
@@ -15,6 +16,7 @@ data=${DATA:-data/an4}
 exp=${EXP:-exp/an4-ablation}
 seeds=${SEEDS:-0 1}
 jobs=${JOBS:-2}
+checkpoint=${CHECKPOINT:-best.pt}  # best.pt: the epoch of lowest validation WER
 here=$(dirname "$0")
 # A smaller network and a shorter run than run.sh: 18 runs take about 1.5 hours on 2 cores.
 # No per-utterance mean (a streaming model cannot know it) and frame stacking instead of
@@ -45,7 +47,7 @@ run_one() {  # option seed
       asrkit train --train "$data/train.jsonl" --valid "$data/valid.jsonl" --out "$out" \
         --config "$here/conf.yaml" "${sets[@]}" > "$out.log" 2>&1
     fi
-    asrkit evaluate "$out/best.pt" "$data/test.jsonl" --json > "$out/test.json.part"
+    asrkit evaluate "$out/$checkpoint" "$data/test.jsonl" --json > "$out/test.json.part"
     mv "$out/test.json.part" "$out/test.json"
   fi
   echo "done: $out"

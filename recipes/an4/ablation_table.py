@@ -1,11 +1,13 @@
 """Print the ablation table (Markdown) from the run folders ablation.sh writes.
 
     python recipes/an4/ablation_table.py exp/an4-ablation
+    python recipes/an4/ablation_table.py exp/speechocean762-ablation cer
 
 Each ``<option>-s<seed>`` folder gives its best validation WER (``metrics.jsonl``), its
 test WER and CER (``test.json``, greedy) and its training seconds per epoch (validation
 included). Rows are options, each seed's test WER listed so the spread shows; the
-difference is against the default's mean test WER.
+difference is against the default's mean test WER. With ``cer`` the per-seed figures and
+the difference are CER, for runs whose WER is still near 100 % (too early to read).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def read_run(folder: Path) -> dict | None:
             "epochs": history[-1]["epoch"]}
 
 
-def main(root: Path) -> None:
+def main(root: Path, metric: str = "wer") -> None:
     runs: dict[str, dict[int, dict]] = defaultdict(dict)
     for folder in sorted(root.iterdir()):
         match = re.fullmatch(r"(.+)-s(\d+)", folder.name)
@@ -38,24 +40,26 @@ def main(root: Path) -> None:
             runs[match[1]][int(match[2])] = run
     if not runs:
         sys.exit(f"{root}: no finished run (a folder <option>-s<seed> with test.json)")
-    base = statistics.mean(r["test_wer"] for r in runs["default"].values()) \
+    key, other = f"test_{metric}", "test_cer" if metric == "wer" else "test_wer"
+    name, other_name = metric.upper(), "CER" if metric == "wer" else "WER"
+    base = statistics.mean(r[key] for r in runs["default"].values()) \
         if "default" in runs else None
-    print("| option | seeds | test WER per seed | mean test WER | vs default | "
-          "mean test CER | best valid WER | s / epoch |")
+    print(f"| option | seeds | test {name} per seed | mean test {name} | vs default | "
+          f"mean test {other_name} | best valid WER | s / epoch |")
     print("|---|---|---|---|---|---|---|---|")
     for option in sorted(runs, key=lambda o: (o != "default", o)):
         by_seed = runs[option]
-        mean = {key: statistics.mean(r[key] for r in by_seed.values())
-                for key in ("test_wer", "test_cer", "valid_wer", "epoch_seconds")}
-        per_seed = " / ".join(f"{by_seed[s]['test_wer']:.2%}" for s in sorted(by_seed))
+        mean = {k: statistics.mean(r[k] for r in by_seed.values())
+                for k in (key, other, "valid_wer", "epoch_seconds")}
+        per_seed = " / ".join(f"{by_seed[s][key]:.2%}" for s in sorted(by_seed))
         delta = "" if base is None or option == "default" else \
-            f"{100 * (mean['test_wer'] - base):+.2f} pts"
-        print(f"| {option} | {len(by_seed)} | {per_seed} | {mean['test_wer']:.2%} | {delta} "
-              f"| {mean['test_cer']:.2%} | {mean['valid_wer']:.2%} "
+            f"{100 * (mean[key] - base):+.2f} pts"
+        print(f"| {option} | {len(by_seed)} | {per_seed} | {mean[key]:.2%} | {delta} "
+              f"| {mean[other]:.2%} | {mean['valid_wer']:.2%} "
               f"| {mean['epoch_seconds']:.0f} |")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["wer"], ["cer"]):
         sys.exit(__doc__)
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:])

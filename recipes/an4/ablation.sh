@@ -7,6 +7,7 @@
 #   SEEDS="0 1 2" JOBS=1 recipes/an4/ablation.sh
 #   BUDGET="train.epochs=60" recipes/an4/ablation.sh   # the full recipe's length
 #   CHECKPOINT=last.pt recipes/an4/ablation.sh      # score the last epoch, not the best
+#   OPTIONS="default sortagrad" recipes/an4/ablation.sh   # some of the options, in this order
 #
 # Runs go in $EXP/<option>-s<seed>; a finished run is skipped and a stopped one resumed,
 # so the script is safe to re-run. JOBS runs share the cores, one thread each.
@@ -54,7 +55,8 @@ run_one() {  # option seed
 }
 
 mkdir -p "$exp"
-for option in "${!options[@]}"; do
+for option in ${OPTIONS:-${!options[@]}}; do
+  [ -n "${options[$option]+set}" ] || { echo "no option $option: one of ${!options[*]}"; exit 2; }
   for seed in $seeds; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || echo "a run failed: see its .log"; done
     run_one "$option" "$seed" &

@@ -3,7 +3,8 @@
 1. Archives of ``--hours`` (default 1 and 8) hours: AN4 recordings concatenated, in
    order and repeated as needed, into 10-minute WAV files of dense speech. Each is
    indexed as ``asrkit index build`` does now (default candidate windows, one-thread
-   worker processes, one per core) and its rate printed.
+   worker processes, one per core) and its rate printed; the first size is built
+   ``--repeats`` times (the median is printed: a 20-second build varies by ±10 %).
 2. The previous method in the same run: the earlier default windows (six lengths,
    one every 0.1 s) embedded in one process with torch's threads, timed on the first
    ``--old-minutes`` of the 1-hour archive (its rate does not depend on the archive's
@@ -13,7 +14,7 @@
 4. ``--busy``: steps 1-2 for the 1-hour archive again while one other process spins on
    a core, as on a machine shared with another job.
 
-    python bench/index_build_speed.py [--hours 1,8] [--old-minutes 15] [--busy]
+    python bench/index_build_speed.py [--hours 1,8] [--repeats 3] [--old-minutes 15] [--busy]
 """
 
 from __future__ import annotations
@@ -68,12 +69,19 @@ def old_sample(archive: Path, minutes: float) -> list[Path]:
     return files[:max(1, int(round(minutes * 60 / FILE_SECONDS)))]
 
 
-def compare(work: Path, archive: Path, embedder, args, tag: str) -> tuple[float, float]:
+def compare(work: Path, archive: Path, embedder, args, tag: str,
+            ) -> tuple[float, float, list[float]]:
+    """(median new rate, old rate, every new rate) on ``archive``."""
     from asrkit.manifest import Utterance
-    new = rate(archive, work / f"new{tag}", embedder, SegmentConfig(), args.workers)
+    runs = [rate(archive, work / f"new{tag}-{i}", embedder, SegmentConfig(), args.workers)
+            for i in range(args.repeats)]
     sample = [Utterance(p.name, str(p)) for p in old_sample(archive, args.old_minutes)]
     old = rate(sample, work / f"old{tag}", embedder, OLD_SEGMENTS, 1)
-    return new, old
+    return float(np.median(runs)), old, runs
+
+
+def each(runs: list[float]) -> str:
+    return f" (median of {', '.join(f'{r:.0f}' for r in runs)})" if len(runs) > 1 else ""
 
 
 def spin(parent: int) -> None:
@@ -89,6 +97,8 @@ def main() -> None:
     parser.add_argument("--hours", default="1,8", help="archive sizes, comma-separated")
     parser.add_argument("--old-minutes", type=float, default=15.0,
                         help="audio the previous method is timed on")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="builds of the first archive size (median printed)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--busy", action="store_true", help="also measure beside a busy process")
     parser.add_argument("--skip-map", action="store_true")
@@ -111,9 +121,10 @@ def main() -> None:
         for h in hours:
             archive = make_archive(work / f"archive{h:g}", h)
             if h == hours[0]:
-                new, old = compare(work, archive, embedder, args, f"{h:g}")
-                print(f"{h:g} h archive: {new:.0f} audio-hours per hour; previous method "
-                      f"{old:.0f} (on {args.old_minutes:g} min) → ×{new / old:.2f}", flush=True)
+                new, old, runs = compare(work, archive, embedder, args, f"{h:g}")
+                print(f"{h:g} h archive: {new:.0f} audio-hours per hour{each(runs)}; "
+                      f"previous method {old:.0f} (on {args.old_minutes:g} min) → "
+                      f"×{new / old:.2f}", flush=True)
             else:
                 new = rate(archive, work / f"new{h:g}", embedder, SegmentConfig(), args.workers)
                 print(f"{h:g} h archive: {new:.0f} audio-hours per hour", flush=True)
@@ -122,12 +133,13 @@ def main() -> None:
                                                                 args=(os.getpid(),), daemon=True)
             busy.start()
             try:
-                new, old = compare(work, work / f"archive{hours[0]:g}", embedder, args, "busy")
+                new, old, runs = compare(work, work / f"archive{hours[0]:g}", embedder, args,
+                                         "busy")
             finally:
                 busy.terminate()
                 busy.join()
-            print(f"with one busy process: {new:.0f} audio-hours per hour; previous method "
-                  f"{old:.0f} → ×{new / old:.2f}", flush=True)
+            print(f"with one busy process: {new:.0f} audio-hours per hour{each(runs)}; "
+                  f"previous method {old:.0f} → ×{new / old:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Index builds in worker processes answer exactly like builds in one process."""
 
 import sqlite3
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -105,3 +106,42 @@ def test_the_calling_process_embeds_chunks_no_worker_has_started(archive, embedd
         spans, vectors, seconds = embed_recording(embedder, utt, SEGMENTS)
         assert embedded.spans == spans and embedded.seconds == pytest.approx(seconds)
         np.testing.assert_allclose(embedded.vectors, vectors, atol=1e-5)
+
+
+class _HeldPool:
+    """A stand-in pool whose chunks finish when the test says so."""
+
+    def __init__(self):
+        self.futures = []
+
+    def submit(self, _fn, chunk, _config):
+        future = Future()
+        self.futures.append(future)
+        return future
+
+
+def test_a_worker_gets_its_next_chunk_while_this_process_is_busy(monkeypatch):
+    """A chunk the pool finishes frees its slot at once, not when this process is done
+    with the chunk it is embedding; results still come back per job, in order."""
+    pool = _HeldPool()
+    scheduler = embed_workers._Scheduler(pool, None, SEGMENTS, slots=1)
+    jobs = [embed_workers._Job(embed_workers.Chunk("a.wav", i, i + 1.0, float("inf")))
+            for i in range(4)]
+    handed_during = []
+
+    def busy_here(self, job):  # the worker finishes its chunk meanwhile
+        before = len(pool.futures)
+        pool.futures[-1].set_result(f"pool {before - 1}")
+        handed_during.append(len(pool.futures) - before)
+        job.result, job.done = f"here {job.chunk.start:g}", True
+
+    monkeypatch.setattr(embed_workers._Scheduler, "_embed", busy_here)
+    scheduler.add(jobs)
+    assert len(pool.futures) == 1  # one slot
+    for job in jobs:
+        scheduler.finish(job)
+    assert [job.result for job in jobs] == ["pool 0", "here 1", "pool 1", "here 3"]
+    assert handed_during == [1, 0]  # chunk 2 went to the pool while chunk 1 was embedded here
+    scheduler.close()
+    scheduler.add([embed_workers._Job(embed_workers.Chunk("b.wav", 0, 1.0, float("inf")))])
+    assert len(pool.futures) == 2  # closed: nothing more for the pool

@@ -5,8 +5,8 @@
 # scoring the last epoch (at this budget validation WER stays near 100 %: the epoch of
 # lowest validation WER says nothing).
 #
-#   recipes/speechocean762/ablation.sh               # about 2 hours on 2 cores
-#   python recipes/an4/ablation_table.py exp/speechocean762-ablation
+#   recipes/speechocean762/ablation.sh               # about 2.5 hours on 2 cores
+#   python recipes/an4/ablation_table.py exp/speechocean762-ablation cer
 set -euo pipefail
 here=$(dirname "$0")
 DATA=${DATA:-data/speechocean762} EXP=${EXP:-exp/speechocean762-ablation} \

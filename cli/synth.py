@@ -43,6 +43,11 @@ def synth(
         = "40,30,20,15,10",
     reverb: Annotated[float, typer.Option(callback=FRACTION,
         help="Probability that an utterance is put in a synthetic room.")] = 0.3,
+    vocal_tract: Annotated[str, typer.Option(
+        help="LOW,HIGH: each training utterance's formants and pitch rise by a factor "
+             "drawn from this range, at the same tempo, as from a shorter vocal tract "
+             "(women's and children's voices from men's); '1,1' = off. Held-out voices "
+             "are never shifted.")] = "1.0,1.3",
     seed: Annotated[int, typer.Option(callback=NON_NEGATIVE_INT, help="Same seed, same corpus, byte for byte.")] = 0,
     workers: Annotated[Optional[int], typer.Option(callback=POSITIVE_INT,
         help="Parallel synthesiser jobs (default: one per CPU).")] = None,
@@ -64,7 +69,8 @@ def synth(
             sentences_file=str(sentences) if sentences else None,
             min_words=min_words, max_words=max_words, voices=_split_list(voices),
             valid_fraction=valid_fraction, test_fraction=test_fraction,
-            snrs=_parse_snrs(snr), reverb_probability=reverb, seed=seed)
+            snrs=_parse_snrs(snr), reverb_probability=reverb,
+            vocal_tract_range=_parse_range("--vocal-tract", vocal_tract), seed=seed)
         _run_corpus(out, config, workers, as_json)
 
 
@@ -149,6 +155,18 @@ def _print_voices(as_json: bool) -> None:
 
 def _split_list(value: Optional[str]) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+def _parse_range(option: str, value: str) -> tuple[float, float]:
+    parts = _split_list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{option}: expected two numbers LOW,HIGH (e.g. 1.0,1.3), "
+                          f"got {value!r}") from None
+    if not 0 < low <= high:
+        raise ConfigError(f"{option}: need 0 < LOW <= HIGH, got {value!r}")
+    return low, high
 
 
 def _parse_snrs(value: str) -> tuple[float | None, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from asrkit.synth import (Prosody, SynthesisError, Voice, builtin_words, clean_l
                           list_voices, plan_corpus, select_voices, split_speakers,
                           synthesize, text_source, word_samples)
 from asrkit.synth import synth_corpus as make_corpus  # the fixture is called synth_corpus
+from asrkit.synth.corpus import render
 from asrkit.synth import effects, voices as voices_module
 from conftest import TINY_VOICES, require_espeak, tiny_config
 
@@ -258,6 +260,41 @@ def test_plan_draws_do_not_depend_on_the_snr_list():
     assert {p.snr for p in b} == {5.0, 10.0}
 
 
+def test_vocal_tract_shift_leaves_other_draws_and_held_out_voices_alone():
+    require_espeak()
+    a, _ = plan_corpus(tiny_config(vocal_tract_range=(1.0, 1.0)))
+    b, _ = plan_corpus(tiny_config(vocal_tract_range=(1.0, 1.3)))
+    strip = lambda p: dataclasses.replace(p, vocal_tract=1.0)  # noqa: E731
+    assert [strip(p) for p in a] == [strip(p) for p in b]
+    assert {p.vocal_tract for p in a} == {1.0}
+    shifts = {p.split: [] for p in b}
+    for p in b:
+        shifts[p.split].append(p.vocal_tract)
+    assert set(shifts["valid"]) == set(shifts["test"]) == {1.0}
+    assert all(1.0 <= f <= 1.3 for f in shifts["train"]) and len(set(shifts["train"])) > 3
+
+
+def test_vocal_tract_shift_raises_the_spectrum_at_the_same_tempo():
+    require_espeak()
+    plan, _ = plan_corpus(tiny_config(vocal_tract_range=(1.0, 1.0)))
+    dry = dataclasses.replace(plan[0], text="SEVEN SEVEN", speed=1.0, rt60=None, snr=None,
+                              prosody=Prosody(1.0, 0.0), lead=0.0, trail=0.0)
+
+    def rendered(factor):
+        item = dataclasses.replace(dry, vocal_tract=factor)
+        assert item.said.rate == pytest.approx(1.0 / factor)
+        wave, rate = synthesize(item.voice, item.text, item.said)
+        return effects.trim_silence(render(item, wave, rate)).astype(np.float64)
+
+    def centroid(x):
+        freqs, power = scipy.signal.welch(x, SR, nperseg=1024)
+        return np.sum(freqs * power) / np.sum(power)
+
+    plain, shifted = rendered(1.0), rendered(1.25)
+    assert len(shifted) == pytest.approx(len(plain), rel=0.1)
+    assert 1.08 < centroid(shifted) / centroid(plain) < 1.4  # 1.15 measured for espeak-ng
+
+
 def test_added_noise_has_the_requested_snr(tmp_path):
     require_espeak()
     common = dict(n_utterances=6, valid_fraction=0.0, test_fraction=0.0,
@@ -363,6 +400,9 @@ def test_cli_synth_errors_are_one_line_with_exit_codes(cli, tmp_path):
     assert cli("synth").exit_code == 2  # no output folder
     bad_snr = cli("synth", str(tmp_path), "--snr", "loud")
     assert bad_snr.exit_code == 2 and "'loud'" in bad_snr.output
+    for value in ("1.2", "1.3,1.0", "a,b", "1,1.1,1.2"):
+        bad = cli("synth", str(tmp_path), "--vocal-tract", value)
+        assert bad.exit_code == 2 and "--vocal-tract" in bad.output, value
 
 
 def test_cli_list_voices_and_archive(cli, tmp_path):

@@ -55,6 +55,12 @@ class SynthConfig:
     rate_range: tuple[float, float] = (0.85, 1.25)  # speaking-rate factor
     pitch_range: tuple[float, float] = (-3.0, 3.0)  # semitones
     speed_range: tuple[float, float] = (0.92, 1.08)  # speed perturbation factor
+    # Training utterances only: formants and pitch rise by this factor at an unchanged
+    # tempo, as from a shorter vocal tract (the synthesiser speaks that much slower, the
+    # audio is then played that much faster). The recorded voices are few and mostly
+    # adult men; shifted up they stand in for women and children. Held-out voices are
+    # left as the synthesisers make them.
+    vocal_tract_range: tuple[float, float] = (1.0, 1.3)
     # dB; None = no noise at all. The quietest default still adds a noise floor: real
     # recordings never fall to digital silence, and a model should not learn that they do.
     snrs: tuple[float | None, ...] = (40.0, 30.0, 20.0, 15.0, 10.0)
@@ -73,7 +79,8 @@ class SynthConfig:
         if min(fractions) < 0 or sum(fractions) >= 1:
             raise ConfigError("valid_fraction and test_fraction must be >= 0 and sum to "
                               f"less than 1, got {self.valid_fraction} and {self.test_fraction}")
-        for name in ("rate_range", "speed_range", "rt60_range", "peak_range"):
+        for name in ("rate_range", "speed_range", "vocal_tract_range", "rt60_range",
+                     "peak_range"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigError(f"{name} must be (low, high) with 0 < low <= high")
@@ -90,7 +97,7 @@ class PlannedUtterance:
     text: str
     voice: Voice
     prosody: Prosody
-    speed: float
+    speed: float  # tempo, pitch and formants together
     rt60: float | None  # seconds; None = dry
     drr_db: float
     snr: float | None  # dB; None = clean
@@ -99,6 +106,15 @@ class PlannedUtterance:
     trail: float  # ... and after
     peak: float
     seed: int  # for the noise and room samples
+    vocal_tract: float = 1.0  # formant and pitch factor at unchanged tempo
+
+    @property
+    def said(self) -> Prosody:
+        """What to ask the synthesiser for: the prosody, slowed by the vocal-tract
+        factor that :func:`render` speeds the audio back up by."""
+        if self.vocal_tract == 1.0:
+            return self.prosody
+        return Prosody(self.prosody.rate / self.vocal_tract, self.prosody.pitch)
 
     @property
     def path(self) -> str:
@@ -131,6 +147,8 @@ def plan_corpus(config: SynthConfig, voices: Sequence[Voice] | None = None,
     voices = list(voices) if voices is not None else select_voices(config.voices or None)
     source = source or _source(config)
     rng = np.random.default_rng(config.seed)
+    # A stream of its own, so the vocal-tract shift leaves every other draw as it was.
+    shift_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
     speakers = split_speakers(voices, config.valid_fraction, config.test_fraction, rng)
     by_speaker = defaultdict(list)
     for v in voices:
@@ -142,8 +160,10 @@ def plan_corpus(config: SynthConfig, voices: Sequence[Voice] | None = None,
         for j in range(count):
             group = by_speaker[order[j % len(order)]]
             voice = group[_pick(rng, len(group))]
+            shift = float(shift_rng.uniform(*config.vocal_tract_range))
             plan.append(_draw_utterance(config, f"synth-{len(plan):05d}", split,
-                                        texts[len(plan)], voice, rng))
+                                        texts[len(plan)], voice, rng,
+                                        round(shift, 4) if split == "train" else 1.0))
     return plan, speakers
 
 
@@ -208,7 +228,8 @@ def render(item: PlannedUtterance, wave: np.ndarray, rate: int) -> np.ndarray:
     """
     room_rng, noise_rng = (np.random.default_rng(s)
                            for s in np.random.SeedSequence(item.seed).spawn(2))
-    x = effects.trim_silence(change_speed(wave, item.speed, rate, SAMPLE_RATE))
+    x = effects.trim_silence(change_speed(wave, item.speed * item.vocal_tract, rate,
+                                          SAMPLE_RATE))
     if x.size == 0:
         raise SynthesisError(f"{item.voice.id}: produced no sound for {item.text!r}")
     if item.rt60 is not None:
@@ -228,7 +249,7 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray) -> None:
 
 
 def _draw_utterance(config: SynthConfig, uid: str, split: str, text: str, voice: Voice,
-                    rng: np.random.Generator) -> PlannedUtterance:
+                    rng: np.random.Generator, vocal_tract: float) -> PlannedUtterance:
     # Always the same draws in the same order, so changing one setting (say, the SNRs)
     # leaves every other choice of every utterance as it was.
     u = lambda bounds: float(rng.uniform(*bounds))  # noqa: E731
@@ -243,7 +264,7 @@ def _draw_utterance(config: SynthConfig, uid: str, split: str, text: str, voice:
     seed = int(rng.integers(2**31))
     return PlannedUtterance(uid, split, text, voice, prosody, speed, rt60 if reverb else None,
                             drr, None if snr is None else float(snr), color, lead, trail,
-                            peak, seed)
+                            peak, seed, vocal_tract)
 
 
 def _render_all(out: Path, todo: list[PlannedUtterance], total: int, workers: int,
@@ -270,7 +291,7 @@ def _render_all(out: Path, todo: list[PlannedUtterance], total: int, workers: in
 
 
 def _render_job(out: Path, items: list[PlannedUtterance]) -> int:
-    waves = synthesize_many(items[0].voice, [(p.text, p.prosody) for p in items])
+    waves = synthesize_many(items[0].voice, [(p.text, p.said) for p in items])
     for item, (wave, rate) in zip(items, waves):
         write_wav(out / item.path, render(item, wave, rate))
     return len(items)

@@ -112,8 +112,6 @@ class PlannedUtterance:
     def said(self) -> Prosody:
         """What to ask the synthesiser for: the prosody, slowed by the vocal-tract
         factor that :func:`render` speeds the audio back up by."""
-        if self.vocal_tract == 1.0:
-            return self.prosody
         return Prosody(self.prosody.rate / self.vocal_tract, self.prosody.pitch)
 
     @property
